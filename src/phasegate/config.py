@@ -1,0 +1,413 @@
+"""The pipeline file (TOML) loaded into frozen, validated models.
+
+Every error names the file, the key and what was expected, e.g.
+``pipeline.toml: phases[2].next: unknown phase 'phase9' (known: phase2, phase3)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from phasegate.errors import ConfigError, ValidationError
+
+DEFAULT_RUN_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+DEFAULT_PRIMARY_URL = "sqlite:///.phasegate/primary.db"
+DEFAULT_BACKUP_URL = "sqlite:///.phasegate/backup.db"
+DEFAULT_TRANSPORT = "log:"
+CONFIG_ENV = "PHASEGATE_CONFIG"
+DEFAULT_CONFIG_NAME = "phasegate.toml"
+MAX_RUN_KEY_LENGTH = 128
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "firestore", "bigquery")
+TRANSPORT_SCHEMES = ("log", "http", "https", "nats", "pubsub")
+
+
+class TimeoutPolicy(StrEnum):
+    """What a missed phase timeout does: always alert; ``trigger`` also triggers."""
+
+    ALERT = "alert"
+    TRIGGER = "trigger"
+
+
+class Secret:
+    """A value that must never be printed; ``reveal()`` is the only way to read it."""
+
+    __slots__ = ("_source", "_value")
+
+    def __init__(self, value: str, source: str = "inline") -> None:
+        self._value = value
+        self._source = source
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self._source!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def resolve_secret(raw: str, where: str) -> tuple[str, str]:
+    """Resolve ``env:NAME`` and ``file:/path`` references; returns ``(value, source)``."""
+    if raw.startswith("env:"):
+        name = raw[4:]
+        if not name:
+            raise ConfigError(f"{where}: 'env:' needs a variable name, e.g. env:PHASEGATE_TOKEN")
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name], raw
+    if raw.startswith("file:"):
+        path = Path(raw[5:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip(), "file:" + path.name
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read secret file {path}: {exc.strerror}") from exc
+    return raw, "inline"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"90s"``, ``"2h"``, ``"1h30m"``, ``"500ms"``, ``"1d"`` into a timedelta."""
+    cleaned = text.strip().replace(" ", "")
+    if not cleaned:
+        raise ValueError("empty duration")
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(cleaned):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(cleaned):
+        raise ValueError(
+            f"bad duration {text!r}; expected a number and unit (ms, s, m, h, d), e.g. '90s' or '1h30m'"
+        )
+    if total <= 0:
+        raise ValueError(f"duration {text!r} must be greater than zero")
+    return timedelta(seconds=total)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One phase: who must report, what comes next, how long it may take."""
+
+    name: str
+    processors: tuple[str, ...]
+    next: str | None = None
+    timeout: timedelta | None = None
+    on_timeout: TimeoutPolicy = TimeoutPolicy.ALERT
+
+
+@dataclass(frozen=True, slots=True)
+class StoresConfig:
+    """Where records are written: two independently failing stores."""
+
+    primary: str = DEFAULT_PRIMARY_URL
+    backup: str = DEFAULT_BACKUP_URL
+
+
+@dataclass(frozen=True, slots=True)
+class TriggersConfig:
+    """How triggers leave phasegate."""
+
+    transport: str = DEFAULT_TRANSPORT
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of ``phasegate serve``."""
+
+    token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A validated pipeline: ordered phases and where their records go."""
+
+    name: str
+    phases: tuple[Phase, ...]
+    run_key_pattern: str = DEFAULT_RUN_KEY_PATTERN
+    stores: StoresConfig = field(default_factory=StoresConfig)
+    triggers: TriggersConfig = field(default_factory=TriggersConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    source: Path | None = None
+
+    def phase(self, name: str) -> Phase:
+        """The phase called ``name``; a ValidationError lists the known ones otherwise."""
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        raise ValidationError(
+            "phase",
+            f"unknown phase {name!r}; expected one of: {', '.join(p.name for p in self.phases)}",
+            code="unknown_phase",
+        )
+
+    def previous(self, name: str) -> Phase | None:
+        """The phase whose ``next`` is ``name``, if any."""
+        for phase in self.phases:
+            if phase.next == name:
+                return phase
+        return None
+
+    def validate_run_key(self, run_key: str) -> str:
+        """Return ``run_key`` if it matches the pattern, else raise a ValidationError."""
+        if not isinstance(run_key, str) or not run_key:
+            raise ValidationError("run_key", "must be a non-empty string", code="bad_run_key")
+        if len(run_key) > MAX_RUN_KEY_LENGTH:
+            raise ValidationError(
+                "run_key", f"longer than {MAX_RUN_KEY_LENGTH} characters", code="bad_run_key"
+            )
+        if re.search(self.run_key_pattern, run_key) is None:
+            raise ValidationError(
+                "run_key",
+                f"{run_key!r} does not match the pattern {self.run_key_pattern}",
+                code="bad_run_key",
+            )
+        return run_key
+
+
+class _Reader:
+    """Pulls typed values out of a TOML table and names the key when one is wrong."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected a table, got {_kind(value)}")
+        return value
+
+    def string(
+        self, data: Mapping[str, Any], key: str, path: str, default: str | None = None
+    ) -> str:
+        value = data.get(key, default)
+        if value is None:
+            raise self.fail(path, "is required")
+        if not isinstance(value, str):
+            raise self.fail(path, f"expected a string, got {_kind(value)}")
+        return value
+
+    def known_keys(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.fail(
+                    f"{path}.{key}" if path else key,
+                    f"unknown key; expected one of: {', '.join(sorted(allowed))}",
+                )
+
+
+def _kind(value: object) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_url(reader: _Reader, url: str, key: str, schemes: tuple[str, ...]) -> None:
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
+    if scheme not in schemes:
+        raise reader.fail(
+            key, f"unsupported URL scheme {scheme or url!r}; expected one of: {', '.join(schemes)}"
+        )
+
+
+def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipeline:
+    """Validate a parsed TOML document into a :class:`Pipeline`."""
+    reader = _Reader(source)
+    reader.known_keys(data, {"pipeline", "stores", "triggers", "phases", "server"}, "")
+
+    head = reader.table(data, "pipeline", "pipeline")
+    reader.known_keys(head, {"name", "run_key_pattern"}, "pipeline")
+    name = reader.string(head, "name", "pipeline.name")
+    if not _NAME.match(name):
+        raise reader.fail("pipeline.name", f"{name!r} must be letters, digits, '_', '-' or '.'")
+    pattern = reader.string(
+        head, "run_key_pattern", "pipeline.run_key_pattern", DEFAULT_RUN_KEY_PATTERN
+    )
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise reader.fail("pipeline.run_key_pattern", f"invalid regular expression: {exc}") from exc
+
+    stores_table = reader.table(data, "stores", "stores")
+    reader.known_keys(stores_table, {"primary", "backup"}, "stores")
+    urls = {}
+    for role, default in (("primary", DEFAULT_PRIMARY_URL), ("backup", DEFAULT_BACKUP_URL)):
+        raw = reader.string(stores_table, role, f"stores.{role}", default)
+        url, _ = resolve_secret(raw, f"{source}: stores.{role}")
+        _check_url(reader, url, f"stores.{role}", STORE_SCHEMES)
+        urls[role] = url
+    if urls["primary"] == urls["backup"]:
+        raise reader.fail("stores.backup", "must differ from stores.primary (they must fail apart)")
+
+    triggers_table = reader.table(data, "triggers", "triggers")
+    reader.known_keys(triggers_table, {"transport"}, "triggers")
+    transport, _ = resolve_secret(
+        reader.string(triggers_table, "transport", "triggers.transport", DEFAULT_TRANSPORT),
+        f"{source}: triggers.transport",
+    )
+    _check_url(reader, transport, "triggers.transport", TRANSPORT_SCHEMES)
+
+    server_table = reader.table(data, "server", "server")
+    reader.known_keys(server_table, {"token"}, "server")
+    token = None
+    if "token" in server_table:
+        value, origin = resolve_secret(
+            reader.string(server_table, "token", "server.token"), f"{source}: server.token"
+        )
+        if not value:
+            raise reader.fail("server.token", "is empty")
+        token = Secret(value, origin)
+
+    phases = _parse_phases(reader, data.get("phases"))
+    return Pipeline(
+        name=name,
+        phases=phases,
+        run_key_pattern=pattern,
+        stores=StoresConfig(primary=urls["primary"], backup=urls["backup"]),
+        triggers=TriggersConfig(transport=transport),
+        server=ServerConfig(token=token),
+        source=None if source.startswith("<") else Path(source),
+    )
+
+
+def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:
+    if raw is None:
+        raise reader.fail("phases", "is required: declare at least one [[phases]] table")
+    if not isinstance(raw, list) or not raw:
+        raise reader.fail("phases", "expected a non-empty array of [[phases]] tables")
+    phases: list[Phase] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        path = f"phases[{index}]"
+        if not isinstance(item, Mapping):
+            raise reader.fail(path, f"expected a table, got {_kind(item)}")
+        reader.known_keys(item, {"name", "processors", "next", "timeout", "on_timeout"}, path)
+        name = reader.string(item, "name", f"{path}.name")
+        if not _NAME.match(name):
+            raise reader.fail(f"{path}.name", f"{name!r} must be letters, digits, '_', '-' or '.'")
+        if name in seen:
+            raise reader.fail(f"{path}.name", f"duplicate phase {name!r} (first at phases[{seen[name]}])")
+        seen[name] = index
+        processors = item.get("processors")
+        if not isinstance(processors, list) or not processors:
+            raise reader.fail(f"{path}.processors", "expected a non-empty array of processor names")
+        for position, processor in enumerate(processors):
+            where = f"{path}.processors[{position}]"
+            if not isinstance(processor, str) or not _NAME.match(processor):
+                raise reader.fail(where, f"{processor!r} is not a valid processor name")
+            if processor in processors[:position]:
+                raise reader.fail(where, f"processor {processor!r} is listed twice")
+        next_phase = item.get("next")
+        if next_phase is not None and not isinstance(next_phase, str):
+            raise reader.fail(f"{path}.next", f"expected a phase name, got {_kind(next_phase)}")
+        timeout = None
+        if "timeout" in item:
+            raw_timeout = item["timeout"]
+            if not isinstance(raw_timeout, str):
+                raise reader.fail(f"{path}.timeout", f"expected a duration string such as '2h', got {_kind(raw_timeout)}")
+            try:
+                timeout = parse_duration(raw_timeout)
+            except ValueError as exc:
+                raise reader.fail(f"{path}.timeout", str(exc)) from exc
+        raw_policy = reader.string(item, "on_timeout", f"{path}.on_timeout", TimeoutPolicy.ALERT.value)
+        try:
+            policy = TimeoutPolicy(raw_policy)
+        except ValueError:
+            raise reader.fail(
+                f"{path}.on_timeout", f"{raw_policy!r}; expected one of: alert, trigger"
+            ) from None
+        phases.append(Phase(name, tuple(processors), next_phase, timeout, policy))
+    _check_graph(reader, phases)
+    return tuple(phases)
+
+
+def _check_graph(reader: _Reader, phases: list[Phase]) -> None:
+    names = {p.name for p in phases}
+    triggered_by: dict[str, str] = {}
+    for index, phase in enumerate(phases):
+        if phase.next is None:
+            continue
+        if phase.next == phase.name:
+            raise reader.fail(f"phases[{index}].next", f"phase {phase.name!r} cannot trigger itself")
+        if phase.next not in names:
+            raise reader.fail(
+                f"phases[{index}].next",
+                f"unknown phase {phase.next!r} (known: {', '.join(p.name for p in phases)})",
+            )
+        if phase.next in triggered_by:
+            raise reader.fail(
+                f"phases[{index}].next",
+                f"phase {phase.next!r} is already triggered by {triggered_by[phase.next]!r}; "
+                "each phase has one predecessor",
+            )
+        triggered_by[phase.next] = phase.name
+    successors = {p.name: p.next for p in phases}
+    for start in successors:
+        visited = [start]
+        current = successors[start]
+        while current is not None:
+            if current in visited:
+                cycle = " -> ".join([*visited[visited.index(current) :], current])
+                raise reader.fail("phases", f"the 'next' links form a cycle: {cycle}")
+            visited.append(current)
+            current = successors[current]
+
+
+def loads_pipeline(text: str, source: str = "<string>") -> Pipeline:
+    """Parse pipeline TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return parse_pipeline(data, source)
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    """Read and validate the pipeline file at ``path``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: pipeline file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read pipeline file: {exc.strerror}") from exc
+    return loads_pipeline(text, str(file))
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The pipeline file to use: ``--config``, then ``$PHASEGATE_CONFIG``, then ``./phasegate.toml``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    candidate = Path.cwd() / DEFAULT_CONFIG_NAME
+    if candidate.exists():
+        return candidate
+    raise ConfigError(
+        f"no pipeline file: pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG_NAME}"
+    )

@@ -1,0 +1,217 @@
+"""The records phasegate stores and passes around: plain frozen dataclasses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from phasegate.clock import utc_iso
+
+# A fixed namespace so trigger ids are the same on every machine and every release.
+TRIGGER_NAMESPACE = uuid.UUID("6b0f1c9e-3f55-4d8f-9a53-2c1f3f0b7a11")
+
+
+class Status(StrEnum):
+    """How a processor's part of a run ended."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class TriggerReason(StrEnum):
+    """Why a phase was handed to the next one."""
+
+    COMPLETE = "complete"
+    TIMEOUT = "timeout"
+    MANUAL = "manual"
+
+
+class PhaseState(StrEnum):
+    """Where one phase of one run stands."""
+
+    NOT_STARTED = "not_started"
+    WAITING = "waiting"
+    COMPLETE = "complete"
+    TRIGGERED = "triggered"
+    TIMED_OUT = "timed_out"
+
+
+def frozen_metadata(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only copy of ``metadata`` so a frozen record cannot be changed through it."""
+    return MappingProxyType(dict(metadata or {}))
+
+
+def trigger_id_for(pipeline: str, phase: str, run_key: str) -> str:
+    """The deterministic id of the trigger of ``phase`` for ``run_key`` in ``pipeline``."""
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{pipeline}\x1f{phase}\x1f{run_key}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One processor's report that its part of a run has finished.
+
+    Its identity is ``(phase, run_key, processor)``; ``success`` is sticky.
+    """
+
+    phase: str
+    run_key: str
+    processor: str
+    status: Status
+    occurred_at: datetime
+    correlation_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=lambda: frozen_metadata(None))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The identity of this completion."""
+        return (self.phase, self.run_key, self.processor)
+
+    def metadata_json(self) -> str:
+        """``metadata`` as compact, key-sorted JSON."""
+        return json.dumps(dict(self.metadata), sort_keys=True, separators=(",", ":"))
+
+
+def prefer(current: Completion | None, incoming: Completion) -> Completion:
+    """Which of two reports of the same completion stands: success wins, else the latest."""
+    if current is None:
+        return incoming
+    if current.status is Status.SUCCESS:
+        if incoming.status is Status.SUCCESS and incoming.occurred_at < current.occurred_at:
+            return incoming
+        return current
+    if incoming.status is Status.SUCCESS or incoming.occurred_at >= current.occurred_at:
+        return incoming
+    return current
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """The decision that ``phase`` is done for ``run_key``, handed to ``next_phase``."""
+
+    trigger_id: str
+    pipeline: str
+    phase: str
+    next_phase: str | None
+    run_key: str
+    reason: TriggerReason
+    triggered_at: datetime
+    correlation_id: str | None = None
+    processors: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    def to_message(self) -> dict[str, Any]:
+        """The trigger message, exactly the documented keys."""
+        return {
+            "trigger_id": self.trigger_id,
+            "pipeline": self.pipeline,
+            "phase": self.phase,
+            "next_phase": self.next_phase,
+            "run_key": self.run_key,
+            "reason": self.reason.value,
+            "correlation_id": self.correlation_id,
+            "processors": list(self.processors),
+            "missing": list(self.missing),
+            "triggered_at": utc_iso(self.triggered_at),
+        }
+
+    def to_json(self) -> str:
+        """The trigger message as compact JSON."""
+        return json.dumps(self.to_message(), separators=(",", ":"))
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Trigger:
+        """Rebuild a trigger from its message (as stored in the outbox)."""
+        return cls(
+            trigger_id=str(message["trigger_id"]),
+            pipeline=str(message["pipeline"]),
+            phase=str(message["phase"]),
+            next_phase=message.get("next_phase"),
+            run_key=str(message["run_key"]),
+            reason=TriggerReason(message["reason"]),
+            triggered_at=datetime.fromisoformat(str(message["triggered_at"])),
+            correlation_id=message.get("correlation_id"),
+            processors=tuple(message.get("processors", ())),
+            missing=tuple(message.get("missing", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A claimed trigger and where its delivery stands."""
+
+    trigger: Trigger
+    claimed_at: datetime
+    delivered_at: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether a transport has accepted this trigger."""
+        return self.delivered_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseExecution:
+    """How one phase of one run went: the history behind "how long does phase 3 take?"."""
+
+    phase: str
+    run_key: str
+    started_at: datetime
+    triggered_at: datetime
+    processors: tuple[str, ...]
+    reason: TriggerReason
+    trigger_id: str
+
+    @property
+    def duration_seconds(self) -> float:
+        """Seconds from the phase's start to its trigger."""
+        return (self.triggered_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutReport:
+    """The one-time record that a phase missed its timeout."""
+
+    phase: str
+    run_key: str
+    started_at: datetime
+    reported_at: datetime
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSet:
+    """Everything a store holds for a range of run keys, for reconciliation and replay."""
+
+    completions: tuple[Completion, ...] = ()
+    history: tuple[Completion, ...] = ()
+    triggers: tuple[OutboxEntry, ...] = ()
+    executions: tuple[PhaseExecution, ...] = ()
+    timeouts: tuple[TimeoutReport, ...] = ()
+
+    @property
+    def run_keys(self) -> frozenset[str]:
+        """The run keys this set touches."""
+        keys = {c.run_key for c in self.completions}
+        keys.update(c.run_key for c in self.history)
+        keys.update(t.trigger.run_key for t in self.triggers)
+        keys.update(e.run_key for e in self.executions)
+        keys.update(t.run_key for t in self.timeouts)
+        return frozenset(keys)
+
+    def __len__(self) -> int:
+        return (
+            len(self.completions)
+            + len(self.history)
+            + len(self.triggers)
+            + len(self.executions)
+            + len(self.timeouts)
+        )
