@@ -95,7 +95,8 @@ def parse_duration(text: str) -> timedelta:
         position = match.end()
     if position != len(cleaned):
         raise ValueError(
-            f"bad duration {text!r}; expected a number and unit (ms, s, m, h, d), e.g. '90s' or '1h30m'"
+            f"bad duration {text!r}; expected a number and unit (ms, s, m, h, d), "
+            "e.g. '90s' or '1h30m'"
         )
     if total <= 0:
         raise ValueError(f"duration {text!r} must be greater than zero")
@@ -172,6 +173,12 @@ class Pipeline:
         if len(run_key) > MAX_RUN_KEY_LENGTH:
             raise ValidationError(
                 "run_key", f"longer than {MAX_RUN_KEY_LENGTH} characters", code="bad_run_key"
+            )
+        if not run_key.isprintable() or any(ch.isspace() for ch in run_key):
+            raise ValidationError(
+                "run_key",
+                f"{run_key!r} contains whitespace or control characters",
+                code="bad_run_key",
             )
         if re.search(self.run_key_pattern, run_key) is None:
             raise ValidationError(
@@ -311,7 +318,9 @@ def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:
         if not _NAME.match(name):
             raise reader.fail(f"{path}.name", f"{name!r} must be letters, digits, '_', '-' or '.'")
         if name in seen:
-            raise reader.fail(f"{path}.name", f"duplicate phase {name!r} (first at phases[{seen[name]}])")
+            raise reader.fail(
+                f"{path}.name", f"duplicate phase {name!r} (first at phases[{seen[name]}])"
+            )
         seen[name] = index
         processors = item.get("processors")
         if not isinstance(processors, list) or not processors:
@@ -329,12 +338,17 @@ def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:
         if "timeout" in item:
             raw_timeout = item["timeout"]
             if not isinstance(raw_timeout, str):
-                raise reader.fail(f"{path}.timeout", f"expected a duration string such as '2h', got {_kind(raw_timeout)}")
+                raise reader.fail(
+                    f"{path}.timeout",
+                    f"expected a duration string such as '2h', got {_kind(raw_timeout)}",
+                )
             try:
                 timeout = parse_duration(raw_timeout)
             except ValueError as exc:
                 raise reader.fail(f"{path}.timeout", str(exc)) from exc
-        raw_policy = reader.string(item, "on_timeout", f"{path}.on_timeout", TimeoutPolicy.ALERT.value)
+        raw_policy = reader.string(
+            item, "on_timeout", f"{path}.on_timeout", TimeoutPolicy.ALERT.value
+        )
         try:
             policy = TimeoutPolicy(raw_policy)
         except ValueError:
@@ -353,7 +367,9 @@ def _check_graph(reader: _Reader, phases: list[Phase]) -> None:
         if phase.next is None:
             continue
         if phase.next == phase.name:
-            raise reader.fail(f"phases[{index}].next", f"phase {phase.name!r} cannot trigger itself")
+            raise reader.fail(
+                f"phases[{index}].next", f"phase {phase.name!r} cannot trigger itself"
+            )
         if phase.next not in names:
             raise reader.fail(
                 f"phases[{index}].next",
@@ -367,9 +383,9 @@ def _check_graph(reader: _Reader, phases: list[Phase]) -> None:
             )
         triggered_by[phase.next] = phase.name
     successors = {p.name: p.next for p in phases}
-    for start in successors:
+    for start, first_next in successors.items():
         visited = [start]
-        current = successors[start]
+        current = first_next
         while current is not None:
             if current in visited:
                 cycle = " -> ".join([*visited[visited.index(current) :], current])
@@ -400,7 +416,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The pipeline file to use: ``--config``, then ``$PHASEGATE_CONFIG``, then ``./phasegate.toml``."""
+    """The pipeline file: ``--config``, then ``$PHASEGATE_CONFIG``, then ``./phasegate.toml``."""
     if explicit:
         return Path(explicit)
     if os.environ.get(CONFIG_ENV):

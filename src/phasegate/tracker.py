@@ -80,7 +80,9 @@ class ClaimOutcome:
 class _Guarded:
     """One store with its breaker, retry policy and the run keys it missed."""
 
-    def __init__(self, store: CompletionStore, role: StoreRole, policy: RetryPolicy, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, store: CompletionStore, role: StoreRole, policy: RetryPolicy, breaker: CircuitBreaker
+    ) -> None:
         self.store = store
         self.role = role
         self.policy = policy
@@ -148,7 +150,7 @@ class CompletionTracker:
         return self._clock
 
     def counts(self) -> dict[str, int]:
-        """Counters: ``retries.primary``, ``writes.backup.failed``, ``both_failed``, ``replayed``..."""
+        """Counters such as ``retries.primary``, ``writes.backup.failed``, ``both_failed``."""
         with self._counts_lock:
             return dict(self._counts)
 
@@ -167,13 +169,19 @@ class CompletionTracker:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _attempt(self, guarded: _Guarded, fn: Callable[[CompletionStore], T]) -> tuple[bool, T | None, BaseException | None]:
+    def _attempt(
+        self, guarded: _Guarded, fn: Callable[[CompletionStore], T]
+    ) -> tuple[bool, T | None, BaseException | None]:
         permit = guarded.breaker.try_acquire()
         if permit is None:
             self._count(f"writes.{guarded.role}.skipped")
             retry_in = guarded.breaker.retry_in()
-            return False, None, StoreUnavailable(
-                f"{guarded.role} store skipped: circuit open (next trial in {retry_in:.0f}s)"
+            return (
+                False,
+                None,
+                StoreUnavailable(
+                    f"{guarded.role} store skipped: circuit open (next trial in {retry_in:.0f}s)"
+                ),
             )
 
         def on_retry(state: tenacity.RetryCallState) -> None:
@@ -249,7 +257,7 @@ class CompletionTracker:
     def dual_write(
         self, operation: str, run_keys: Iterable[str], fn: Callable[[CompletionStore], Any]
     ) -> DualWriteResult:
-        """Apply ``fn`` to both stores; raise ``BothStoresFailed`` (after logging CRITICAL) when neither took it."""
+        """Apply ``fn`` to both stores; if neither took it, log CRITICAL and raise."""
         keys = tuple(run_keys)
         primary_ok, _, primary_error = self._attempt(self._primary, fn)
         backup_ok, _, backup_error = self._attempt(self._backup, fn)
@@ -310,7 +318,9 @@ class CompletionTracker:
             lambda store: store.record_delivery_failure(trigger.trigger_id, error, next_attempt_at),
         )
 
-    def _claim(self, what: str, run_key: str, fn: Callable[[CompletionStore], bool]) -> ClaimOutcome:
+    def _claim(
+        self, what: str, run_key: str, fn: Callable[[CompletionStore], bool]
+    ) -> ClaimOutcome:
         """Compare-and-set on the primary; on the backup only while the primary is out."""
         primary_ok, won, primary_error = self._attempt(self._primary, fn)
         if primary_ok:
@@ -371,7 +381,9 @@ class CompletionTracker:
 
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
         """Current completions of ``run_key`` merged from both stores (success wins)."""
-        return merge_completions(*self._read("read completions", lambda s: s.completions(run_key, phase)))
+        return merge_completions(
+            *self._read("read completions", lambda s: s.completions(run_key, phase))
+        )
 
     def history(self, run_key: str) -> list[Completion]:
         """Every distinct report of ``run_key`` in either store, oldest first."""
@@ -393,7 +405,9 @@ class CompletionTracker:
         merged: dict[str, OutboxEntry] = {}
         for group in self._read("read triggers", lambda s: s.triggers(run_key)):
             for entry in group:
-                merged[entry.trigger.trigger_id] = _prefer_entry(merged.get(entry.trigger.trigger_id), entry)
+                merged[entry.trigger.trigger_id] = _prefer_entry(
+                    merged.get(entry.trigger.trigger_id), entry
+                )
         return sorted(merged.values(), key=lambda e: e.claimed_at)
 
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -403,20 +417,27 @@ class CompletionTracker:
         seen_in: Counter[str] = Counter()
         for group in answers:
             for entry in group:
-                candidates[entry.trigger.trigger_id] = _prefer_entry(candidates.get(entry.trigger.trigger_id), entry)
+                candidates[entry.trigger.trigger_id] = _prefer_entry(
+                    candidates.get(entry.trigger.trigger_id), entry
+                )
                 seen_in[entry.trigger.trigger_id] += 1
         if len(answers) == 2:
             for trigger_id, count in list(seen_in.items()):
                 if count == 1:
                     run_key = candidates[trigger_id].trigger.run_key
-                    if any(e.trigger.trigger_id == trigger_id and e.delivered for e in self.triggers(run_key)):
+                    if any(
+                        e.trigger.trigger_id == trigger_id and e.delivered
+                        for e in self.triggers(run_key)
+                    ):
                         del candidates[trigger_id]
         return sorted(candidates.values(), key=lambda e: e.claimed_at)[:limit]
 
     def phase_executions(self, phase: str | None = None, limit: int = 100) -> list[PhaseExecution]:
         """Recent phase executions in either store, newest first."""
         merged: dict[tuple[str, str], PhaseExecution] = {}
-        for group in self._read("read phase executions", lambda s: s.phase_executions(phase, limit)):
+        for group in self._read(
+            "read phase executions", lambda s: s.phase_executions(phase, limit)
+        ):
             for execution in group:
                 merged.setdefault((execution.phase, execution.run_key), execution)
         return sorted(merged.values(), key=lambda e: e.triggered_at, reverse=True)[:limit]

@@ -47,7 +47,7 @@ class _FullJitter(wait_base):
         self.base, self.cap, self.rng = base, cap, rng
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        ceiling = min(self.cap, self.base * 2 ** (retry_state.attempt_number - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** (retry_state.attempt_number - 1))
         return self.rng.uniform(0, ceiling)
 
 
@@ -66,11 +66,11 @@ class _AdditiveJitter(wait_base):
         self.base, self.cap, self.rng = base, cap, rng
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exponential = self.base * 2 ** (retry_state.attempt_number - 1)
+        exponential = self.base * 2.0 ** (retry_state.attempt_number - 1)
         return min(self.cap, exponential + self.rng.uniform(0, self.base))
 
 
-_STRATEGIES = {
+_STRATEGIES: dict[Jitter, Callable[[float, float, random.Random], wait_base]] = {
     Jitter.FULL: _FullJitter,
     Jitter.DECORRELATED: _DecorrelatedJitter,
     Jitter.ADDITIVE: _AdditiveJitter,
@@ -79,7 +79,7 @@ _STRATEGIES = {
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently to retry: ``attempts`` in all, waits from ``base`` to ``max_delay``."""
+    """How patiently to retry: ``attempts`` in all, waits from ``base`` up to ``max_delay``."""
 
     attempts: int = 3
     base: float = 1.0
@@ -181,8 +181,11 @@ def retry(
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async def attempt() -> Any:
+                    return await fn(*args, **kwargs)  # type: ignore[misc,unused-ignore]
+
                 return await acall_with_retry(
-                    lambda: fn(*args, **kwargs),  # type: ignore[arg-type,return-value]
+                    attempt,
                     policy,
                     sleep=sleep or asyncio.sleep,
                     rng=rng,

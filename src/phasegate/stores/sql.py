@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 _NAME = sa.String(128)
+# Claims and timeouts are decided by an INSERT's row count, which SQLAlchemy keeps only on request.
+_EXECUTION_OPTIONS = {"preserve_rowcount": True}
 _SCHEMA_LOCK_KEY = 0x70686173  # "phas": the advisory lock that serialises schema creation
 
 
@@ -204,12 +206,28 @@ def _isolate(error: BaseException) -> bool:
     return isinstance(error, sa.exc.SQLAlchemyError) and not isinstance(error, _TRANSIENT)
 
 
+def _replace_condition(table: sa.Table, new: Any) -> sa.ColumnElement[bool]:
+    """``model.prefer`` in SQL: success wins; the earliest success, the latest failure."""
+    success = Status.SUCCESS.value
+    return sa.or_(
+        sa.and_(
+            table.c.status != success,
+            sa.or_(new.status == success, new.occurred_at >= table.c.occurred_at),
+        ),
+        sa.and_(
+            table.c.status == success,
+            new.status == success,
+            new.occurred_at < table.c.occurred_at,
+        ),
+    )
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced, safe to log."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
-        return url.split("@")[-1]
+        return url.rsplit("@", maxsplit=1)[-1]
 
 
 class SqlStore:
@@ -238,10 +256,12 @@ class SqlStore:
         self.dialect = self._write_engine.dialect.name
         self._metadata = sa.MetaData()
         self._t = _tables(self._metadata)
-        self._schema_ready = False
+        self._schema_ready = threading.Event()
         self._schema_lock = threading.Lock()
         self._committer = (
-            GroupCommitter(self._write_engine.begin, isolate=_isolate, max_batch=max_batch, name=name)
+            GroupCommitter(
+                self._write_engine.begin, isolate=_isolate, max_batch=max_batch, name=name
+            )
             if group_commit
             else None
         )
@@ -279,7 +299,12 @@ class SqlStore:
                 connect_args["options"] = f"-c search_path={schema}"
             url = url.set(drivername="postgresql+psycopg", query=query)
             engine = sa.create_engine(
-                url, pool_pre_ping=True, pool_size=8, max_overflow=16, connect_args=connect_args
+                url,
+                pool_pre_ping=True,
+                pool_size=8,
+                max_overflow=16,
+                connect_args=connect_args,
+                execution_options=_EXECUTION_OPTIONS,
             )
             return engine, engine
         if backend in {"mysql", "mariadb"}:
@@ -290,8 +315,12 @@ class SqlStore:
                 pool_size=8,
                 max_overflow=16,
                 pool_recycle=3600,
-                connect_args={"connect_timeout": max(1, int(connect_timeout)), "charset": "utf8mb4"},
+                connect_args={
+                    "connect_timeout": max(1, int(connect_timeout)),
+                    "charset": "utf8mb4",
+                },
                 isolation_level="READ COMMITTED",
+                execution_options=_EXECUTION_OPTIONS,
             )
             return engine, engine
         raise ConfigError(f"{self.name} store: unsupported database {backend!r}")
@@ -307,13 +336,18 @@ class SqlStore:
         synchronous = str(query.pop("synchronous", "FULL")).upper()
         if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
             raise ConfigError(
-                f"{self.name} store: synchronous={synchronous!r}; expected FULL, NORMAL, EXTRA or OFF"
+                f"{self.name} store: synchronous={synchronous!r}; "
+                "expected FULL, NORMAL, EXTRA or OFF"
             )
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         url = url.set(drivername="sqlite+pysqlite", query=query)
 
         def build(begin: str) -> Engine:
-            engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            engine = sa.create_engine(
+                url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                execution_options=_EXECUTION_OPTIONS,
+            )
 
             @event.listens_for(engine, "connect")
             def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -338,10 +372,10 @@ class SqlStore:
 
     def ensure_schema(self) -> None:
         """Create (or check) the schema once per store object."""
-        if self._schema_ready:
+        if self._schema_ready.is_set():
             return
         with self._schema_lock:
-            if self._schema_ready:
+            if self._schema_ready.is_set():
                 return
             with self._write_engine.begin() as connection:
                 if self.dialect == "postgresql":
@@ -349,7 +383,9 @@ class SqlStore:
                         sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
                     )
                     if self._schema_name:
-                        connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self._schema_name}"')
+                        connection.exec_driver_sql(
+                            f'CREATE SCHEMA IF NOT EXISTS "{self._schema_name}"'
+                        )
                 elif self.dialect == "mysql":
                     connection.execute(sa.text("SELECT GET_LOCK('phasegate_schema', 30)"))
                 try:
@@ -358,7 +394,7 @@ class SqlStore:
                 finally:
                     if self.dialect == "mysql":
                         connection.execute(sa.text("SELECT RELEASE_LOCK('phasegate_schema')"))
-            self._schema_ready = True
+            self._schema_ready.set()
 
     def _check_version(self, connection: Connection) -> None:
         meta = self._t["meta"]
@@ -366,7 +402,9 @@ class SqlStore:
             sa.select(meta.c.value).where(meta.c.key == "schema_version")
         ).scalar_one_or_none()
         if found is None:
-            connection.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            connection.execute(
+                sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
             return
         version = int(found)
         if version > SCHEMA_VERSION:
@@ -407,34 +445,21 @@ class SqlStore:
 
     def _upsert_completion_stmt(self, row: dict[str, Any]) -> Any:
         table = self._t["completions"]
-        keys = ["pipeline", "run_key", "phase", "processor"]
         updated = ["correlation_id", "metadata", "occurred_at", "status"]
         if self.dialect == "mysql":
-            insert = mysql_dialect.insert(table).values(**row)
-            new = insert.inserted
-        else:
-            insert = (sqlite_insert if self.dialect == "sqlite" else pg_insert)(table).values(**row)
-            new = insert.excluded
-        success = Status.SUCCESS.value
-        # The same rule as ``model.prefer``: success wins; the earliest success, the latest failure.
-        replace = sa.or_(
-            sa.and_(
-                table.c.status != success,
-                sa.or_(new.status == success, new.occurred_at >= table.c.occurred_at),
-            ),
-            sa.and_(
-                table.c.status == success,
-                new.status == success,
-                new.occurred_at < table.c.occurred_at,
-            ),
-        )
-        if self.dialect == "mysql":
+            mysql_insert = mysql_dialect.insert(table).values(**row)
+            new = mysql_insert.inserted
+            replace = _replace_condition(table, new)
             # MySQL assigns left to right: status goes last so the condition sees the old row.
-            return insert.on_duplicate_key_update(
+            return mysql_insert.on_duplicate_key_update(
                 [(name, sa.case((replace, new[name]), else_=table.c[name])) for name in updated]
             )
+        insert = sqlite_insert(table) if self.dialect == "sqlite" else pg_insert(table)
+        insert = insert.values(**row)
         return insert.on_conflict_do_update(
-            index_elements=keys, set_={name: new[name] for name in updated}, where=replace
+            index_elements=["pipeline", "run_key", "phase", "processor"],
+            set_={name: insert.excluded[name] for name in updated},
+            where=_replace_condition(table, insert.excluded),
         )
 
     def _completion_row(self, completion: Completion) -> dict[str, Any]:
@@ -497,7 +522,9 @@ class SqlStore:
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
         """The current completion of each processor for ``run_key`` (one phase, or all)."""
         table = self._t["completions"]
-        query = sa.select(table).where(table.c.pipeline == self.pipeline, table.c.run_key == run_key)
+        query = sa.select(table).where(
+            table.c.pipeline == self.pipeline, table.c.run_key == run_key
+        )
         if phase is not None:
             query = query.where(table.c.phase == phase)
         with self._read() as connection:
@@ -596,7 +623,9 @@ class SqlStore:
         self._write(lambda connection: connection.execute(statement).rowcount)
 
     @_mapped
-    def record_delivery_failure(self, trigger_id: str, error: str, next_attempt_at: datetime) -> None:
+    def record_delivery_failure(
+        self, trigger_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
         """Count a failed delivery attempt and when to try again."""
         table = self._t["triggers"]
         statement = (
@@ -686,7 +715,9 @@ class SqlStore:
     def timeouts(self, run_key: str) -> list[TimeoutReport]:
         """The timeout reports of ``run_key``."""
         table = self._t["timeouts"]
-        query = sa.select(table).where(table.c.pipeline == self.pipeline, table.c.run_key == run_key)
+        query = sa.select(table).where(
+            table.c.pipeline == self.pipeline, table.c.run_key == run_key
+        )
         with self._read() as connection:
             return [self._to_timeout(row) for row in connection.execute(query)]
 
@@ -708,7 +739,9 @@ class SqlStore:
                 completions=tuple(
                     self._to_completion(r) for r in connection.execute(select("completions"))
                 ),
-                history=tuple(self._to_completion(r) for r in connection.execute(select("history"))),
+                history=tuple(
+                    self._to_completion(r) for r in connection.execute(select("history"))
+                ),
                 triggers=tuple(self._to_entry(r) for r in connection.execute(select("triggers"))),
                 executions=tuple(
                     self._to_execution(r) for r in connection.execute(select("executions"))
@@ -730,7 +763,9 @@ class SqlStore:
                 self._note_run(connection, completion.run_key, completion.occurred_at)
             for completion in records.history:
                 changed += connection.execute(
-                    self._insert_ignore(self._t["history"]).values(**self._completion_row(completion))
+                    self._insert_ignore(self._t["history"]).values(
+                        **self._completion_row(completion)
+                    )
                 ).rowcount
             for entry in records.triggers:
                 row = self._trigger_row(entry.trigger)
@@ -750,7 +785,9 @@ class SqlStore:
                     ).rowcount
             for execution in records.executions:
                 changed += connection.execute(
-                    self._insert_ignore(self._t["executions"]).values(**self._execution_row(execution))
+                    self._insert_ignore(self._t["executions"]).values(
+                        **self._execution_row(execution)
+                    )
                 ).rowcount
             for report in records.timeouts:
                 changed += connection.execute(
@@ -778,7 +815,7 @@ class SqlStore:
         """Drop every phasegate table (tests and ``reset`` tooling only)."""
         with map_driver_errors(self.name), self._write_engine.begin() as connection:
             self._metadata.drop_all(connection)
-        self._schema_ready = False
+        self._schema_ready.clear()
 
     def __repr__(self) -> str:
         return f"SqlStore(name={self.name!r}, url={redact_url(self.url)!r})"

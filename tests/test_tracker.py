@@ -1,0 +1,190 @@
+"""Dual-write scenarios A–D of SPEC §3, with faults injected into real stores and a fake clock."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from phasegate.errors import BothStoresFailed
+from phasegate.model import Completion, Status, Trigger, TriggerReason, trigger_id_for
+from phasegate.resilience import BreakerState
+from phasegate.testing import FakeClock, FaultSwitch
+from phasegate.tracker import CompletionTracker, StoreRole
+from support import backends
+
+pytestmark = backends("sqlite", "postgres")
+
+RUN = "2026-01-28"
+
+
+def report(processor: str = "bdl_boxscores", status: Status = Status.SUCCESS) -> Completion:
+    return Completion(
+        phase="phase2",
+        run_key=RUN,
+        processor=processor,
+        status=status,
+        occurred_at=datetime(2026, 1, 28, 6, tzinfo=UTC),
+    )
+
+
+class Rig:
+    """Two real stores, a fault switch on each, and a tracker over them."""
+
+    def __init__(self, make_store: Any, clock: FakeClock) -> None:
+        self.clock = clock
+        self.primary = make_store("primary")
+        self.backup = make_store("backup")
+        self.primary.ensure_schema()
+        self.backup.ensure_schema()
+        self.primary_fault = FaultSwitch(clock).attach(self.primary)
+        self.backup_fault = FaultSwitch(clock).attach(self.backup)
+        self.tracker = CompletionTracker(
+            self.primary, self.backup, clock=clock, rng=random.Random(1)
+        )
+
+    def held(self, store: Any) -> list[str]:
+        return [c.processor for c in store.completions(RUN)]
+
+
+@pytest.fixture
+def rig(make_store: Any, clock: FakeClock) -> Rig:
+    return Rig(make_store, clock)
+
+
+def warnings_and_worse(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name == "phasegate.tracker"
+    ]
+
+
+def test_scenario_a_primary_down_backup_up(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A: (False, True), WARNING "using backup", only the backup holds it, the breaker opens."""
+    rig.primary_fault.fail()
+    result = rig.tracker.record_completion(report())
+    assert tuple(result) == (False, True)
+    [(level, message)] = warnings_and_worse(caplog)
+    assert level == "WARNING"
+    assert "primary store failed, using backup" in message
+    assert len(rig.clock.sleeps) == 2  # three attempts on the primary
+    assert rig.tracker.primary_breaker.state is BreakerState.OPEN
+    second = rig.tracker.record_completion(report("nbac_gamebook"))
+    assert tuple(second) == (False, True)
+    assert len(rig.clock.sleeps) == 2  # skipped: the breaker is open
+    rig.primary_fault.heal()
+    assert rig.held(rig.primary) == []
+    assert rig.held(rig.backup) == ["bdl_boxscores", "nbac_gamebook"]
+    assert rig.tracker.missed_run_keys(StoreRole.PRIMARY) == {RUN}
+
+
+def test_scenario_a_primary_is_caught_up_before_its_breaker_closes(rig: Rig) -> None:
+    """After the outage the trial write replays what the primary missed, then the breaker closes."""
+    rig.primary_fault.fail()
+    rig.tracker.record_completion(report("bdl_boxscores"))
+    rig.primary_fault.heal()
+    rig.clock.advance(30)
+    assert tuple(rig.tracker.record_completion(report("odds_api_props"))) == (True, True)
+    assert rig.tracker.primary_breaker.state is BreakerState.CLOSED
+    assert rig.held(rig.primary) == ["bdl_boxscores", "odds_api_props"]
+    assert rig.tracker.missed_run_keys(StoreRole.PRIMARY) == frozenset()
+
+
+def test_scenario_b_backup_down_primary_up(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """B: (True, False), WARNING about the backup, only the primary holds it."""
+    rig.backup_fault.fail()
+    result = rig.tracker.record_completion(report())
+    assert tuple(result) == (True, False)
+    [(level, message)] = warnings_and_worse(caplog)
+    assert level == "WARNING"
+    assert "backup store failed" in message
+    rig.backup_fault.heal()
+    assert rig.held(rig.primary) == ["bdl_boxscores"]
+    assert rig.held(rig.backup) == []
+    assert rig.tracker.backup_breaker.state is BreakerState.OPEN
+
+
+def test_scenario_c_both_down(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """C: nothing acknowledged (BothStoresFailed), CRITICAL logged, neither store holds it."""
+    rig.primary_fault.fail()
+    rig.backup_fault.fail()
+    with pytest.raises(BothStoresFailed) as info:
+        rig.tracker.record_completion(report())
+    assert info.value.primary is not None
+    assert info.value.backup is not None
+    [(level, message)] = warnings_and_worse(caplog)
+    assert level == "CRITICAL"
+    assert "both stores failed" in message
+    rig.primary_fault.heal()
+    rig.backup_fault.heal()
+    assert rig.held(rig.primary) == []
+    assert rig.held(rig.backup) == []
+    assert rig.tracker.counts()["both_failed"] == 1
+
+
+def test_scenario_d_a_three_second_primary_outage_is_absorbed(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D: retries ride out a 3 s outage: (True, True), no warning, breaker still closed."""
+    rig.primary_fault.fail(seconds=3.0)
+    result = rig.tracker.record_completion(report())
+    assert tuple(result) == (True, True)
+    assert warnings_and_worse(caplog) == []
+    assert rig.tracker.primary_breaker.state is BreakerState.CLOSED
+    assert rig.tracker.counts()["retries.primary"] == 2
+    assert sum(rig.clock.sleeps) >= 3.0
+    assert rig.held(rig.primary) == rig.held(rig.backup) == ["bdl_boxscores"]
+
+
+def test_reads_merge_both_stores_so_a_record_in_either_counts(rig: Rig) -> None:
+    """A success only the backup saw and a failure only the primary saw merge to success."""
+    rig.primary.record_completion(report("a", Status.FAILED))
+    rig.backup.record_completion(report("a", Status.SUCCESS))
+    rig.backup.record_completion(report("b"))
+    merged = rig.tracker.completions(RUN)
+    assert [(c.processor, c.status) for c in merged] == [
+        ("a", Status.SUCCESS),
+        ("b", Status.SUCCESS),
+    ]
+    rig.primary_fault.fail()
+    assert [c.processor for c in rig.tracker.completions(RUN)] == ["a", "b"]
+
+
+def test_a_claim_falls_back_to_the_backup_and_is_replayed(rig: Rig) -> None:
+    """During a primary outage the backup takes the claim; the primary gets it on recovery."""
+    trigger = Trigger(
+        trigger_id=trigger_id_for("test-pipeline", "phase2", RUN),
+        pipeline="test-pipeline",
+        phase="phase2",
+        next_phase="phase3",
+        run_key=RUN,
+        reason=TriggerReason.COMPLETE,
+        triggered_at=rig.clock.now(),
+    )
+    rig.primary_fault.fail()
+    outcome = rig.tracker.claim_trigger(trigger)
+    assert (outcome.won, outcome.claimed_on) == (True, StoreRole.BACKUP)
+    assert rig.tracker.claim_trigger(trigger).won is False
+    rig.primary_fault.heal()
+    rig.clock.advance(30)
+    rig.tracker.record_completion(report())
+    assert [e.trigger.trigger_id for e in rig.primary.triggers(RUN)] == [trigger.trigger_id]
+    assert rig.tracker.claim_trigger(trigger).won is False
+
+
+def test_a_programming_error_is_not_retried_and_escapes(rig: Rig) -> None:
+    """A bug in the caller is raised at once, not retried, and does not trip a breaker."""
+    calls = []
+
+    def broken(store: Any) -> None:
+        calls.append(store)
+        raise TypeError("bad argument")
+
+    with pytest.raises(TypeError):
+        rig.tracker.dual_write("broken", [RUN], broken)
+    assert len(calls) == 1
+    assert rig.tracker.primary_breaker.state is BreakerState.CLOSED
