@@ -1,19 +1,365 @@
-"""The ``phasegate`` command: parses arguments, calls the library, prints."""
+"""The ``phasegate`` command: parses arguments, calls the library, prints.
+
+Exit codes: 0 success; 1 rejected input or a failed check (the command says which);
+2 usage or configuration error; 3 both stores failed (nothing was recorded).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from phasegate import __version__
+from phasegate.config import Pipeline, find_config_path, load_pipeline
+from phasegate.errors import BothStoresFailed, ConfigError, PhasegateError, ValidationError
+from phasegate.model import TriggerReason
+from phasegate.orchestrator import PhaseStatus
+from phasegate.runtime import Runtime, open_runtime
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORES_DOWN = 0, 1, 2, 3
+
+_STATE_MARKS = {
+    "not_started": "·",
+    "waiting": "…",
+    "complete": "✓",
+    "triggered": "→",
+    "timed_out": "✗",
+}
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _load(args: argparse.Namespace) -> Pipeline:
+    return load_pipeline(find_config_path(args.config))
+
+
+def _open(args: argparse.Namespace) -> Runtime:
+    return open_runtime(_load(args))
+
+
+# -- complete -------------------------------------------------------------------------------
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Record one completion; deliver the trigger it caused before exiting."""
+    metadata: Any = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            print(f"rejected: metadata: not valid JSON: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
+    runtime = _open(args)
+    try:
+        try:
+            result = runtime.orchestrator.handle_completion(
+                args.phase,
+                args.run_key,
+                args.processor,
+                status=args.status,
+                correlation_id=args.correlation_id,
+                metadata=metadata,
+            )
+        except ValidationError as exc:
+            print(f"rejected: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
+        except BothStoresFailed as exc:
+            print(f"not recorded: {exc}", file=sys.stderr)
+            return EXIT_STORES_DOWN
+        delivery = None
+        if result.claimed and result.trigger_id:
+            report = runtime.dispatcher.run_once(only={result.trigger_id})
+            delivery = "delivered" if result.trigger_id in report.delivered else "pending"
+            if report.failed:
+                delivery = f"pending ({report.failed[0][1]}); run `phasegate dispatch` to retry"
+        data = {
+            "recorded": True,
+            "primary_ok": result.primary_ok,
+            "backup_ok": result.backup_ok,
+            "phase_complete": result.phase_complete,
+            "trigger_id": result.trigger_id,
+            "claimed": result.claimed,
+            "deferred": result.deferred,
+            "delivery": delivery,
+            "correlation_id": result.completion.correlation_id,
+        }
+        if args.format == "json":
+            _emit_json(data)
+        else:
+            stores = ", ".join(
+                f"{name} {'ok' if ok else 'FAILED'}"
+                for name, ok in (("primary", result.primary_ok), ("backup", result.backup_ok))
+            )
+            print(f"recorded {args.phase}/{args.processor} {args.status} for {args.run_key}")
+            print(f"  stores: {stores}")
+            if result.claimed:
+                print(f"phase {args.phase} complete: trigger {result.trigger_id} {delivery}")
+            elif result.deferred:
+                print(f"phase {args.phase} complete: trigger deferred until a store can decide")
+            elif result.phase_complete:
+                print(f"phase {args.phase} was already triggered ({result.trigger_id})")
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- dispatch and trigger -------------------------------------------------------------------
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """Deliver every pending trigger once; exit 1 if any is still pending."""
+    runtime = _open(args)
+    try:
+        report = runtime.dispatcher.run_once()
+        if args.format == "json":
+            _emit_json(
+                {
+                    "delivered": list(report.delivered),
+                    "failed": [{"trigger_id": t, "error": e} for t, e in report.failed],
+                }
+            )
+        else:
+            for trigger_id in report.delivered:
+                print(f"delivered {trigger_id}")
+            for trigger_id, error in report.failed:
+                print(f"still pending {trigger_id}: {error}")
+            print(f"{len(report.delivered)} delivered, {len(report.failed)} still pending")
+        return EXIT_OK if report.ok else EXIT_REJECTED
+    finally:
+        runtime.close()
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Manual override: trigger a phase now (reason ``manual``), still at most once."""
+    runtime = _open(args)
+    try:
+        try:
+            result = runtime.orchestrator.trigger(
+                args.phase, args.run_key, reason=TriggerReason.MANUAL
+            )
+        except ValidationError as exc:
+            print(f"rejected: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
+        except BothStoresFailed as exc:
+            print(f"not triggered: {exc}", file=sys.stderr)
+            return EXIT_STORES_DOWN
+        delivery = None
+        if result.claimed:
+            report = runtime.dispatcher.run_once(only={result.trigger.trigger_id})
+            delivery = "delivered" if report.ok else f"pending ({report.failed[0][1]})"
+        if args.format == "json":
+            _emit_json(
+                {
+                    "trigger_id": result.trigger.trigger_id,
+                    "claimed": result.claimed,
+                    "deferred": result.deferred,
+                    "reason": result.trigger.reason.value,
+                    "delivery": delivery,
+                }
+            )
+        elif result.claimed:
+            print(
+                f"triggered {args.phase} for {args.run_key}: {result.trigger.trigger_id} {delivery}"
+            )
+        elif result.deferred:
+            print("deferred: no store can decide the claim safely right now; try again")
+        else:
+            print(
+                f"{args.phase} for {args.run_key} was already triggered "
+                f"({result.trigger.trigger_id}, reason {result.trigger.reason.value})"
+            )
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def _print_run(run_key: str, statuses: list[PhaseStatus]) -> None:
+    print(f"run {run_key}")
+    for status in statuses:
+        mark = _STATE_MARKS[status.state.value]
+        done = f"{len(status.succeeded)}/{len(status.expected)}"
+        line = f"  {mark} {status.phase:<12} {status.state.value:<12} {done:>5}"
+        if status.trigger is not None:
+            delivered = "delivered" if status.trigger.delivered else "pending delivery"
+            line += f"  trigger {status.trigger.trigger.trigger_id} ({delivered})"
+        elif status.missing and status.state.value != "not_started":
+            line += f"  missing: {', '.join(status.missing)}"
+        if status.failed:
+            line += f"  failed: {', '.join(status.failed)}"
+        print(line)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each phase's state for one run, or for the most recent runs."""
+    runtime = _open(args)
+    try:
+        orchestrator = runtime.orchestrator
+        try:
+            run_keys = [args.run_key] if args.run_key else orchestrator.list_runs(args.limit)
+            runs = {key: orchestrator.run_status(key) for key in run_keys}
+        except ValidationError as exc:
+            print(f"rejected: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
+        if args.format == "json":
+            _emit_json(
+                {
+                    "pipeline": runtime.pipeline.name,
+                    "runs": [
+                        {"run_key": key, "phases": [s.to_dict() for s in statuses]}
+                        for key, statuses in runs.items()
+                    ],
+                }
+            )
+        elif not runs:
+            print("no runs recorded yet")
+        else:
+            for key, statuses in runs.items():
+                _print_run(key, statuses)
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- check-timeouts -------------------------------------------------------------------------
+
+
+def cmd_check_timeouts(args: argparse.Namespace) -> int:
+    """One timeout pass; also claims complete phases left untriggered. Exit 1 if any timed out."""
+    runtime = _open(args)
+    try:
+        runtime.timeouts.runs = args.runs
+        swept = runtime.orchestrator.sweep(args.runs)
+        findings = runtime.timeouts.run_once()
+        claimed = [r.trigger.trigger_id for r in swept if r.claimed]
+        timeout_triggers = [
+            f.trigger.trigger.trigger_id for f in findings if f.trigger and f.trigger.claimed
+        ]
+        if claimed or timeout_triggers:
+            runtime.dispatcher.run_once(only={*claimed, *timeout_triggers})
+        if args.format == "json":
+            _emit_json(
+                {
+                    "timed_out": [
+                        {
+                            "phase": f.report.phase,
+                            "run_key": f.report.run_key,
+                            "missing": list(f.report.missing),
+                            "first_report": f.first_report,
+                            "trigger_id": f.trigger.trigger.trigger_id if f.trigger else None,
+                        }
+                        for f in findings
+                    ],
+                    "swept": claimed,
+                }
+            )
+        else:
+            for finding in findings:
+                new = "reported" if finding.first_report else "already reported"
+                print(
+                    f"timed out: {finding.report.phase} for {finding.report.run_key} ({new}); "
+                    f"missing: {', '.join(finding.report.missing)}"
+                )
+            for trigger_id in claimed:
+                print(f"claimed a complete, untriggered phase: {trigger_id}")
+            if not findings:
+                print("no phase past its timeout")
+        return EXIT_REJECTED if findings else EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulate a realistic day on embedded SQLite and check every guarantee."""
+    from phasegate.demo import run_demo  # noqa: PLC0415 - rich and threads load on demand
+
+    return run_demo(runs=args.runs, seed=args.seed, state_dir=args.state_dir)
+
+
+# -- parser ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="phasegate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="phasegate",
+        description="Move multi-phase data pipelines from one phase to the next exactly once.",
+        epilog="Exit codes: 0 ok, 1 rejected or check failed, 2 usage/config error, "
+        "3 both stores failed.",
+    )
     parser.add_argument("--version", action="version", version=f"phasegate {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log verbosity on stderr (default WARNING)",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="pipeline file (default: $PHASEGATE_CONFIG, then ./phasegate.toml)",
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--format", choices=["text", "json"], default="text")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_text: str,
+        *parents: argparse.ArgumentParser,
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, parents=list(parents)
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = add("demo", cmd_demo, "simulate a day of a 5-phase pipeline and check every guarantee")
+    demo.add_argument("--runs", type=int, default=5, help="run keys (days) to simulate (default 5)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--state-dir", help="keep the stores here (default: a temporary folder)")
+
+    complete = add("complete", cmd_complete, "record one processor's completion", common, output)
+    complete.add_argument("--phase", required=True)
+    complete.add_argument("--run-key", required=True)
+    complete.add_argument("--processor", required=True)
+    complete.add_argument("--status", default="success", help="success (default) or failed")
+    complete.add_argument("--metadata", help="a JSON object, at most 16 KiB")
+    complete.add_argument("--correlation-id")
+
+    add("dispatch", cmd_dispatch, "deliver pending triggers and exit", common, output)
+
+    trigger = add(
+        "trigger", cmd_trigger, "trigger a phase now (manual override, still once)", common, output
+    )
+    trigger.add_argument("--phase", required=True)
+    trigger.add_argument("--run-key", required=True)
+
+    status = add("status", cmd_status, "show each phase's state for a run", common, output)
+    status.add_argument("run_key", nargs="?", metavar="RUN_KEY")
+    status.add_argument("--limit", type=int, default=10, help="recent runs to show (default 10)")
+
+    timeouts = add(
+        "check-timeouts",
+        cmd_check_timeouts,
+        "report phases past their timeout (one pass)",
+        common,
+        output,
+    )
+    timeouts.add_argument("--runs", type=int, default=50, help="recent runs to check (default 50)")
     return parser
 
 
@@ -21,10 +367,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``phasegate`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command is None:
         parser.print_help()
-        return 0
-    return 0
+        return EXIT_OK
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BothStoresFailed as exc:
+        print(f"both stores failed: {exc}", file=sys.stderr)
+        return EXIT_STORES_DOWN
+    except PhasegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    return code
 
 
 if __name__ == "__main__":

@@ -70,11 +70,19 @@ class DualWriteResult:
 
 @dataclass(frozen=True, slots=True)
 class ClaimOutcome:
-    """The result of claiming a trigger: whether this caller won, and on which store."""
+    """The result of claiming a trigger: whether this caller won, and on which store.
+
+    ``claimed_on`` is ``None`` when the claim was deferred (see :attr:`deferred`).
+    """
 
     won: bool
-    claimed_on: StoreRole
+    claimed_on: StoreRole | None
     write: DualWriteResult
+
+    @property
+    def deferred(self) -> bool:
+        """Neither store could decide the claim safely; a later sweep will."""
+        return self.claimed_on is None
 
 
 class _Guarded:
@@ -170,8 +178,18 @@ class CompletionTracker:
     # -- writing -------------------------------------------------------------------------
 
     def _attempt(
-        self, guarded: _Guarded, fn: Callable[[CompletionStore], T]
+        self,
+        guarded: _Guarded,
+        fn: Callable[[CompletionStore], T],
+        *,
+        current_for: str | None = None,
     ) -> tuple[bool, T | None, BaseException | None]:
+        """One retried, breaker-guarded operation on one store.
+
+        A store that missed writes is caught up from the other store first. With
+        ``current_for`` the operation is refused while the store still misses that run
+        key: a compare-and-set on a store that lacks records would decide wrongly.
+        """
         permit = guarded.breaker.try_acquire()
         if permit is None:
             self._count(f"writes.{guarded.role}.skipped")
@@ -198,6 +216,17 @@ class CompletionTracker:
         # A half-open breaker gets exactly one trial call, not a retried one.
         policy = _SINGLE_ATTEMPT if permit.trial else guarded.policy
         try:
+            if guarded.missed:
+                self._catch_up(guarded)
+            if current_for is not None and current_for in self.missed_run_keys(guarded.role):
+                guarded.breaker.release(permit)
+                return (
+                    False,
+                    None,
+                    StoreUnavailable(
+                        f"{guarded.role} store still misses records of run {current_for}"
+                    ),
+                )
             value = call_with_retry(
                 lambda: fn(guarded.store),
                 policy,
@@ -217,38 +246,49 @@ class CompletionTracker:
             guarded.breaker.release(permit)
             raise
         self._count(f"writes.{guarded.role}.ok")
-        if guarded.missed and not self._catch_up(guarded) and permit.trial:
-            guarded.breaker.record_failure(permit)
-            return True, value, None
         guarded.breaker.record_success(permit)
         return True, value, None
 
-    def _catch_up(self, guarded: _Guarded) -> bool:
-        """Copy what ``guarded`` missed from the other store; ``False`` if that failed."""
+    def _catch_up(self, guarded: _Guarded) -> None:
+        """Copy what ``guarded`` missed from the other store, run key by run key.
+
+        Keys that could not be copied stay missed. An error of ``guarded`` itself
+        propagates (it is that store's failure); the other store failing does not.
+        """
         other = self._backup if guarded is self._primary else self._primary
         with guarded.lock:
             pending, guarded.missed = guarded.missed, set()
         done: set[str] = set()
         try:
             for run_key in sorted(pending):
-                records = other.store.export_records(run_key, run_key)
+                try:
+                    records = other.store.export_records(run_key, run_key)
+                except StoreError as exc:
+                    log.warning(
+                        "cannot catch up the %s store yet: reading the %s store failed: %s",
+                        guarded.role,
+                        other.role,
+                        exc,
+                    )
+                    return
                 guarded.store.import_records(records)
                 done.add(run_key)
-        except StoreError as exc:
-            log.warning(
-                "catching up the %s store failed after %d of %d run keys: %s",
-                guarded.role,
-                len(done),
-                len(pending),
-                exc,
-            )
+        finally:
             with guarded.lock:
                 guarded.missed.update(pending - done)
-            return False
-        finally:
-            self._count(f"replayed.{guarded.role}", len(done))
-        log.info("caught up the %s store on %d run key(s)", guarded.role, len(done))
-        return True
+            if done:
+                self._count(f"replayed.{guarded.role}", len(done))
+                log.info("caught up the %s store on %d run key(s)", guarded.role, len(done))
+
+    def resync(self) -> dict[StoreRole, frozenset[str]]:
+        """Catch up any store that missed writes, breaker or not; returns what is still missed."""
+        for guarded in (self._primary, self._backup):
+            if guarded.missed:
+                try:
+                    self._catch_up(guarded)
+                except StoreError as exc:
+                    log.warning("catching up the %s store failed: %s", guarded.role, exc)
+        return {role: self.missed_run_keys(role) for role in StoreRole}
 
     def _note_missed(self, guarded: _Guarded, run_keys: Iterable[str]) -> None:
         with guarded.lock:
@@ -322,7 +362,7 @@ class CompletionTracker:
         self, what: str, run_key: str, fn: Callable[[CompletionStore], bool]
     ) -> ClaimOutcome:
         """Compare-and-set on the primary; on the backup only while the primary is out."""
-        primary_ok, won, primary_error = self._attempt(self._primary, fn)
+        primary_ok, won, primary_error = self._attempt(self._primary, fn, current_for=run_key)
         if primary_ok:
             backup_ok, backup_won, backup_error = self._attempt(self._backup, fn)
             write = DualWriteResult(True, backup_ok, None, backup_error)
@@ -335,8 +375,17 @@ class CompletionTracker:
                 self._count("claims.already_on_backup")
                 log.warning("%s: the backup store already held this claim", what)
             return ClaimOutcome(bool(won), StoreRole.PRIMARY, write)
-        backup_ok, won, backup_error = self._attempt(self._backup, fn)
+        backup_ok, won, backup_error = self._attempt(self._backup, fn, current_for=run_key)
         write = DualWriteResult(False, backup_ok, primary_error, backup_error)
+        if not backup_ok and run_key in self.missed_run_keys(StoreRole.BACKUP):
+            # The backup cannot decide alone: it lacks records the primary has.
+            self._count("claims.deferred")
+            log.warning(
+                "%s: deferred: the primary is out and the backup misses records of run %s",
+                what,
+                run_key,
+            )
+            return ClaimOutcome(False, None, write)
         self._report(what, (run_key,), write)
         self._count("claims.on_backup")
         log.warning("%s: claimed on the backup store while the primary is out", what)

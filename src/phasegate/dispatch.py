@@ -1,0 +1,165 @@
+"""The outbox dispatcher: deliver claimed triggers at least once, never drop one.
+
+Each pending trigger is delivered through the transport with retries; a trigger that
+still fails is given a later next-attempt time (exponential, capped) and alerted, and
+stays in the outbox until a transport accepts it. The same trigger id goes out every
+time, so receivers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import timedelta
+
+from phasegate.clock import Clock
+from phasegate.errors import BothStoresFailed, DeliveryError, StoreError
+from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.model import OutboxEntry
+from phasegate.resilience.retry import RetryPolicy, call_with_retry
+from phasegate.tracker import CompletionTracker
+from phasegate.transports.base import TriggerTransport
+
+log = logging.getLogger(__name__)
+
+DELIVERY_POLICY = RetryPolicy(attempts=3, base=0.5, max_delay=5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReport:
+    """What one dispatcher pass did."""
+
+    delivered: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed in this pass."""
+        return not self.failed
+
+
+class Dispatcher:
+    """Delivers pending outbox entries; ``run_once`` is one pass, ``run_forever`` a loop."""
+
+    def __init__(
+        self,
+        tracker: CompletionTracker,
+        transport: TriggerTransport,
+        *,
+        events: EventBus | None = None,
+        clock: Clock | None = None,
+        policy: RetryPolicy = DELIVERY_POLICY,
+        redelivery_base: float = 5.0,
+        redelivery_max: float = 300.0,
+        batch_size: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.transport = transport
+        self.events = events or EventBus()
+        self.clock = clock or tracker.clock
+        self.policy = policy
+        self.redelivery_base = redelivery_base
+        self.redelivery_max = redelivery_max
+        self.batch_size = batch_size
+        self._rng = rng or random.Random()
+        self._pass_lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Ask the loop to run a pass now (a trigger was just claimed)."""
+        self._wake.set()
+
+    def pending(self) -> list[OutboxEntry]:
+        """Entries due for delivery now."""
+        return self.tracker.pending_triggers(self.clock.now(), self.batch_size)
+
+    def run_once(self, only: Collection[str] | None = None) -> DispatchReport:
+        """Deliver every due trigger (or just the ids in ``only``) once, with retries."""
+        with self._pass_lock:
+            delivered: list[str] = []
+            failed: list[tuple[str, str]] = []
+            for entry in self.pending():
+                trigger_id = entry.trigger.trigger_id
+                if only is not None and trigger_id not in only:
+                    continue
+                error = self._deliver(entry)
+                if error is None:
+                    delivered.append(trigger_id)
+                else:
+                    failed.append((trigger_id, error))
+            return DispatchReport(tuple(delivered), tuple(failed))
+
+    def _deliver(self, entry: OutboxEntry) -> str | None:
+        trigger = entry.trigger
+        try:
+            call_with_retry(
+                lambda: self.transport.deliver(trigger),
+                self.policy,
+                sleep=self.clock.sleep,
+                rng=self._rng,
+            )
+        except DeliveryError as exc:
+            self._defer(entry, str(exc))
+            return str(exc)
+        now = self.clock.now()
+        try:
+            self.tracker.mark_delivered(entry, now)
+        except BothStoresFailed:
+            # Delivered but not marked: it will go out again, with the same id.
+            log.exception("trigger %s delivered but not marked delivered", trigger.trigger_id)
+        latency = (now - entry.claimed_at).total_seconds()
+        self.events.emit(
+            Event(
+                EventKind.TRIGGER_DELIVERED,
+                Severity.INFO,
+                "dispatcher",
+                f"delivered {trigger.trigger_id} ({trigger.phase} -> "
+                f"{trigger.next_phase or 'end'}, {trigger.run_key}) via "
+                f"{self.transport.describe()} {latency * 1000:.0f} ms after its claim",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                correlation_id=trigger.correlation_id,
+                details={"trigger_id": trigger.trigger_id, "latency_seconds": latency},
+            )
+        )
+        return None
+
+    def _defer(self, entry: OutboxEntry, error: str) -> None:
+        trigger = entry.trigger
+        attempts = entry.attempts + 1
+        delay = min(self.redelivery_max, self.redelivery_base * 2 ** (attempts - 1))
+        next_attempt_at = self.clock.now() + timedelta(seconds=delay)
+        try:
+            self.tracker.record_delivery_failure(entry, error, next_attempt_at)
+        except (BothStoresFailed, StoreError):
+            log.exception("could not record the failed delivery of %s", trigger.trigger_id)
+        self.events.emit(
+            Event(
+                EventKind.DELIVERY_FAILED,
+                Severity.CRITICAL,
+                "dispatcher",
+                f"trigger {trigger.trigger_id} ({trigger.phase} -> {trigger.next_phase or 'end'}, "
+                f"{trigger.run_key}) not delivered after {self.policy.attempts} tries "
+                f"(delivery round {attempts}): {error}; next attempt in {delay:.0f}s",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                correlation_id=trigger.correlation_id,
+                details={"trigger_id": trigger.trigger_id, "attempts": attempts},
+            )
+        )
+
+    def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """Run passes until ``stop`` is set: at once when woken, else every ``interval``."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except StoreError:
+                log.exception("dispatcher pass failed; retrying in %.1fs", interval)
+            self._wake.wait(interval)
+            if stop.is_set():
+                return

@@ -1,0 +1,105 @@
+"""What happened, for whoever listens: alerts, metrics and the demo subscribe here.
+
+Components emit events; a listener that fails is logged and never breaks the emitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Severity(StrEnum):
+    """How urgent an event is; ``resolved`` says a condition has cleared."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+    RESOLVED = "resolved"
+
+
+class EventKind(StrEnum):
+    """Every kind of event phasegate emits."""
+
+    BOTH_STORES_FAILED = "both_stores_failed"
+    STORE_DEGRADED = "store_degraded"
+    BREAKER_OPENED = "breaker_opened"
+    BREAKER_CLOSED = "breaker_closed"
+    PROCESSOR_FAILED = "processor_failed"
+    TRIGGER_CLAIMED = "trigger_claimed"
+    CLAIM_DEFERRED = "claim_deferred"
+    TRIGGER_DELIVERED = "trigger_delivered"
+    DELIVERY_FAILED = "delivery_failed"
+    PHASE_TIMED_OUT = "phase_timed_out"
+    UNEXPECTED_ERROR = "unexpected_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened, with enough context to alert a person about it."""
+
+    kind: EventKind
+    severity: Severity
+    component: str
+    message: str
+    run_key: str | None = None
+    phase: str | None = None
+    correlation_id: str | None = None
+    error: BaseException | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventListener = Callable[[Event], None]
+
+_LEVELS = {
+    Severity.CRITICAL: logging.CRITICAL,
+    Severity.WARNING: logging.WARNING,
+    Severity.INFO: logging.INFO,
+    Severity.RESOLVED: logging.INFO,
+}
+
+
+class EventBus:
+    """Fan-out of events to listeners; every event is also logged at its severity."""
+
+    def __init__(self) -> None:
+        self._listeners: list[EventListener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Call ``listener(event)`` for every event from now on."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def emit(self, event: Event, *, already_logged: bool = False) -> None:
+        """Log ``event`` at its severity (unless the emitter did) and hand it to every listener."""
+        if not already_logged:
+            self._log(event)
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, event.kind.value)
+
+    @staticmethod
+    def _log(event: Event) -> None:
+        log.log(
+            _LEVELS[event.severity],
+            "%s: %s",
+            event.component,
+            event.message,
+            extra={
+                "event": event.kind.value,
+                "run_key": event.run_key,
+                "phase": event.phase,
+                "correlation_id": event.correlation_id,
+            },
+        )

@@ -1,0 +1,503 @@
+"""Completion in, next phase out: validate, dual-write, evaluate, claim once, outbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
+from phasegate.config import Phase, Pipeline
+from phasegate.errors import BothStoresFailed, ValidationError
+from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.model import (
+    Completion,
+    OutboxEntry,
+    PhaseExecution,
+    PhaseState,
+    Status,
+    Trigger,
+    TriggerReason,
+    frozen_metadata,
+    trigger_id_for,
+)
+from phasegate.tracker import ClaimOutcome, CompletionTracker
+
+log = logging.getLogger(__name__)
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_CORRELATION_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    """What ``handle_completion`` did with one report."""
+
+    completion: Completion
+    primary_ok: bool
+    backup_ok: bool
+    phase_complete: bool
+    trigger_id: str | None
+    claimed: bool
+    deferred: bool = False
+
+    @property
+    def recorded(self) -> bool:
+        """The completion is durable in at least one store (always true when returned)."""
+        return self.primary_ok or self.backup_ok
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseStatus:
+    """Where one phase of one run stands."""
+
+    phase: str
+    run_key: str
+    state: PhaseState
+    expected: tuple[str, ...]
+    succeeded: tuple[str, ...]
+    failed: tuple[str, ...]
+    missing: tuple[str, ...]
+    started_at: datetime | None
+    deadline: datetime | None
+    trigger: OutboxEntry | None
+
+    @property
+    def complete(self) -> bool:
+        """Every expected processor has succeeded."""
+        return not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as ``phasegate status --format json`` and the HTTP API show it."""
+        trigger = None
+        if self.trigger is not None:
+            trigger = {
+                "trigger_id": self.trigger.trigger.trigger_id,
+                "reason": self.trigger.trigger.reason.value,
+                "next_phase": self.trigger.trigger.next_phase,
+                "claimed_at": utc_iso(self.trigger.claimed_at),
+                "delivered_at": (
+                    utc_iso(self.trigger.delivered_at) if self.trigger.delivered_at else None
+                ),
+                "attempts": self.trigger.attempts,
+                "last_error": self.trigger.last_error,
+            }
+        return {
+            "phase": self.phase,
+            "state": self.state.value,
+            "expected": list(self.expected),
+            "succeeded": list(self.succeeded),
+            "failed": list(self.failed),
+            "missing": list(self.missing),
+            "started_at": utc_iso(self.started_at) if self.started_at else None,
+            "deadline": utc_iso(self.deadline) if self.deadline else None,
+            "trigger": trigger,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    """The outcome of an attempt to trigger a phase."""
+
+    trigger: Trigger
+    claimed: bool
+    deferred: bool
+
+
+def _component(phase: Phase) -> str:
+    return f"{phase.name}_to_{phase.next}" if phase.next else phase.name
+
+
+class Orchestrator:
+    """Turns completions into exactly-once phase triggers for one pipeline."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        tracker: CompletionTracker,
+        *,
+        events: EventBus | None = None,
+        clock: Clock | None = None,
+        on_claimed: Callable[[Trigger], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.tracker = tracker
+        self.events = events or EventBus()
+        self.clock = clock or tracker.clock or SYSTEM_CLOCK
+        self._on_claimed = on_claimed
+
+    # -- validation ----------------------------------------------------------------------
+
+    def validate(
+        self,
+        phase: object,
+        run_key: object,
+        processor: object,
+        *,
+        status: object = Status.SUCCESS.value,
+        correlation_id: object = None,
+        metadata: object = None,
+        occurred_at: datetime | None = None,
+    ) -> Completion:
+        """Check a report and build its :class:`Completion`; a ValidationError names the field."""
+        phase_name = _string("phase", phase)
+        definition = self.pipeline.phase(phase_name)
+        run = self.pipeline.validate_run_key(_string("run_key", run_key))
+        processor_name = _string("processor", processor)
+        if processor_name not in definition.processors:
+            raise ValidationError(
+                "processor",
+                f"{processor_name!r} is not expected in phase {phase_name!r}; "
+                f"expected one of: {', '.join(definition.processors)}",
+                code="unknown_processor",
+            )
+        status_text = _string("status", status)
+        try:
+            status_value = Status(status_text)
+        except ValueError:
+            raise ValidationError(
+                "status", f"{status_text!r}; expected one of: success, failed"
+            ) from None
+        if correlation_id is None or correlation_id == "":
+            correlation = uuid.uuid4().hex
+        else:
+            correlation = _string("correlation_id", correlation_id)
+            if len(correlation) > MAX_CORRELATION_ID_LENGTH:
+                raise ValidationError(
+                    "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
+                )
+        return Completion(
+            phase=phase_name,
+            run_key=run,
+            processor=processor_name,
+            status=status_value,
+            occurred_at=occurred_at or self.clock.now(),
+            correlation_id=correlation,
+            metadata=frozen_metadata(_metadata(metadata)),
+        )
+
+    # -- the main path -------------------------------------------------------------------
+
+    def handle_completion(
+        self,
+        phase: object,
+        run_key: object,
+        processor: object,
+        *,
+        status: object = Status.SUCCESS.value,
+        correlation_id: object = None,
+        metadata: object = None,
+        occurred_at: datetime | None = None,
+    ) -> CompletionResult:
+        """Validate and record one report; trigger the next phase if this completed its phase.
+
+        Raises ValidationError for bad input and BothStoresFailed when nothing could be
+        recorded (the report is then not acknowledged).
+        """
+        completion = self.validate(
+            phase,
+            run_key,
+            processor,
+            status=status,
+            correlation_id=correlation_id,
+            metadata=metadata,
+            occurred_at=occurred_at,
+        )
+        definition = self.pipeline.phase(completion.phase)
+        try:
+            write = self.tracker.record_completion(completion)
+        except BothStoresFailed as exc:
+            self.events.emit(
+                Event(
+                    EventKind.BOTH_STORES_FAILED,
+                    Severity.CRITICAL,
+                    _component(definition),
+                    f"completion of {completion.processor} for {completion.run_key} was not "
+                    f"recorded: both stores failed ({exc})",
+                    run_key=completion.run_key,
+                    phase=completion.phase,
+                    correlation_id=completion.correlation_id,
+                    error=exc,
+                ),
+                already_logged=True,
+            )
+            raise
+        status_now = self.phase_status(completion.phase, completion.run_key)
+        if completion.status is Status.FAILED:
+            self._report_failure(definition, completion, status_now)
+        result = CompletionResult(
+            completion=completion,
+            primary_ok=write.primary_ok,
+            backup_ok=write.backup_ok,
+            phase_complete=status_now.complete,
+            trigger_id=status_now.trigger.trigger.trigger_id if status_now.trigger else None,
+            claimed=False,
+        )
+        if not status_now.complete or status_now.trigger is not None:
+            return result
+        outcome = self._claim(
+            definition,
+            completion.run_key,
+            TriggerReason.COMPLETE,
+            completion.correlation_id,
+            status_now,
+        )
+        return CompletionResult(
+            completion=completion,
+            primary_ok=write.primary_ok,
+            backup_ok=write.backup_ok,
+            phase_complete=True,
+            trigger_id=None if outcome.deferred else outcome.trigger.trigger_id,
+            claimed=outcome.claimed,
+            deferred=outcome.deferred,
+        )
+
+    def _report_failure(self, phase: Phase, completion: Completion, status: PhaseStatus) -> None:
+        if completion.processor in status.succeeded:
+            log.info(
+                "late failure of %s for %s ignored: it already succeeded",
+                completion.processor,
+                completion.run_key,
+            )
+            return
+        self.events.emit(
+            Event(
+                EventKind.PROCESSOR_FAILED,
+                Severity.WARNING,
+                _component(phase),
+                f"processor {completion.processor} reported failed for {completion.run_key}",
+                run_key=completion.run_key,
+                phase=completion.phase,
+                correlation_id=completion.correlation_id,
+                details={"processor": completion.processor, **dict(completion.metadata)},
+            )
+        )
+
+    def _claim(
+        self,
+        phase: Phase,
+        run_key: str,
+        reason: TriggerReason,
+        correlation_id: str | None,
+        status: PhaseStatus,
+    ) -> TriggerResult:
+        now = self.clock.now()
+        trigger = Trigger(
+            trigger_id=trigger_id_for(self.pipeline.name, phase.name, run_key),
+            pipeline=self.pipeline.name,
+            phase=phase.name,
+            next_phase=phase.next,
+            run_key=run_key,
+            reason=reason,
+            triggered_at=now,
+            correlation_id=correlation_id,
+            processors=status.succeeded,
+            missing=status.missing if reason is not TriggerReason.COMPLETE else (),
+        )
+        outcome: ClaimOutcome = self.tracker.claim_trigger(trigger)
+        if outcome.deferred:
+            self.events.emit(
+                Event(
+                    EventKind.CLAIM_DEFERRED,
+                    Severity.WARNING,
+                    _component(phase),
+                    f"trigger of {phase.name} for {run_key} deferred: no store can decide it "
+                    "safely now; the next sweep will",
+                    run_key=run_key,
+                    phase=phase.name,
+                    correlation_id=correlation_id,
+                ),
+                already_logged=True,
+            )
+            return TriggerResult(trigger, claimed=False, deferred=True)
+        if not outcome.won:
+            return TriggerResult(trigger, claimed=False, deferred=False)
+        execution = PhaseExecution(
+            phase=phase.name,
+            run_key=run_key,
+            started_at=min(status.started_at or now, now),
+            triggered_at=now,
+            processors=status.succeeded,
+            reason=reason,
+            trigger_id=trigger.trigger_id,
+        )
+        try:
+            self.tracker.record_phase_execution(execution)
+        except BothStoresFailed:
+            log.exception("phase execution of %s/%s not recorded", phase.name, run_key)
+        self.events.emit(
+            Event(
+                EventKind.TRIGGER_CLAIMED,
+                Severity.INFO,
+                _component(phase),
+                f"{phase.name} {reason.value} for {run_key}: triggering "
+                f"{phase.next or '(end of pipeline)'} as {trigger.trigger_id} "
+                f"after {execution.duration_seconds:.1f}s",
+                run_key=run_key,
+                phase=phase.name,
+                correlation_id=correlation_id,
+                details={"trigger_id": trigger.trigger_id, "reason": reason.value},
+            )
+        )
+        if self._on_claimed is not None:
+            self._on_claimed(trigger)
+        return TriggerResult(trigger, claimed=True, deferred=False)
+
+    # -- reading state -------------------------------------------------------------------
+
+    def phase_status(
+        self,
+        phase: str,
+        run_key: str,
+        *,
+        completions: Sequence[Completion] | None = None,
+        triggers: Sequence[OutboxEntry] | None = None,
+    ) -> PhaseStatus:
+        """Evaluate one phase of one run from both stores."""
+        definition = self.pipeline.phase(phase)
+        if completions is None:
+            completions = self.tracker.completions(run_key, phase)
+        if triggers is None:
+            triggers = self.tracker.triggers(run_key)
+        by_phase = {entry.trigger.phase: entry for entry in triggers}
+        mine = [c for c in completions if c.phase == phase]
+        succeeded = tuple(
+            p
+            for p in definition.processors
+            if any(c.processor == p and c.status is Status.SUCCESS for c in mine)
+        )
+        failed = tuple(
+            p
+            for p in definition.processors
+            if p not in succeeded and any(c.processor == p for c in mine)
+        )
+        missing = tuple(p for p in definition.processors if p not in succeeded)
+        previous = self.pipeline.previous(phase)
+        started_at: datetime | None = None
+        if previous is not None and previous.name in by_phase:
+            started_at = by_phase[previous.name].claimed_at
+        elif mine:
+            started_at = min(c.occurred_at for c in mine)
+        deadline = started_at + definition.timeout if started_at and definition.timeout else None
+        trigger = by_phase.get(phase)
+        if trigger is not None:
+            state = PhaseState.TRIGGERED
+        elif not missing:
+            state = PhaseState.COMPLETE
+        elif deadline is not None and self.clock.now() > deadline:
+            state = PhaseState.TIMED_OUT
+        elif started_at is not None:
+            state = PhaseState.WAITING
+        else:
+            state = PhaseState.NOT_STARTED
+        return PhaseStatus(
+            phase=phase,
+            run_key=run_key,
+            state=state,
+            expected=definition.processors,
+            succeeded=succeeded,
+            failed=failed,
+            missing=missing,
+            started_at=started_at,
+            deadline=deadline,
+            trigger=trigger,
+        )
+
+    def run_status(self, run_key: str) -> list[PhaseStatus]:
+        """Every phase of ``run_key``, in pipeline order, from one read of each kind."""
+        self.pipeline.validate_run_key(run_key)
+        completions = self.tracker.completions(run_key)
+        triggers = self.tracker.triggers(run_key)
+        return [
+            self.phase_status(p.name, run_key, completions=completions, triggers=triggers)
+            for p in self.pipeline.phases
+        ]
+
+    def list_runs(self, limit: int = 50) -> list[str]:
+        """The most recent run keys, newest first."""
+        return self.tracker.list_runs(limit)
+
+    # -- overrides and sweeps ------------------------------------------------------------
+
+    def trigger(
+        self,
+        phase: str,
+        run_key: str,
+        *,
+        reason: TriggerReason = TriggerReason.MANUAL,
+        correlation_id: str | None = None,
+    ) -> TriggerResult:
+        """Trigger ``phase`` for ``run_key`` now, complete or not; still at most once."""
+        definition = self.pipeline.phase(phase)
+        self.pipeline.validate_run_key(run_key)
+        status = self.phase_status(phase, run_key)
+        if status.trigger is not None:
+            return TriggerResult(status.trigger.trigger, claimed=False, deferred=False)
+        return self._claim(definition, run_key, reason, correlation_id or uuid.uuid4().hex, status)
+
+    def sweep(self, runs: int = 50) -> list[TriggerResult]:
+        """Claim phases that are complete but not triggered (after a crash or a deferral)."""
+        results = []
+        for run_key in self.tracker.list_runs(runs):
+            for status in self.run_status(run_key):
+                if status.state is PhaseState.COMPLETE:
+                    results.append(
+                        self._claim(
+                            self.pipeline.phase(status.phase),
+                            run_key,
+                            TriggerReason.COMPLETE,
+                            None,
+                            status,
+                        )
+                    )
+        return results
+
+
+def _string(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(
+            field, f"expected a string, got {_json_type(value)}", code="wrong_type"
+        )
+    if not value:
+        raise ValidationError(field, "must not be empty", code="wrong_type")
+    return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "metadata", f"expected a JSON object, got {_json_type(value)}", code="wrong_type"
+        )
+    try:
+        encoded = json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("metadata", f"not JSON-serialisable: {exc}") from exc
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(
+            "metadata",
+            f"{size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed",
+            code="too_large",
+        )
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded

@@ -1,0 +1,115 @@
+"""Everything a pipeline needs at run time, built from its pipeline file in one call."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from phasegate.clock import SYSTEM_CLOCK, Clock
+from phasegate.config import Pipeline
+from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
+from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.orchestrator import Orchestrator
+from phasegate.resilience.breaker import BreakerState
+from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
+from phasegate.stores import open_store
+from phasegate.timeouts import TimeoutChecker
+from phasegate.tracker import CompletionTracker
+from phasegate.transports import TriggerTransport, open_transport
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Resilience settings; the defaults are SPEC §3's."""
+
+    primary_policy: RetryPolicy = PRIMARY_WRITE_POLICY
+    backup_policy: RetryPolicy = BACKUP_WRITE_POLICY
+    breaker_reset: float = 30.0
+    delivery_policy: RetryPolicy = DELIVERY_POLICY
+    redelivery_base: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A pipeline's tracker, orchestrator, dispatcher and timeout checker, wired together."""
+
+    pipeline: Pipeline
+    events: EventBus
+    tracker: CompletionTracker
+    orchestrator: Orchestrator
+    transport: TriggerTransport
+    dispatcher: Dispatcher
+    timeouts: TimeoutChecker
+
+    def close(self) -> None:
+        """Close the transport and both stores."""
+        self.transport.close()
+        self.tracker.close()
+
+
+def open_runtime(
+    pipeline: Pipeline,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    tuning: Tuning | None = None,
+    transport: TriggerTransport | None = None,
+    events: EventBus | None = None,
+    rng: random.Random | None = None,
+) -> Runtime:
+    """Open the stores and transport named in ``pipeline`` and wire every component."""
+    tuning = tuning or Tuning()
+    events = events or EventBus()
+    primary = open_store(pipeline.stores.primary, pipeline=pipeline.name, name="primary")
+    backup = open_store(pipeline.stores.backup, pipeline=pipeline.name, name="backup")
+    tracker = CompletionTracker(
+        primary,
+        backup,
+        primary_policy=tuning.primary_policy,
+        backup_policy=tuning.backup_policy,
+        breaker_reset=tuning.breaker_reset,
+        clock=clock,
+        rng=rng,
+    )
+
+    def on_breaker(name: str, old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.OPEN and old is BreakerState.CLOSED:
+            events.emit(
+                Event(
+                    EventKind.BREAKER_OPENED,
+                    Severity.WARNING,
+                    name,
+                    f"{name} circuit opened: writes fail; "
+                    f"skipping it, next check in {tuning.breaker_reset:.0f}s",
+                ),
+                already_logged=True,
+            )
+        elif new is BreakerState.CLOSED:
+            events.emit(
+                Event(EventKind.BREAKER_CLOSED, Severity.RESOLVED, name, f"{name} recovered"),
+                already_logged=True,
+            )
+
+    tracker.primary_breaker.add_listener(on_breaker)
+    tracker.backup_breaker.add_listener(on_breaker)
+    transport = transport or open_transport(pipeline.triggers.transport)
+    dispatcher = Dispatcher(
+        tracker,
+        transport,
+        events=events,
+        clock=clock,
+        policy=tuning.delivery_policy,
+        redelivery_base=tuning.redelivery_base,
+        rng=rng,
+    )
+    orchestrator = Orchestrator(
+        pipeline, tracker, events=events, clock=clock, on_claimed=lambda _t: dispatcher.wake()
+    )
+    return Runtime(
+        pipeline=pipeline,
+        events=events,
+        tracker=tracker,
+        orchestrator=orchestrator,
+        transport=transport,
+        dispatcher=dispatcher,
+        timeouts=TimeoutChecker(orchestrator),
+    )

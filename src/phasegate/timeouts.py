@@ -1,0 +1,83 @@
+"""Phases that miss their timeout: report each once, naming who is missing; trigger by policy."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from phasegate.config import Phase, TimeoutPolicy
+from phasegate.events import Event, EventKind, Severity
+from phasegate.model import PhaseState, TimeoutReport, TriggerReason
+from phasegate.orchestrator import Orchestrator, TriggerResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutFinding:
+    """A phase found past its timeout in this pass."""
+
+    report: TimeoutReport
+    first_report: bool
+    trigger: TriggerResult | None
+
+
+class TimeoutChecker:
+    """Finds phases past their timeout; ``run_once`` is one pass over recent runs."""
+
+    def __init__(self, orchestrator: Orchestrator, *, runs: int = 50) -> None:
+        self.orchestrator = orchestrator
+        self.runs = runs
+
+    def run_once(self) -> list[TimeoutFinding]:
+        """Check every phase with a timeout in the most recent runs."""
+        orchestrator = self.orchestrator
+        findings = []
+        now = orchestrator.clock.now()
+        for run_key in orchestrator.list_runs(self.runs):
+            for status in orchestrator.run_status(run_key):
+                if status.state is not PhaseState.TIMED_OUT or status.started_at is None:
+                    continue
+                phase = orchestrator.pipeline.phase(status.phase)
+                report = TimeoutReport(
+                    phase=status.phase,
+                    run_key=run_key,
+                    started_at=status.started_at,
+                    reported_at=now,
+                    missing=status.missing,
+                )
+                outcome = orchestrator.tracker.record_timeout(report)
+                if outcome.won:
+                    self._alert(phase, report)
+                trigger = None
+                if phase.on_timeout is TimeoutPolicy.TRIGGER:
+                    trigger = orchestrator.trigger(
+                        phase.name, run_key, reason=TriggerReason.TIMEOUT
+                    )
+                findings.append(TimeoutFinding(report, outcome.won, trigger))
+        return findings
+
+    def _alert(self, phase: Phase, report: TimeoutReport) -> None:
+        waited = (report.reported_at - report.started_at).total_seconds()
+        then = (
+            "; triggering the next phase anyway"
+            if phase.on_timeout is TimeoutPolicy.TRIGGER
+            else ""
+        )
+        self.orchestrator.events.emit(
+            Event(
+                EventKind.PHASE_TIMED_OUT,
+                Severity.WARNING,
+                f"{phase.name}_to_{phase.next}" if phase.next else phase.name,
+                f"{phase.name} for {report.run_key} timed out after {waited:.0f}s "
+                f"(limit {phase.timeout}); missing: {', '.join(report.missing)}{then}",
+                run_key=report.run_key,
+                phase=phase.name,
+                details={"missing": list(report.missing)},
+            )
+        )
+
+
+def check_timeouts(orchestrator: Orchestrator, *, runs: int = 50) -> list[TimeoutFinding]:
+    """One timeout pass over the ``runs`` most recent runs."""
+    return TimeoutChecker(orchestrator, runs=runs).run_once()

@@ -1,0 +1,29 @@
+"""Trigger transports by URL: ``log:``, ``log:/path``, ``http(s)://...``."""
+
+from __future__ import annotations
+
+from phasegate.errors import ConfigError
+from phasegate.transports.base import TriggerTransport
+
+
+def open_transport(url: str) -> TriggerTransport:
+    """Open the transport named by ``url``."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "log":
+        from phasegate.transports.log import LogTransport  # noqa: PLC0415
+
+        path = url[len("log:") :]
+        return LogTransport(path or None)
+    if scheme in {"http", "https"}:
+        from phasegate.transports.http import HttpTransport  # noqa: PLC0415
+
+        return HttpTransport(url)
+    if scheme in {"nats", "pubsub"}:
+        raise ConfigError(
+            f"trigger transport {scheme}:// is not available in this release yet; "
+            "use log: or http(s)://"
+        )
+    raise ConfigError(f"unsupported trigger transport {scheme!r}; expected log: or http(s)://")
+
+
+__all__ = ["TriggerTransport", "open_transport"]
