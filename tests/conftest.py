@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from support import (
     PG_ADMIN_URL,
     PG_HOST,
     PG_PORT,
+    Harness,
     require_server,
 )
 
@@ -99,3 +101,11 @@ def make_store(store_url: Callable[[str], str]) -> Iterator[StoreFactory]:
     yield make
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
+    """A runtime on fresh SQLite stores, a fake clock and an in-memory transport."""
+    rig = Harness(tmp_path, clock)
+    yield rig
+    rig.runtime.close()

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import random
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from phasegate.config import StoresConfig, loads_pipeline
+from phasegate.errors import TransientDeliveryError
+from phasegate.events import Event, EventBus, EventKind
+from phasegate.model import Trigger
+from phasegate.runtime import open_runtime
+from phasegate.stores.sql import SqlStore
+from phasegate.testing import FakeClock, FaultSwitch
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("PHASEGATE_TEST_PG_PORT", "5432"))
@@ -46,3 +61,165 @@ def backends(*names: str) -> pytest.MarkDecorator:
         for name in chosen
     ]
     return pytest.mark.parametrize("store_url", params, indirect=True)
+
+
+class RecordedRequest:
+    """One request the :class:`RecordingServer` received."""
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RecordingServer:
+    """A loopback HTTP server that records requests and answers from a script.
+
+    ``responses`` is consumed one per request: ``(status, headers, body)``, or a
+    ``threading.Event`` to wait on before answering 200 (to hold a request in flight);
+    when it runs out, ``default`` answers.
+    """
+
+    def __init__(self, default: tuple[int, dict[str, str], bytes] = (200, {}, b"ok")) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.responses: list[Any] = []
+        self.default = default
+        self.received = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                owner.requests.append(
+                    RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
+                )
+                owner.received.set()
+                answer = owner.responses.pop(0) if owner.responses else owner.default
+                if isinstance(answer, threading.Event):
+                    answer.wait(30)
+                    answer = (200, {}, b"ok")
+                status, headers, payload = answer
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    return
+
+            do_POST = do_GET = do_HEAD = do_PUT = do_PATCH = _handle  # noqa: N815
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> RecordingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+PIPELINE_TEXT = """
+[pipeline]
+name = "orders"
+
+[[phases]]
+name = "extract"
+processors = ["api", "files"]
+next = "transform"
+timeout = "1h"
+
+[[phases]]
+name = "transform"
+processors = ["clean", "join"]
+next = "load"
+timeout = "30m"
+on_timeout = "trigger"
+
+[[phases]]
+name = "load"
+processors = ["warehouse"]
+"""
+
+
+class RecordingTransport:
+    """An in-memory transport that records deliveries and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Trigger] = []
+        self.failing = False
+        self.attempts = 0
+
+    def deliver(self, trigger: Trigger) -> None:
+        self.attempts += 1
+        if self.failing:
+            raise TransientDeliveryError("receiver down")
+        self.delivered.append(trigger)
+
+    def ping(self) -> None:
+        if self.failing:
+            raise TransientDeliveryError("receiver down")
+
+    def describe(self) -> str:
+        return "memory:"
+
+    def close(self) -> None:
+        return
+
+
+class Harness:
+    """A runtime on two fresh SQLite stores with a fake clock and faults on demand."""
+
+    def __init__(
+        self, tmp_path: Path, clock: FakeClock, text: str = PIPELINE_TEXT, synchronous: str = "FULL"
+    ) -> None:
+        pipeline = loads_pipeline(text)
+        options = f"?synchronous={synchronous}"
+        pipeline = dataclasses.replace(
+            pipeline,
+            stores=StoresConfig(
+                primary=f"sqlite:///{tmp_path}/primary.db{options}",
+                backup=f"sqlite:///{tmp_path}/backup.db{options}",
+            ),
+        )
+        self.clock = clock
+        self.transport = RecordingTransport()
+        self.events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(self.events.append)
+        self.runtime = open_runtime(
+            pipeline, clock=clock, transport=self.transport, events=bus, rng=random.Random(3)
+        )
+        self.orchestrator = self.runtime.orchestrator
+        self.tracker = self.runtime.tracker
+        primary, backup = self.tracker.primary, self.tracker.backup
+        assert isinstance(primary, SqlStore)
+        assert isinstance(backup, SqlStore)
+        self.primary_fault = FaultSwitch(clock).attach(primary)
+        self.backup_fault = FaultSwitch(clock).attach(backup)
+
+    def complete(
+        self, phase: str, processor: str, run_key: str = "2026-01-28", **kwargs: Any
+    ) -> Any:
+        return self.orchestrator.handle_completion(phase, run_key, processor, **kwargs)
+
+    def events_of(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind is kind]

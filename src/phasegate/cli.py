@@ -113,10 +113,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    """Deliver every pending trigger once; exit 1 if any is still pending."""
+    """Deliver every pending trigger now; exit 1 if any is still pending."""
     runtime = _open(args)
     try:
-        report = runtime.dispatcher.run_once()
+        report = runtime.dispatcher.run_once(include_deferred=True)
         if args.format == "json":
             _emit_json(
                 {

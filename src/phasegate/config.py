@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -103,6 +104,20 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=total)
 
 
+def format_duration(duration: timedelta) -> str:
+    """The inverse of :func:`parse_duration`: ``timedelta(minutes=90)`` → ``"1h30m"``."""
+    total = duration.total_seconds()
+    if total < 1:
+        return f"{total * 1000:.0f}ms"
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count:.0f}{unit}")
+    return "".join(parts) or "0s"
+
+
 @dataclass(frozen=True, slots=True)
 class Phase:
     """One phase: who must report, what comes next, how long it may take."""
@@ -130,6 +145,20 @@ class TriggersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """Retry and breaker settings for store writes and trigger delivery (SPEC §3 defaults)."""
+
+    retry_attempts: int = 3
+    retry_base: timedelta = timedelta(seconds=1)
+    primary_max_delay: timedelta = timedelta(seconds=10)
+    backup_max_delay: timedelta = timedelta(seconds=15)
+    jitter: str = "additive"
+    breaker_reset: timedelta = timedelta(seconds=30)
+    delivery_attempts: int = 3
+    redelivery_base: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of ``phasegate serve``."""
 
@@ -146,6 +175,7 @@ class Pipeline:
     stores: StoresConfig = field(default_factory=StoresConfig)
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     source: Path | None = None
 
     def phase(self, name: str) -> Phase:
@@ -245,7 +275,9 @@ def _check_url(reader: _Reader, url: str, key: str, schemes: tuple[str, ...]) ->
 def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipeline:
     """Validate a parsed TOML document into a :class:`Pipeline`."""
     reader = _Reader(source)
-    reader.known_keys(data, {"pipeline", "stores", "triggers", "phases", "server"}, "")
+    reader.known_keys(
+        data, {"pipeline", "stores", "triggers", "phases", "server", "resilience"}, ""
+    )
 
     head = reader.table(data, "pipeline", "pipeline")
     reader.known_keys(head, {"name", "run_key_pattern"}, "pipeline")
@@ -291,6 +323,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         token = Secret(value, origin)
 
     phases = _parse_phases(reader, data.get("phases"))
+    resilience = _parse_resilience(reader, reader.table(data, "resilience", "resilience"))
     return Pipeline(
         name=name,
         phases=phases,
@@ -298,8 +331,48 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         stores=StoresConfig(primary=urls["primary"], backup=urls["backup"]),
         triggers=TriggersConfig(transport=transport),
         server=ServerConfig(token=token),
+        resilience=resilience,
         source=None if source.startswith("<") else Path(source),
     )
+
+
+def _parse_resilience(reader: _Reader, table: Mapping[str, Any]) -> ResilienceConfig:
+    defaults = ResilienceConfig()
+    counts = {"retry_attempts", "delivery_attempts"}
+    durations = {
+        "retry_base",
+        "primary_max_delay",
+        "backup_max_delay",
+        "breaker_reset",
+        "redelivery_base",
+    }
+    reader.known_keys(table, counts | durations | {"jitter"}, "resilience")
+    values: dict[str, Any] = {}
+    for key in counts & table.keys():
+        value = table[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+            raise reader.fail(
+                f"resilience.{key}", f"expected a whole number from 1 to 100, got {value!r}"
+            )
+        values[key] = value
+    for key in durations & table.keys():
+        raw = table[key]
+        if not isinstance(raw, str):
+            raise reader.fail(
+                f"resilience.{key}", f"expected a duration string such as '1s', got {_kind(raw)}"
+            )
+        try:
+            values[key] = parse_duration(raw)
+        except ValueError as exc:
+            raise reader.fail(f"resilience.{key}", str(exc)) from exc
+    if "jitter" in table:
+        jitter = table["jitter"]
+        if jitter not in {"full", "decorrelated", "additive"}:
+            raise reader.fail(
+                "resilience.jitter", f"{jitter!r}; expected one of: additive, decorrelated, full"
+            )
+        values["jitter"] = jitter
+    return dataclass_replace(defaults, **values)
 
 
 def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:

@@ -291,6 +291,12 @@ class Simulation:
                 time.sleep(0.1)
                 live.update(self._grid(time.monotonic() - started))
             self.pool.shutdown(wait=True)
+            # A short day may end inside the outage window: let the outage run its course.
+            while (self.primary_fault.active or self.backup_fault.active) and (
+                time.monotonic() - started < DEADLINE_SECONDS
+            ):
+                time.sleep(0.05)
+                live.update(self._grid(time.monotonic() - started))
             stop.set()
             for thread in helpers:
                 thread.join(5)

@@ -73,16 +73,25 @@ class Dispatcher:
         """Ask the loop to run a pass now (a trigger was just claimed)."""
         self._wake.set()
 
-    def pending(self) -> list[OutboxEntry]:
-        """Entries due for delivery now."""
-        return self.tracker.pending_triggers(self.clock.now(), self.batch_size)
+    def pending(self, *, include_deferred: bool = False) -> list[OutboxEntry]:
+        """Undelivered entries due now (or all of them, with ``include_deferred``)."""
+        horizon = self.clock.now()
+        if include_deferred:
+            horizon += timedelta(days=36500)
+        return self.tracker.pending_triggers(horizon, self.batch_size)
 
-    def run_once(self, only: Collection[str] | None = None) -> DispatchReport:
-        """Deliver every due trigger (or just the ids in ``only``) once, with retries."""
+    def run_once(
+        self, only: Collection[str] | None = None, *, include_deferred: bool = False
+    ) -> DispatchReport:
+        """Deliver every due trigger (or just the ids in ``only``) once, with retries.
+
+        ``include_deferred`` also tries triggers whose next attempt is not due yet (an
+        operator running ``phasegate dispatch`` wants them tried now).
+        """
         with self._pass_lock:
             delivered: list[str] = []
             failed: list[tuple[str, str]] = []
-            for entry in self.pending():
+            for entry in self.pending(include_deferred=include_deferred):
                 trigger_id = entry.trigger.trigger_id
                 if only is not None and trigger_id not in only:
                     continue

@@ -11,7 +11,12 @@ from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.orchestrator import Orchestrator
 from phasegate.resilience.breaker import BreakerState
-from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
+from phasegate.resilience.retry import (
+    BACKUP_WRITE_POLICY,
+    PRIMARY_WRITE_POLICY,
+    Jitter,
+    RetryPolicy,
+)
 from phasegate.stores import open_store
 from phasegate.timeouts import TimeoutChecker
 from phasegate.tracker import CompletionTracker
@@ -27,6 +32,29 @@ class Tuning:
     breaker_reset: float = 30.0
     delivery_policy: RetryPolicy = DELIVERY_POLICY
     redelivery_base: float = 5.0
+
+
+def tuning_from(pipeline: Pipeline) -> Tuning:
+    """The :class:`Tuning` that the pipeline file's ``[resilience]`` table asks for."""
+    settings = pipeline.resilience
+    jitter = Jitter(settings.jitter)
+    base = settings.retry_base.total_seconds()
+    return Tuning(
+        primary_policy=RetryPolicy(
+            settings.retry_attempts, base, settings.primary_max_delay.total_seconds(), jitter
+        ),
+        backup_policy=RetryPolicy(
+            settings.retry_attempts, base, settings.backup_max_delay.total_seconds(), jitter
+        ),
+        breaker_reset=settings.breaker_reset.total_seconds(),
+        delivery_policy=RetryPolicy(
+            settings.delivery_attempts,
+            DELIVERY_POLICY.base,
+            DELIVERY_POLICY.max_delay,
+            DELIVERY_POLICY.jitter,
+        ),
+        redelivery_base=settings.redelivery_base.total_seconds(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +85,7 @@ def open_runtime(
     rng: random.Random | None = None,
 ) -> Runtime:
     """Open the stores and transport named in ``pipeline`` and wire every component."""
-    tuning = tuning or Tuning()
+    tuning = tuning or tuning_from(pipeline)
     events = events or EventBus()
     primary = open_store(pipeline.stores.primary, pipeline=pipeline.name, name="primary")
     backup = open_store(pipeline.stores.backup, pipeline=pipeline.name, name="backup")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from phasegate.config import Phase, TimeoutPolicy
+from phasegate.config import Phase, TimeoutPolicy, format_duration
 from phasegate.events import Event, EventKind, Severity
 from phasegate.model import PhaseState, TimeoutReport, TriggerReason
 from phasegate.orchestrator import Orchestrator, TriggerResult
@@ -59,6 +59,7 @@ class TimeoutChecker:
 
     def _alert(self, phase: Phase, report: TimeoutReport) -> None:
         waited = (report.reported_at - report.started_at).total_seconds()
+        limit = format_duration(phase.timeout) if phase.timeout else "none"
         then = (
             "; triggering the next phase anyway"
             if phase.on_timeout is TimeoutPolicy.TRIGGER
@@ -70,7 +71,7 @@ class TimeoutChecker:
                 Severity.WARNING,
                 f"{phase.name}_to_{phase.next}" if phase.next else phase.name,
                 f"{phase.name} for {report.run_key} timed out after {waited:.0f}s "
-                f"(limit {phase.timeout}); missing: {', '.join(report.missing)}{then}",
+                f"(limit {limit}); missing: {', '.join(report.missing)}{then}",
                 run_key=report.run_key,
                 phase=phase.name,
                 details={"missing": list(report.missing)},

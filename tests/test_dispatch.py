@@ -1,0 +1,136 @@
+"""Delivery through the outbox: at least once, same id every time, never dropped (guarantee 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phasegate.errors import TransientDeliveryError
+from phasegate.events import EventKind, Severity
+from phasegate.model import Trigger, TriggerReason, trigger_id_for
+from phasegate.testing import FakeClock
+from phasegate.transports import open_transport
+from phasegate.transports.http import HttpTransport
+from phasegate.transports.log import LogTransport
+from support import Harness, RecordingServer
+
+RUN = "2026-01-28"
+
+
+def complete_extract(harness: Harness) -> str:
+    harness.complete("extract", "api")
+    result = harness.complete("extract", "files")
+    assert result.trigger_id is not None
+    return result.trigger_id
+
+
+def test_a_claimed_trigger_is_delivered_and_marked_in_both_stores(harness: Harness) -> None:
+    """One pass delivers it; both stores record the delivery; it is not pending any more."""
+    trigger_id = complete_extract(harness)
+    report = harness.runtime.dispatcher.run_once()
+    assert report.delivered == (trigger_id,)
+    assert [t.trigger_id for t in harness.transport.delivered] == [trigger_id]
+    for store in (harness.tracker.primary, harness.tracker.backup):
+        [entry] = store.triggers(RUN)
+        assert entry.delivered_at == harness.clock.now()
+    assert harness.runtime.dispatcher.run_once().delivered == ()
+
+
+def test_a_failing_transport_is_retried_deferred_alerted_and_delivered_later(
+    harness: Harness,
+) -> None:
+    """Retries with backoff, then a critical event and a deferral; later the same id goes out."""
+    trigger_id = complete_extract(harness)
+    harness.transport.failing = True
+    report = harness.runtime.dispatcher.run_once()
+    assert report.failed[0][0] == trigger_id
+    assert harness.transport.attempts == 3
+    [event] = harness.events_of(EventKind.DELIVERY_FAILED)
+    assert event.severity is Severity.CRITICAL
+    assert trigger_id in event.message
+    [entry] = harness.tracker.triggers(RUN)
+    assert (entry.attempts, entry.last_error) == (1, "receiver down")
+    assert harness.runtime.dispatcher.run_once() == type(report)()  # not due yet
+    harness.transport.failing = False
+    harness.clock.advance(5)
+    assert harness.runtime.dispatcher.run_once().delivered == (trigger_id,)
+    assert [t.trigger_id for t in harness.transport.delivered] == [trigger_id]
+
+
+def test_redelivery_backs_off_exponentially(harness: Harness) -> None:
+    """Each failed round doubles the wait before the next one."""
+    complete_extract(harness)
+    harness.transport.failing = True
+    waits = []
+    for _ in range(4):
+        before = harness.clock.now()
+        harness.runtime.dispatcher.run_once()
+        [entry] = harness.tracker.triggers(RUN)
+        assert entry.next_attempt_at is not None
+        waits.append(round((entry.next_attempt_at - harness.clock.now()).total_seconds()))
+        harness.clock.advance((entry.next_attempt_at - before).total_seconds() + 1)
+    assert waits == [5, 10, 20, 40]
+
+
+def _trigger() -> Trigger:
+    return Trigger(
+        trigger_id=trigger_id_for("orders", "extract", RUN),
+        pipeline="orders",
+        phase="extract",
+        next_phase="transform",
+        run_key=RUN,
+        reason=TriggerReason.COMPLETE,
+        triggered_at=FakeClock().now(),
+        processors=("api", "files"),
+    )
+
+
+def test_the_http_transport_posts_json_with_an_idempotency_key() -> None:
+    """POST of the message with Idempotency-Key = trigger id; 2xx means delivered."""
+    with RecordingServer((202, {}, b"")) as server:
+        transport = open_transport(server.url + "/hooks/phase")
+        assert isinstance(transport, HttpTransport)
+        transport.deliver(_trigger())
+        transport.close()
+    [request] = server.requests
+    assert (request.method, request.path) == ("POST", "/hooks/phase")
+    assert request.headers["Idempotency-Key"] == _trigger().trigger_id
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.json() == _trigger().to_message()
+
+
+@pytest.mark.parametrize("status", [500, 404, 429])
+def test_the_http_transport_reports_non_2xx_as_transient_without_credentials(status: int) -> None:
+    """A 500, 404 or 429 is a transient delivery error; the URL's secrets never appear."""
+    with RecordingServer((status, {}, b"no")) as server:
+        url = server.url.replace("http://", "http://user:sekrit@") + "/x?token=abc"
+        transport = HttpTransport(url)
+        with pytest.raises(TransientDeliveryError, match=f"HTTP {status}") as info:
+            transport.deliver(_trigger())
+        transport.close()
+    assert "sekrit" not in str(info.value)
+    assert "abc" not in str(info.value)
+
+
+def test_the_http_transport_maps_a_refused_connection_to_transient() -> None:
+    """Nothing listening is a transient error too."""
+    with RecordingServer() as server:
+        url = server.url
+    transport = HttpTransport(url, timeout=1)
+    with pytest.raises(TransientDeliveryError, match="failed: ConnectError"):
+        transport.deliver(_trigger())
+    transport.close()
+
+
+def test_the_log_transport_appends_one_json_line_per_trigger(tmp_path: Path) -> None:
+    """``log:/path`` appends the message as a JSON line."""
+    path = tmp_path / "out" / "triggers.jsonl"
+    transport = open_transport(f"log:{path}")
+    assert isinstance(transport, LogTransport)
+    transport.deliver(_trigger())
+    transport.deliver(_trigger())
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [_trigger().to_message()] * 2
+    assert transport.describe() == f"log:{path}"

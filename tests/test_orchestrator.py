@@ -1,0 +1,234 @@
+"""The orchestrator: a completion in, the next phase out, exactly once (SPEC §2, 1–3)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from phasegate.errors import BothStoresFailed, ValidationError
+from phasegate.events import EventKind, Severity
+from phasegate.model import PhaseState, Status, TriggerReason, trigger_id_for
+from support import Harness
+
+RUN = "2026-01-28"
+
+
+def test_the_last_processor_triggers_the_next_phase_once(harness: Harness) -> None:
+    """Reports before the last say incomplete; the last claims; a duplicate does not."""
+    first = harness.complete("extract", "api")
+    assert (first.phase_complete, first.trigger_id, first.claimed) == (False, None, False)
+    last = harness.complete("extract", "files")
+    expected_id = trigger_id_for("orders", "extract", RUN)
+    assert (last.phase_complete, last.trigger_id, last.claimed) == (True, expected_id, True)
+    assert (last.primary_ok, last.backup_ok) == (True, True)
+    again = harness.complete("extract", "files")
+    assert (again.phase_complete, again.trigger_id, again.claimed) == (True, expected_id, False)
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_concurrent_last_reports_claim_exactly_once(harness: Harness) -> None:
+    """Twenty threads all reporting the final processor at once: one claim."""
+    harness.complete("extract", "api")
+    barrier = threading.Barrier(20)
+    results: list[Any] = []
+
+    def report() -> None:
+        barrier.wait()
+        results.append(harness.complete("extract", "files"))
+
+    threads = [threading.Thread(target=report) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.claimed for r in results) == 1
+    assert {r.trigger_id for r in results} == {trigger_id_for("orders", "extract", RUN)}
+    assert len(harness.tracker.triggers(RUN)) == 1
+
+
+def test_the_trigger_message_has_exactly_the_documented_keys(harness: Harness) -> None:
+    """The message carries the deterministic id, the succeeded processors and the correlation id."""
+    harness.complete("extract", "api", correlation_id="corr-a")
+    harness.complete("extract", "files", correlation_id="corr-b")
+    [entry] = harness.tracker.pending_triggers(harness.clock.now())
+    message = entry.trigger.to_message()
+    assert set(message) == {
+        "trigger_id",
+        "pipeline",
+        "phase",
+        "next_phase",
+        "run_key",
+        "reason",
+        "correlation_id",
+        "processors",
+        "missing",
+        "triggered_at",
+    }
+    assert message["trigger_id"] == trigger_id_for("orders", "extract", RUN)
+    assert (message["phase"], message["next_phase"], message["reason"]) == (
+        "extract",
+        "transform",
+        "complete",
+    )
+    assert message["processors"] == ["api", "files"]
+    assert message["missing"] == []
+    assert message["correlation_id"] == "corr-b"
+    assert message["triggered_at"].endswith("Z")
+
+
+def test_a_failure_then_a_success_completes_and_a_late_failure_changes_nothing(
+    harness: Harness,
+) -> None:
+    """Failed blocks completion; success after it completes; a late failure is only history."""
+    harness.complete("extract", "api")
+    harness.complete("extract", "files", status="failed")
+    assert harness.orchestrator.phase_status("extract", RUN).failed == ("files",)
+    [warning] = harness.events_of(EventKind.PROCESSOR_FAILED)
+    assert warning.severity is Severity.WARNING
+    assert "files" in warning.message
+    harness.clock.advance(5)
+    assert harness.complete("extract", "files").claimed
+    harness.clock.advance(5)
+    late = harness.complete("extract", "files", status="failed")
+    assert late.phase_complete
+    assert len(harness.events_of(EventKind.PROCESSOR_FAILED)) == 1
+    statuses = [c.status for c in harness.tracker.history(RUN) if c.processor == "files"]
+    assert statuses == [Status.FAILED, Status.SUCCESS, Status.FAILED]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "fragment"),
+    [
+        ({"phase": "nope"}, "phase", "expected one of: extract, transform, load"),
+        ({"processor": "ghost"}, "processor", "expected one of: api, files"),
+        ({"run_key": "28/01/2026"}, "run_key", "does not match"),
+        ({"status": "done"}, "status", "expected one of: success, failed"),
+        ({"phase": 7}, "phase", "expected a string, got number"),
+        ({"processor": None}, "processor", "expected a string, got null"),
+        ({"metadata": [1, 2]}, "metadata", "expected a JSON object, got array"),
+        ({"metadata": {"blob": "x" * 17000}}, "metadata", "at most 16384 allowed"),
+        ({"metadata": {"n": float("nan")}}, "metadata", "not JSON-serialisable"),
+        ({"correlation_id": "c" * 300}, "correlation_id", "longer than 256"),
+    ],
+)
+def test_bad_input_is_rejected_naming_the_field_and_nothing_is_stored(
+    harness: Harness, kwargs: dict[str, Any], field: str, fragment: str
+) -> None:
+    """Each kind of bad report raises ValidationError(field) and leaves the stores untouched."""
+    report: dict[str, Any] = {"phase": "extract", "run_key": RUN, "processor": "api"} | kwargs
+    with pytest.raises(ValidationError) as info:
+        harness.orchestrator.handle_completion(
+            report.pop("phase"), report.pop("run_key"), report.pop("processor"), **report
+        )
+    assert info.value.field == field
+    assert fragment in str(info.value)
+    assert harness.tracker.list_runs() == []
+
+
+def test_both_stores_down_is_not_acknowledged_and_raises_a_critical_event(
+    harness: Harness,
+) -> None:
+    """Nothing recorded, BothStoresFailed raised, one critical event for alerting."""
+    harness.primary_fault.fail()
+    harness.backup_fault.fail()
+    with pytest.raises(BothStoresFailed):
+        harness.complete("extract", "api")
+    [event] = harness.events_of(EventKind.BOTH_STORES_FAILED)
+    assert event.severity is Severity.CRITICAL
+    assert event.run_key == RUN
+    harness.primary_fault.heal()
+    harness.backup_fault.heal()
+    assert harness.tracker.primary.completions(RUN) == []
+    assert harness.tracker.backup.completions(RUN) == []
+
+
+def test_every_trigger_writes_a_phase_execution_to_both_stores(harness: Harness) -> None:
+    """The execution record holds start, trigger time, duration, processors and reason."""
+    harness.complete("extract", "api")
+    harness.clock.advance(600)
+    harness.complete("extract", "files")
+    for store in (harness.tracker.primary, harness.tracker.backup):
+        [execution] = store.phase_executions()
+        assert execution.duration_seconds == 600
+        assert execution.processors == ("api", "files")
+        assert execution.reason is TriggerReason.COMPLETE
+
+
+def test_phase_states_and_start_times(harness: Harness) -> None:
+    """not_started → waiting → triggered; the next phase starts when the previous triggered."""
+    states = lambda: [s.state for s in harness.orchestrator.run_status(RUN)]  # noqa: E731
+    harness.complete("extract", "api")
+    assert states() == [PhaseState.WAITING, PhaseState.NOT_STARTED, PhaseState.NOT_STARTED]
+    harness.clock.advance(60)
+    harness.complete("extract", "files")
+    triggered_at = harness.clock.now()
+    transform = harness.orchestrator.phase_status("transform", RUN)
+    assert transform.started_at == triggered_at
+    assert transform.deadline == triggered_at + timedelta(minutes=30)
+    harness.clock.advance(31 * 60)
+    assert states() == [PhaseState.TRIGGERED, PhaseState.TIMED_OUT, PhaseState.NOT_STARTED]
+
+
+def test_a_manual_trigger_is_reason_manual_lists_the_missing_and_happens_once(
+    harness: Harness,
+) -> None:
+    """An operator can push a phase on; the trigger says who was missing; twice is once."""
+    harness.complete("extract", "api")
+    result = harness.orchestrator.trigger("extract", RUN)
+    assert result.claimed
+    assert result.trigger.reason is TriggerReason.MANUAL
+    assert result.trigger.missing == ("files",)
+    again = harness.orchestrator.trigger("extract", RUN)
+    assert not again.claimed
+    assert again.trigger.trigger_id == result.trigger.trigger_id
+    assert not harness.complete("extract", "files").claimed
+
+
+def test_a_claim_deferred_during_an_outage_is_made_by_the_sweep(harness: Harness) -> None:
+    """When neither store can decide, the claim waits; the sweep claims it once recovered."""
+    harness.complete("extract", "api")
+    harness.backup_fault.fail()
+    harness.complete("extract", "files", status="failed")  # the backup misses this run now
+    harness.backup_fault.heal()
+    harness.clock.advance(31)  # the backup's breaker lets a trial through again
+    harness.primary_fault.fail()
+    result = harness.complete("extract", "files")
+    assert result.phase_complete
+    assert (result.claimed, result.deferred, result.trigger_id) == (False, True, None)
+    assert harness.events_of(EventKind.CLAIM_DEFERRED)
+    harness.primary_fault.heal()
+    harness.clock.advance(31)
+    swept = harness.orchestrator.sweep()
+    assert [r.claimed for r in swept] == [True]
+    assert harness.orchestrator.sweep() == []
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_correlation_ids_are_generated_when_absent(harness: Harness) -> None:
+    """A report without a correlation id gets one, stored with the completion."""
+    result = harness.complete("extract", "api")
+    assert result.completion.correlation_id
+    [stored] = harness.tracker.completions(RUN)
+    assert stored.correlation_id == result.completion.correlation_id
+
+
+def test_a_stale_backup_never_claims_what_the_primary_already_claimed(harness: Harness) -> None:
+    """Primary claims while the backup is down; then the primary fails: a duplicate report
+    must not make the stale backup claim the same phase a second time."""
+    harness.complete("extract", "api")
+    harness.backup_fault.fail()
+    assert harness.complete("extract", "files").claimed  # on the primary only
+    harness.backup_fault.heal()
+    harness.clock.advance(31)
+    harness.primary_fault.fail()
+    duplicate = harness.complete("extract", "files")
+    assert not duplicate.claimed
+    assert duplicate.deferred
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+    harness.primary_fault.heal()
+    harness.clock.advance(31)
+    assert harness.orchestrator.sweep() == []
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
