@@ -79,9 +79,9 @@ class RecordedRequest:
 class RecordingServer:
     """A loopback HTTP server that records requests and answers from a script.
 
-    ``responses`` is consumed one per request: ``(status, headers, body)``, or a
-    ``threading.Event`` to wait on before answering 200 (to hold a request in flight);
-    when it runs out, ``default`` answers.
+    ``responses`` is consumed one per request: ``(status, headers, body)``, a
+    ``threading.Event`` to wait on before answering 200 (to hold a request in flight),
+    or ``"close"`` to hang up without an answer; when it runs out, ``default`` answers.
     """
 
     def __init__(self, default: tuple[int, dict[str, str], bytes] = (200, {}, b"ok")) -> None:
@@ -103,6 +103,9 @@ class RecordingServer:
                 )
                 owner.received.set()
                 answer = owner.responses.pop(0) if owner.responses else owner.default
+                if answer == "close":  # hang up without answering
+                    self.close_connection = True
+                    return
                 if isinstance(answer, threading.Event):
                     answer.wait(30)
                     answer = (200, {}, b"ok")
@@ -121,7 +124,9 @@ class RecordingServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:

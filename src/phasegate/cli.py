@@ -18,6 +18,7 @@ from phasegate.config import Pipeline, find_config_path, load_pipeline
 from phasegate.errors import BothStoresFailed, ConfigError, PhasegateError, ValidationError
 from phasegate.model import TriggerReason
 from phasegate.orchestrator import PhaseStatus
+from phasegate.redact import ScrubbingFilter
 from phasegate.runtime import Runtime, open_runtime
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORES_DOWN = 0, 1, 2, 3
@@ -277,6 +278,49 @@ def cmd_check_timeouts(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+# -- summary --------------------------------------------------------------------------------
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print (and with --send, post to Slack) the summary of one run."""
+    from phasegate.alerts.base import AlertDeliveryError  # noqa: PLC0415
+    from phasegate.alerts.slack import SlackSink, run_summary_payload  # noqa: PLC0415
+    from phasegate.summary import summarise_run  # noqa: PLC0415
+
+    pipeline = _load(args)
+    if args.send and pipeline.alerts.slack is None:
+        print("configuration error: --send needs [alerts.slack] webhook_url", file=sys.stderr)
+        return EXIT_USAGE
+    runtime = open_runtime(pipeline)
+    try:
+        try:
+            summary = summarise_run(runtime.orchestrator, args.run_key)
+        except ValidationError as exc:
+            print(f"rejected: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
+        if args.format == "json":
+            _emit_json(summary.to_dict())
+        else:
+            print(summary.to_text())
+        if args.send and pipeline.alerts.slack is not None:
+            sink = SlackSink(pipeline.alerts.slack.webhook_url.reveal())
+            payload = run_summary_payload(
+                summary.title,
+                [p.line for p in summary.phases],
+                summary.ok,
+                f"generated {summary.generated_at:%Y-%m-%d %H:%M:%S} UTC",
+            )
+            try:
+                sink.post(payload)
+            except AlertDeliveryError as exc:
+                print(f"summary not sent: {exc}", file=sys.stderr)
+                return EXIT_REJECTED
+            print("summary sent to Slack", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
 # -- demo -----------------------------------------------------------------------------------
 
 
@@ -352,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run_key", nargs="?", metavar="RUN_KEY")
     status.add_argument("--limit", type=int, default=10, help="recent runs to show (default 10)")
 
+    summary = add(
+        "summary", cmd_summary, "summarise a run; --send posts it to Slack", common, output
+    )
+    summary.add_argument("--run-key", required=True)
+    summary.add_argument("--send", action="store_true", help="also post it to [alerts.slack]")
+
     timeouts = add(
         "check-timeouts",
         cmd_check_timeouts,
@@ -372,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubbingFilter())
     if args.command is None:
         parser.print_help()
         return EXIT_OK

@@ -159,6 +159,37 @@ class ResilienceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SlackConfig:
+    """``[alerts.slack]``: an incoming webhook."""
+
+    webhook_url: Secret
+    min_severity: str = "warning"
+    repeat_interval: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class LogAlertsConfig:
+    """``[alerts.log]``: alerts as log lines."""
+
+    min_severity: str = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """``[alerts]``: where alerts go."""
+
+    slack: SlackConfig | None = None
+    log: LogAlertsConfig | None = None
+    queue_size: int = 1000
+    repeat_interval: timedelta = timedelta(hours=1)
+
+    @property
+    def enabled(self) -> bool:
+        """At least one sink is configured."""
+        return self.slack is not None or self.log is not None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of ``phasegate serve``."""
 
@@ -176,6 +207,7 @@ class Pipeline:
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
 
     def phase(self, name: str) -> Phase:
@@ -276,7 +308,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     """Validate a parsed TOML document into a :class:`Pipeline`."""
     reader = _Reader(source)
     reader.known_keys(
-        data, {"pipeline", "stores", "triggers", "phases", "server", "resilience"}, ""
+        data, {"pipeline", "stores", "triggers", "phases", "server", "resilience", "alerts"}, ""
     )
 
     head = reader.table(data, "pipeline", "pipeline")
@@ -324,6 +356,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
 
     phases = _parse_phases(reader, data.get("phases"))
     resilience = _parse_resilience(reader, reader.table(data, "resilience", "resilience"))
+    alerts = _parse_alerts(reader, reader.table(data, "alerts", "alerts"), source)
     return Pipeline(
         name=name,
         phases=phases,
@@ -332,6 +365,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         triggers=TriggersConfig(transport=transport),
         server=ServerConfig(token=token),
         resilience=resilience,
+        alerts=alerts,
         source=None if source.startswith("<") else Path(source),
     )
 
@@ -373,6 +407,73 @@ def _parse_resilience(reader: _Reader, table: Mapping[str, Any]) -> ResilienceCo
             )
         values["jitter"] = jitter
     return dataclass_replace(defaults, **values)
+
+
+_SEVERITIES = ("info", "warning", "critical")
+
+
+def _severity(reader: _Reader, table: Mapping[str, Any], path: str) -> str:
+    value = reader.string(table, "min_severity", f"{path}.min_severity", "warning")
+    if value not in _SEVERITIES:
+        raise reader.fail(
+            f"{path}.min_severity", f"{value!r}; expected one of: {', '.join(_SEVERITIES)}"
+        )
+    return value
+
+
+def _duration(
+    reader: _Reader, table: Mapping[str, Any], key: str, path: str, default: timedelta
+) -> timedelta:
+    if key not in table:
+        return default
+    raw = table[key]
+    if not isinstance(raw, str):
+        raise reader.fail(
+            f"{path}.{key}", f"expected a duration string such as '1h', got {_kind(raw)}"
+        )
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise reader.fail(f"{path}.{key}", str(exc)) from exc
+
+
+def _parse_alerts(reader: _Reader, table: Mapping[str, Any], source: str) -> AlertsConfig:
+    reader.known_keys(table, {"slack", "log", "queue_size", "repeat_interval"}, "alerts")
+    repeat = _duration(reader, table, "repeat_interval", "alerts", timedelta(hours=1))
+    queue_size = table.get("queue_size", 1000)
+    if (
+        not isinstance(queue_size, int)
+        or isinstance(queue_size, bool)
+        or not 1 <= queue_size <= 1_000_000
+    ):
+        raise reader.fail(
+            "alerts.queue_size", f"expected a whole number from 1 to 1000000, got {queue_size!r}"
+        )
+    slack = None
+    if "slack" in table:
+        slack_table = reader.table(table, "slack", "alerts.slack")
+        reader.known_keys(
+            slack_table, {"webhook_url", "min_severity", "repeat_interval"}, "alerts.slack"
+        )
+        raw = reader.string(slack_table, "webhook_url", "alerts.slack.webhook_url")
+        url, origin = resolve_secret(raw, f"{source}: alerts.slack.webhook_url")
+        if not url.startswith(("https://", "http://")):
+            raise reader.fail(
+                "alerts.slack.webhook_url", "expected an https:// incoming-webhook URL"
+            )
+        slack = SlackConfig(
+            webhook_url=Secret(url, origin),
+            min_severity=_severity(reader, slack_table, "alerts.slack"),
+            repeat_interval=_duration(
+                reader, slack_table, "repeat_interval", "alerts.slack", repeat
+            ),
+        )
+    log_config = None
+    if "log" in table:
+        log_table = reader.table(table, "log", "alerts.log")
+        reader.known_keys(log_table, {"min_severity"}, "alerts.log")
+        log_config = LogAlertsConfig(min_severity=_severity(reader, log_table, "alerts.log"))
+    return AlertsConfig(slack=slack, log=log_config, queue_size=queue_size, repeat_interval=repeat)
 
 
 def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:

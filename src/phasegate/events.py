@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     """Every kind of event phasegate emits."""
 
     BOTH_STORES_FAILED = "both_stores_failed"
+    STORES_RECOVERED = "stores_recovered"
     STORE_DEGRADED = "store_degraded"
     BREAKER_OPENED = "breaker_opened"
     BREAKER_CLOSED = "breaker_closed"

@@ -129,6 +129,7 @@ class Orchestrator:
         self.events = events or EventBus()
         self.clock = clock or tracker.clock or SYSTEM_CLOCK
         self._on_claimed = on_claimed
+        self._stores_down = False
 
     # -- validation ----------------------------------------------------------------------
 
@@ -225,7 +226,20 @@ class Orchestrator:
                 ),
                 already_logged=True,
             )
+            self._stores_down = True
             raise
+        if self._stores_down:
+            self._stores_down = False
+            self.events.emit(
+                Event(
+                    EventKind.STORES_RECOVERED,
+                    Severity.RESOLVED,
+                    _component(definition),
+                    "completions are recorded again",
+                    run_key=completion.run_key,
+                    phase=completion.phase,
+                )
+            )
         status_now = self.phase_status(completion.phase, completion.run_key)
         if completion.status is Status.FAILED:
             self._report_failure(definition, completion, status_now)

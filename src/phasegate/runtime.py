@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from phasegate.alerts import Alerter, AlertSink, LogSink
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Pipeline
 from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.orchestrator import Orchestrator
+from phasegate.redact import SCRUBBER
 from phasegate.resilience.breaker import BreakerState
 from phasegate.resilience.retry import (
     BACKUP_WRITE_POLICY,
@@ -68,11 +70,43 @@ class Runtime:
     transport: TriggerTransport
     dispatcher: Dispatcher
     timeouts: TimeoutChecker
+    alerter: Alerter | None = None
 
-    def close(self) -> None:
-        """Close the transport and both stores."""
+    def close(self, alert_drain_timeout: float = 10.0) -> None:
+        """Deliver queued alerts (bounded), then close the transport and both stores."""
+        if self.alerter is not None:
+            self.alerter.close(alert_drain_timeout)
         self.transport.close()
         self.tracker.close()
+
+
+def open_alerter(pipeline: Pipeline, *, clock: Clock = SYSTEM_CLOCK) -> Alerter | None:
+    """The alerter for the sinks in ``[alerts]``, or ``None`` when none is configured."""
+    settings = pipeline.alerts
+    if not settings.enabled:
+        return None
+    sinks: list[AlertSink] = []
+    repeat = settings.repeat_interval
+    if settings.slack is not None:
+        from phasegate.alerts.slack import SlackSink  # noqa: PLC0415 - slack_sdk on demand
+
+        SCRUBBER.add(settings.slack.webhook_url.reveal())
+        sinks.append(
+            SlackSink(
+                settings.slack.webhook_url.reveal(),
+                min_severity=Severity(settings.slack.min_severity),
+                sleep=clock.sleep,
+            )
+        )
+        repeat = settings.slack.repeat_interval
+    if settings.log is not None:
+        sinks.append(LogSink(Severity(settings.log.min_severity)))
+    return Alerter(
+        sinks,
+        clock=clock,
+        repeat_interval=repeat.total_seconds(),
+        queue_size=settings.queue_size,
+    )
 
 
 def open_runtime(
@@ -87,6 +121,11 @@ def open_runtime(
     """Open the stores and transport named in ``pipeline`` and wire every component."""
     tuning = tuning or tuning_from(pipeline)
     events = events or EventBus()
+    if pipeline.server.token is not None:
+        SCRUBBER.add(pipeline.server.token.reveal())
+    alerter = open_alerter(pipeline, clock=clock)
+    if alerter is not None:
+        events.subscribe(alerter.handle_event)
     primary = open_store(pipeline.stores.primary, pipeline=pipeline.name, name="primary")
     backup = open_store(pipeline.stores.backup, pipeline=pipeline.name, name="backup")
     tracker = CompletionTracker(
@@ -140,4 +179,5 @@ def open_runtime(
         transport=transport,
         dispatcher=dispatcher,
         timeouts=TimeoutChecker(orchestrator),
+        alerter=alerter,
     )

@@ -481,11 +481,13 @@ class CompletionTracker:
                         del candidates[trigger_id]
         return sorted(candidates.values(), key=lambda e: e.claimed_at)[:limit]
 
-    def phase_executions(self, phase: str | None = None, limit: int = 100) -> list[PhaseExecution]:
+    def phase_executions(
+        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
+    ) -> list[PhaseExecution]:
         """Recent phase executions in either store, newest first."""
         merged: dict[tuple[str, str], PhaseExecution] = {}
         for group in self._read(
-            "read phase executions", lambda s: s.phase_executions(phase, limit)
+            "read phase executions", lambda s: s.phase_executions(phase, limit, run_key)
         ):
             for execution in group:
                 merged.setdefault((execution.phase, execution.run_key), execution)

@@ -68,8 +68,10 @@ class CompletionStore(Protocol):
         """Keep how a phase went (idempotent per phase and run key)."""
         ...
 
-    def phase_executions(self, phase: str | None = None, limit: int = 100) -> list[PhaseExecution]:
-        """Recent phase executions, newest first."""
+    def phase_executions(
+        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
+    ) -> list[PhaseExecution]:
+        """Recent phase executions (of one phase, of one run), newest first."""
         ...
 
     def record_timeout(self, report: TimeoutReport) -> bool:

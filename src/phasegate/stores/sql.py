@@ -675,12 +675,16 @@ class SqlStore:
         )
 
     @_mapped
-    def phase_executions(self, phase: str | None = None, limit: int = 100) -> list[PhaseExecution]:
-        """Recent phase executions, newest first."""
+    def phase_executions(
+        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
+    ) -> list[PhaseExecution]:
+        """Recent phase executions (of one phase, of one run), newest first."""
         table = self._t["executions"]
         query = sa.select(table).where(table.c.pipeline == self.pipeline)
         if phase is not None:
             query = query.where(table.c.phase == phase)
+        if run_key is not None:
+            query = query.where(table.c.run_key == run_key)
         query = query.order_by(table.c.triggered_at.desc()).limit(limit)
         with self._read() as connection:
             return [self._to_execution(row) for row in connection.execute(query)]

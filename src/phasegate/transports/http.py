@@ -6,7 +6,7 @@ import httpx
 
 from phasegate.errors import TransientDeliveryError
 from phasegate.model import Trigger
-from phasegate.transports.redact import redact
+from phasegate.redact import redact_url as redact
 
 
 class HttpTransport:

@@ -1,0 +1,129 @@
+"""The alert model, the sink protocol, and how events become alerts."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from phasegate.errors import PhasegateError
+from phasegate.events import Event, EventKind, Severity
+
+SEVERITY_RANK = {
+    Severity.INFO: 0,
+    Severity.RESOLVED: 1,
+    Severity.WARNING: 1,
+    Severity.CRITICAL: 2,
+}
+
+_HINTS = {
+    EventKind.BOTH_STORES_FAILED: "Check both stores: reports are not being acknowledged.",
+    EventKind.BREAKER_OPENED: "Check this store; writes go to the other one meanwhile.",
+    EventKind.PHASE_TIMED_OUT: "Check the logs of the missing processors.",
+    EventKind.DELIVERY_FAILED: "Check the trigger receiver; the trigger waits in the outbox.",
+    EventKind.PROCESSOR_FAILED: "Check the processor's logs; rerun it to report success.",
+    EventKind.CLAIM_DEFERRED: "Run `phasegate check-timeouts` once a store is back.",
+    EventKind.UNEXPECTED_ERROR: "Check the service logs around this time.",
+}
+
+
+class AlertDeliveryError(PhasegateError):
+    """A sink could not deliver an alert."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something a person must hear about; ``fingerprint`` says which alerts are "the same"."""
+
+    severity: Severity
+    component: str
+    title: str
+    message: str
+    fingerprint: str
+    created_at: datetime
+    run_key: str | None = None
+    phase: str | None = None
+    error_type: str | None = None
+    stack_trace: str | None = None
+    correlation_id: str | None = None
+    hint: str | None = None
+    count: int = 1
+
+    def with_count(self, count: int) -> Alert:
+        """The same alert standing for ``count`` occurrences."""
+        return replace(self, count=count)
+
+
+class AlertSink(Protocol):
+    """Where alerts go. ``send`` may block and raise; the alerter calls it off the hot path."""
+
+    name: str
+    min_severity: Severity
+
+    def send(self, alert: Alert) -> None:
+        """Deliver ``alert`` or raise AlertDeliveryError."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def fingerprint(event: Event) -> str:
+    """Which condition ``event`` is about: equal fingerprints are folded together."""
+    details = event.details
+    match event.kind:
+        case EventKind.BOTH_STORES_FAILED | EventKind.STORES_RECOVERED:
+            return "stores:both-failed"
+        case EventKind.BREAKER_OPENED | EventKind.BREAKER_CLOSED:
+            return f"breaker:{event.component}"
+        case EventKind.PHASE_TIMED_OUT:
+            return f"timeout:{event.phase}:{event.run_key}"
+        case EventKind.CLAIM_DEFERRED:
+            return f"deferred:{event.phase}:{event.run_key}"
+        case EventKind.DELIVERY_FAILED | EventKind.TRIGGER_DELIVERED:
+            return f"delivery:{details.get('trigger_id')}"
+        case EventKind.PROCESSOR_FAILED:
+            return f"processor:{event.phase}:{details.get('processor')}:{event.run_key}"
+        case EventKind.UNEXPECTED_ERROR:
+            return f"unexpected:{event.component}:{type(event.error).__name__}"
+        case _:
+            return f"{event.kind.value}:{event.phase}:{event.run_key}"
+
+
+def resolved_fingerprints(event: Event) -> list[str]:
+    """The conditions that ``event`` shows to have cleared."""
+    match event.kind:
+        case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED | EventKind.TRIGGER_DELIVERED:
+            return [fingerprint(event)]
+        case EventKind.TRIGGER_CLAIMED:
+            return [
+                f"timeout:{event.phase}:{event.run_key}",
+                f"deferred:{event.phase}:{event.run_key}",
+            ]
+        case _:
+            return []
+
+
+def alert_from_event(event: Event, now: datetime) -> Alert:
+    """The alert a person should see for ``event``."""
+    error = event.error
+    stack = None
+    if error is not None and error.__traceback__ is not None:
+        stack = "".join(traceback.format_exception(error)).rstrip()
+    error_type = type(error).__name__ if error is not None else event.kind.value
+    return Alert(
+        severity=event.severity,
+        component=event.component,
+        title=event.kind.value.replace("_", " "),
+        message=event.message,
+        fingerprint=fingerprint(event),
+        created_at=now,
+        run_key=event.run_key,
+        phase=event.phase,
+        error_type=error_type,
+        stack_trace=stack,
+        correlation_id=event.correlation_id,
+        hint=_HINTS.get(event.kind),
+    )

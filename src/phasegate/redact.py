@@ -1,0 +1,83 @@
+"""Keep secrets out of anything printed: logs, alerts, health output, error messages."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+_PATTERNS = [
+    # Slack incoming webhooks: the path is the secret.
+    (
+        re.compile(r"(https?://hooks\.slack(?:-gov)?\.com/services/)[A-Za-z0-9_/\-]+"),
+        rf"\g<1>{MASK}",
+    ),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]+"), MASK),
+    (re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}"), MASK),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), MASK),
+    # user:password@ in any URL.
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@"), rf"\g<1>{MASK}@"),
+    (re.compile(r"(?i)\b(bearer|token)(\s+|=)[A-Za-z0-9._~+/\-]{8,}=*"), rf"\g<1>\g<2>{MASK}"),
+]
+
+
+def redact_url(url: str, *, hide_path: bool = False) -> str:
+    """``url`` without user info and query string (where tokens usually hide).
+
+    ``hide_path`` masks the path too, for URLs whose path is the secret (webhooks).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if hide_path or "hooks.slack" in host:
+        return urlunsplit((parts.scheme, host, "/" + MASK, "", ""))
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Scrubber:
+    """Replaces known secret values and secret-shaped strings with ``***``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        """Treat each of ``secrets`` (at least 4 characters) as secret from now on."""
+        self._secrets.update(s for s in secrets if s and len(s) >= 4)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret masked."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+SCRUBBER = Scrubber()
+
+
+class ScrubbingFilter(logging.Filter):
+    """A logging filter that masks secrets in every record's final message."""
+
+    def __init__(self, scrubber: Scrubber = SCRUBBER) -> None:
+        super().__init__()
+        self._scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self._scrubber.scrub(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self._scrubber.scrub(
+                logging.Formatter().formatException(record.exc_info)
+            )
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
