@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,9 +15,9 @@ from typing import Any
 from phasegate import __version__
 from phasegate.config import Pipeline, find_config_path, load_pipeline
 from phasegate.errors import BothStoresFailed, ConfigError, PhasegateError, ValidationError
+from phasegate.logs import configure_logging
 from phasegate.model import TriggerReason
 from phasegate.orchestrator import PhaseStatus
-from phasegate.redact import ScrubbingFilter
 from phasegate.runtime import Runtime, open_runtime
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORES_DOWN = 0, 1, 2, 3
@@ -321,6 +320,37 @@ def cmd_summary(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+# -- serve and health ------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP service with its background loops."""
+    from phasegate.service.server import serve  # noqa: PLC0415 - web stack on demand
+
+    return serve(_load(args), host=args.host, port=args.port)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Probe a running service: exit 0 healthy, 1 degraded, 2 unreachable."""
+    import httpx  # noqa: PLC0415
+
+    url = args.url.rstrip("/") + "/health"
+    try:
+        response = httpx.get(url, timeout=args.timeout)
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"unreachable: {url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "json":
+        _emit_json(data)
+    else:
+        print(f"{data.get('status', '?')} ({response.status_code}) {url}")
+        for name, dep in (data.get("dependencies") or {}).items():
+            state = "ok" if dep.get("healthy") else f"FAILING: {dep.get('error', '')}"
+            print(f"  {name:<18} {state}  {dep.get('latency_ms', 0):.1f} ms")
+    return EXIT_OK if response.status_code == 200 else EXIT_REJECTED
+
+
 # -- demo -----------------------------------------------------------------------------------
 
 
@@ -345,9 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"phasegate {__version__}")
     parser.add_argument(
         "--log-level",
-        default="WARNING",
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="log verbosity on stderr (default WARNING)",
+        help="log verbosity on stderr (default WARNING; INFO for serve)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        choices=["text", "json"],
+        help="log lines as text or JSON (default text; json for serve)",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -396,6 +432,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run_key", nargs="?", metavar="RUN_KEY")
     status.add_argument("--limit", type=int, default=10, help="recent runs to show (default 10)")
 
+    serve = add(
+        "serve", cmd_serve, "run the HTTP service (API, health, metrics, dashboard)", common
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+
+    health = add("health", cmd_health, "probe a running service's /health", output)
+    health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+
     summary = add(
         "summary", cmd_summary, "summarise a run; --send posts it to Slack", common, output
     )
@@ -417,13 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``phasegate`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    serving = args.command == "serve"
+    configure_logging(
+        args.log_level or ("INFO" if serving else "WARNING"),
+        args.log_format or ("json" if serving else "text"),
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ScrubbingFilter())
     if args.command is None:
         parser.print_help()
         return EXIT_OK

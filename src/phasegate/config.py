@@ -194,6 +194,9 @@ class ServerConfig:
     """Settings of ``phasegate serve``."""
 
     token: Secret | None = None
+    health_cache: timedelta = timedelta(seconds=30)
+    health_timeout: timedelta = timedelta(seconds=2)
+    timeout_check_interval: timedelta = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +347,11 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     _check_url(reader, transport, "triggers.transport", TRANSPORT_SCHEMES)
 
     server_table = reader.table(data, "server", "server")
-    reader.known_keys(server_table, {"token"}, "server")
+    reader.known_keys(
+        server_table,
+        {"token", "health_cache", "health_timeout", "timeout_check_interval"},
+        "server",
+    )
     token = None
     if "token" in server_table:
         value, origin = resolve_secret(
@@ -363,7 +370,18 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         run_key_pattern=pattern,
         stores=StoresConfig(primary=urls["primary"], backup=urls["backup"]),
         triggers=TriggersConfig(transport=transport),
-        server=ServerConfig(token=token),
+        server=ServerConfig(
+            token=token,
+            health_cache=_duration(
+                reader, server_table, "health_cache", "server", timedelta(seconds=30)
+            ),
+            health_timeout=_duration(
+                reader, server_table, "health_timeout", "server", timedelta(seconds=2)
+            ),
+            timeout_check_interval=_duration(
+                reader, server_table, "timeout_check_interval", "server", timedelta(minutes=1)
+            ),
+        ),
         resilience=resilience,
         alerts=alerts,
         source=None if source.startswith("<") else Path(source),

@@ -306,6 +306,13 @@ class CompletionTracker:
         return result
 
     def _report(self, operation: str, run_keys: tuple[str, ...], result: DualWriteResult) -> None:
+        outcome = {
+            (True, True): "both",
+            (True, False): "primary_only",
+            (False, True): "backup_only",
+            (False, False): "none",
+        }[(result.primary_ok, result.backup_ok)]
+        self._count(f"dual_write.{outcome}")
         if result.primary_ok and result.backup_ok:
             return
         if not result.acknowledged:

@@ -1,0 +1,155 @@
+"""Cached, single-flight dependency checks: a storm of probes runs each check once.
+
+Every check has its own timeout, so a hung store makes the probe answer "degraded"
+instead of hanging with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
+from phasegate.redact import SCRUBBER
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyHealth:
+    """One dependency's answer."""
+
+    healthy: bool
+    latency_ms: float
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"healthy", "latency_ms"}`` plus ``error`` when unhealthy."""
+        data: dict[str, Any] = {"healthy": self.healthy, "latency_ms": round(self.latency_ms, 2)}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """A full health answer, as ``GET /health`` shows it."""
+
+    dependencies: Mapping[str, DependencyHealth]
+    checked_at: datetime
+    checked_monotonic: float
+
+    @property
+    def healthy(self) -> bool:
+        """Every dependency is healthy."""
+        return all(d.healthy for d in self.dependencies.values())
+
+
+class HealthChecker:
+    """Runs dependency checks at most once per ``ttl`` seconds, however many probes ask."""
+
+    def __init__(
+        self,
+        checks: Mapping[str, Callable[[], None]],
+        *,
+        ttl: float = 30.0,
+        timeout: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
+        service: str = "phasegate",
+        version: str = "0.1.0",
+    ) -> None:
+        self.checks = dict(checks)
+        self.ttl = ttl
+        self.timeout = timeout
+        self.clock = clock
+        self.service = service
+        self.version = version
+        self.started = time.monotonic()
+        self.runs: Counter[str] = Counter()
+        self._cached: HealthReport | None = None
+        self._inflight: asyncio.Future[HealthReport] | None = None
+        self._lock = threading.Lock()
+        # Hung checks must not eat the web server's own thread pool.
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(4, len(self.checks) * 2), thread_name_prefix="health"
+        )
+
+    async def report(self) -> tuple[HealthReport, bool]:
+        """The current report and whether it came from the cache."""
+        now = self.clock.monotonic()
+        cached = self._cached
+        if cached is not None and now - cached.checked_monotonic < self.ttl:
+            return cached, True
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            inflight = self._inflight
+            owner = inflight is None or inflight.get_loop() is not loop
+            if owner:
+                inflight = loop.create_future()
+                self._inflight = inflight
+        assert inflight is not None
+        if not owner:
+            return await asyncio.shield(inflight), False
+        try:
+            fresh = await self._check_all()
+            self._cached = fresh
+            inflight.set_result(fresh)
+            return fresh, False
+        except BaseException as exc:
+            inflight.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight = None
+
+    async def _check_all(self) -> HealthReport:
+        results = await asyncio.gather(*(self._check(name, fn) for name, fn in self.checks.items()))
+        return HealthReport(
+            dependencies=dict(zip(self.checks, results, strict=True)),
+            checked_at=self.clock.now(),
+            checked_monotonic=self.clock.monotonic(),
+        )
+
+    async def _check(self, name: str, fn: Callable[[], None]) -> DependencyHealth:
+        self.runs[name] += 1
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._pool, fn), self.timeout)
+        except TimeoutError:
+            return DependencyHealth(
+                False,
+                (time.perf_counter() - started) * 1000,
+                f"timed out after {self.timeout:.1f}s",
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", with its reason
+            return DependencyHealth(
+                False,
+                (time.perf_counter() - started) * 1000,
+                SCRUBBER.scrub(f"{type(exc).__name__}: {exc}"),
+            )
+        return DependencyHealth(True, (time.perf_counter() - started) * 1000)
+
+    def to_dict(self, report: HealthReport, cached: bool) -> dict[str, Any]:
+        """The JSON body of ``GET /health`` (SPEC §5)."""
+        return {
+            "status": "healthy" if report.healthy else "degraded",
+            "service": self.service,
+            "version": self.version,
+            "uptime_seconds": round(time.monotonic() - self.started, 2),
+            "timestamp": utc_iso(self.clock.now().replace(microsecond=0)),
+            "dependencies": {name: dep.to_dict() for name, dep in report.dependencies.items()},
+            "cached": cached,
+            "cache_age_seconds": round(
+                max(0.0, self.clock.monotonic() - report.checked_monotonic), 2
+            ),
+        }
+
+    def close(self) -> None:
+        """Stop the check threads (a hung check is abandoned)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

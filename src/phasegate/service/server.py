@@ -1,0 +1,129 @@
+"""``phasegate serve``: uvicorn plus the background loops, shut down gracefully."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from phasegate.config import Pipeline
+from phasegate.errors import ConfigError, PhasegateError
+from phasegate.runtime import Runtime, open_runtime
+from phasegate.service.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BackgroundLoops:
+    """The dispatcher and the timeout checker (with its sweep), each on its own thread."""
+
+    def __init__(
+        self, runtime: Runtime, *, dispatch_interval: float = 1.0, timeout_interval: float = 60.0
+    ) -> None:
+        self.runtime = runtime
+        self.dispatch_interval = dispatch_interval
+        self.timeout_interval = timeout_interval
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._dispatch, name="phasegate-dispatcher", daemon=True),
+            threading.Thread(target=self._timeouts, name="phasegate-timeouts", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Start both loops."""
+        for thread in self._threads:
+            thread.start()
+
+    def _dispatch(self) -> None:
+        self.runtime.dispatcher.run_forever(self._stop, self.dispatch_interval)
+
+    def _timeouts(self) -> None:
+        while not self._stop.wait(self.timeout_interval):
+            self.run_timeouts_once()
+
+    def run_timeouts_once(self) -> None:
+        """One sweep and one timeout pass; errors are logged, never fatal."""
+        try:
+            swept = self.runtime.orchestrator.sweep()
+            findings = self.runtime.timeouts.run_once()
+        except PhasegateError:
+            log.exception("timeout pass failed; next in %.0fs", self.timeout_interval)
+            return
+        if any(r.claimed for r in swept) or any(f.trigger and f.trigger.claimed for f in findings):
+            self.runtime.dispatcher.wake()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current passes, then stop."""
+        self._stop.set()
+        self.runtime.dispatcher.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising the signal after shutdown: phasegate still has to stop
+    its loops and drain its alerts, then exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the exit code."""
+    if pipeline.server.token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without a token: set [server] token "
+            '(e.g. token = "env:PHASEGATE_TOKEN") or listen on 127.0.0.1'
+        )
+    runtime = open_runtime(pipeline)
+    app = create_app(runtime)
+    loops = BackgroundLoops(
+        runtime, timeout_interval=pipeline.server.timeout_check_interval.total_seconds()
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=30,
+        )
+    )
+    loops.start()
+    log.info("phasegate %s serving on http://%s:%d", pipeline.name, host, port)
+    try:
+        server.run()
+    finally:
+        loops.stop()
+        app.state.health.close()
+        runtime.close()
+        log.info("phasegate stopped")
+    return 0
