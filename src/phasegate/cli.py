@@ -351,6 +351,31 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if response.status_code == 200 else EXIT_REJECTED
 
 
+# -- audit ----------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit deployable function folders; exit 1 when anything is found."""
+    from phasegate.audit import audit  # noqa: PLC0415
+
+    try:
+        report = audit(args.paths, requirements=args.requirements, shared=args.shared)
+    except FileNotFoundError as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not report.folders:
+        print(
+            f"usage error: no deployable folder (with a main.py) under {', '.join(args.paths)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.format == "json":
+        _emit_json(report.to_dict())
+    else:
+        print(report.to_text())
+    return EXIT_REJECTED if report.findings else EXIT_OK
+
+
 # -- demo -----------------------------------------------------------------------------------
 
 
@@ -441,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     health = add("health", cmd_health, "probe a running service's /health", output)
     health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+
+    audit = add("audit", cmd_audit, "check deployable function folders before they ship", output)
+    audit.add_argument("paths", nargs="+", metavar="PATH", help="folders to search for main.py")
+    audit.add_argument(
+        "--requirements", default="requirements.txt", help="requirements file name in each folder"
+    )
+    audit.add_argument(
+        "--shared",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of local packages that must be shipped inside each function (repeatable)",
+    )
 
     summary = add(
         "summary", cmd_summary, "summarise a run; --send posts it to Slack", common, output
