@@ -351,6 +351,50 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if response.status_code == 200 else EXIT_REJECTED
 
 
+# -- drift ----------------------------------------------------------------------------------
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Compare deployments with git; exit 0 nothing stale, 1 something stale, 2 failure."""
+    import dataclasses  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from phasegate.drift import check_drift, load_drift, open_provider  # noqa: PLC0415
+    from phasegate.drift.github import GitHubError, GitHubIssues  # noqa: PLC0415
+    from phasegate.drift.report import to_json, to_markdown, to_text  # noqa: PLC0415
+
+    path = find_config_path(args.config)
+    config = load_drift(path)
+    if args.provider:
+        config = dataclasses.replace(config, provider=args.provider)
+    provider = open_provider(
+        config.provider,
+        cwd=path.resolve().parent,
+        project=config.project,
+        region=config.region,
+        sha_label=config.sha_label,
+        concurrency=config.concurrency,
+        timeout=config.timeout,
+    )
+    report = check_drift(config, provider, stale_hours=args.stale_hours)
+    if args.format == "json":
+        print(to_json(report, verbose=args.verbose))
+    elif args.format == "markdown":
+        print(to_markdown(report, verbose=args.verbose))
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        print(to_text(report, verbose=args.verbose, colour=colour))
+    if args.github_issue:
+        try:
+            outcome = GitHubIssues.from_environment().upsert(report)
+        except GitHubError as exc:
+            print(f"github issue not updated: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        where = f" #{outcome.number} {outcome.url or ''}" if outcome.number else ""
+        print(f"github issue: {outcome.action}{where}", file=sys.stderr)
+    return EXIT_REJECTED if report.stale else EXIT_OK
+
+
 # -- audit ----------------------------------------------------------------------------------
 
 
@@ -466,6 +510,20 @@ def build_parser() -> argparse.ArgumentParser:
     health = add("health", cmd_health, "probe a running service's /health", output)
     health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+
+    drift = add("drift", cmd_drift, "compare what is deployed with what is in git", common)
+    drift.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    drift.add_argument(
+        "--provider",
+        help="override [drift] provider (gcloud-functions, cloud-run, manifest:F, command:P)",
+    )
+    drift.add_argument(
+        "--verbose", action="store_true", help="list up to 5 recent commits per service"
+    )
+    drift.add_argument("--stale-hours", type=float, help="override [drift] stale_hours")
+    drift.add_argument(
+        "--github-issue", action="store_true", help="create/update/close the drift issue"
+    )
 
     audit = add("audit", cmd_audit, "check deployable function folders before they ship", output)
     audit.add_argument("paths", nargs="+", metavar="PATH", help="folders to search for main.py")

@@ -311,7 +311,9 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     """Validate a parsed TOML document into a :class:`Pipeline`."""
     reader = _Reader(source)
     reader.known_keys(
-        data, {"pipeline", "stores", "triggers", "phases", "server", "resilience", "alerts"}, ""
+        data,
+        {"pipeline", "stores", "triggers", "phases", "server", "resilience", "alerts", "drift"},
+        "",
     )
 
     head = reader.table(data, "pipeline", "pipeline")
