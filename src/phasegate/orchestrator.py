@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -240,19 +240,31 @@ class Orchestrator:
                     phase=completion.phase,
                 )
             )
-        status_now = self.phase_status(completion.phase, completion.run_key)
+        completions = self.tracker.completions(completion.run_key, completion.phase)
+        succeeded = {
+            c.processor
+            for c in completions
+            if c.status is Status.SUCCESS and c.processor in definition.processors
+        }
         if completion.status is Status.FAILED:
-            self._report_failure(definition, completion, status_now)
+            self._report_failure(definition, completion, succeeded)
+        complete = succeeded == set(definition.processors)
         result = CompletionResult(
             completion=completion,
             primary_ok=write.primary_ok,
             backup_ok=write.backup_ok,
-            phase_complete=status_now.complete,
-            trigger_id=status_now.trigger.trigger.trigger_id if status_now.trigger else None,
+            phase_complete=complete,
+            trigger_id=None,
             claimed=False,
         )
-        if not status_now.complete or status_now.trigger is not None:
+        if not complete:
+            # Triggers are read only when they matter: most reports do not complete a phase.
             return result
+        status_now = self.phase_status(
+            completion.phase, completion.run_key, completions=completions
+        )
+        if status_now.trigger is not None:
+            return replace(result, trigger_id=status_now.trigger.trigger.trigger_id)
         outcome = self._claim(
             definition,
             completion.run_key,
@@ -260,18 +272,15 @@ class Orchestrator:
             completion.correlation_id,
             status_now,
         )
-        return CompletionResult(
-            completion=completion,
-            primary_ok=write.primary_ok,
-            backup_ok=write.backup_ok,
-            phase_complete=True,
+        return replace(
+            result,
             trigger_id=None if outcome.deferred else outcome.trigger.trigger_id,
             claimed=outcome.claimed,
             deferred=outcome.deferred,
         )
 
-    def _report_failure(self, phase: Phase, completion: Completion, status: PhaseStatus) -> None:
-        if completion.processor in status.succeeded:
+    def _report_failure(self, phase: Phase, completion: Completion, succeeded: set[str]) -> None:
+        if completion.processor in succeeded:
             log.info(
                 "late failure of %s for %s ignored: it already succeeded",
                 completion.processor,

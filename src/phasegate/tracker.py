@@ -12,6 +12,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -127,6 +128,7 @@ class CompletionTracker:
             backup_policy,
             CircuitBreaker("backup_store", reset_timeout=breaker_reset, clock=clock),
         )
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="phasegate-backup")
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
 
@@ -299,8 +301,14 @@ class CompletionTracker:
     ) -> DualWriteResult:
         """Apply ``fn`` to both stores; if neither took it, log CRITICAL and raise."""
         keys = tuple(run_keys)
-        primary_ok, _, primary_error = self._attempt(self._primary, fn)
-        backup_ok, _, backup_error = self._attempt(self._backup, fn)
+        # The two stores fail apart, so they are written side by side: a slow or retrying
+        # backup does not hold the primary's write up, and the caller waits for the slower.
+        backup_future = self._pool.submit(self._attempt, self._backup, fn)
+        try:
+            primary_ok, _, primary_error = self._attempt(self._primary, fn)
+        finally:
+            # A programming error escapes from the primary; the backup call is still awaited.
+            backup_ok, _, backup_error = backup_future.result()
         result = DualWriteResult(primary_ok, backup_ok, primary_error, backup_error)
         self._report(operation, keys, result)
         return result
@@ -370,6 +378,9 @@ class CompletionTracker:
     ) -> ClaimOutcome:
         """Compare-and-set on the primary; on the backup only while the primary is out."""
         primary_ok, won, primary_error = self._attempt(self._primary, fn, current_for=run_key)
+        if primary_ok and not won:
+            # Someone else holds the claim; only the winner mirrors it to the backup.
+            return ClaimOutcome(False, StoreRole.PRIMARY, DualWriteResult(True, True))
         if primary_ok:
             backup_ok, backup_won, backup_error = self._attempt(self._backup, fn)
             write = DualWriteResult(True, backup_ok, None, backup_error)
@@ -510,6 +521,7 @@ class CompletionTracker:
 
     def close(self) -> None:
         """Close both stores."""
+        self._pool.shutdown(wait=True)
         for guarded in (self._primary, self._backup):
             guarded.store.close()
 

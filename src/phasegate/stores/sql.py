@@ -256,6 +256,20 @@ class SqlStore:
         self.dialect = self._write_engine.dialect.name
         self._metadata = sa.MetaData()
         self._t = _tables(self._metadata)
+        self._ignore_cache: dict[str, Any] = {}
+        self._upsert = self._build_upsert()
+        completions = self._t["completions"]
+        self._completions_of_run = (
+            sa.select(completions)
+            .where(
+                completions.c.pipeline == sa.bindparam("pipeline"),
+                completions.c.run_key == sa.bindparam("run_key"),
+            )
+            .order_by(completions.c.phase, completions.c.processor)
+        )
+        self._completions_of_phase = self._completions_of_run.where(
+            completions.c.phase == sa.bindparam("phase")
+        )
         self._schema_ready = threading.Event()
         self._schema_lock = threading.Lock()
         self._committer = (
@@ -342,11 +356,14 @@ class SqlStore:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         url = url.set(drivername="sqlite+pysqlite", query=query)
 
-        def build(begin: str) -> Engine:
+        def build(begin: str | None) -> Engine:
+            # A pool large enough that concurrent callers never churn overflow connections.
             engine = sa.create_engine(
                 url,
                 connect_args={"timeout": 30, "check_same_thread": False},
                 execution_options=_EXECUTION_OPTIONS,
+                pool_size=32,
+                max_overflow=32,
             )
 
             @event.listens_for(engine, "connect")
@@ -354,19 +371,24 @@ class SqlStore:
                 # Let SQLAlchemy's "begin" event decide how transactions start.
                 dbapi_connection.isolation_level = None
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
+                # WAL is a property of the file, set once by ensure_schema; setting it on
+                # every new connection would take a lock each time.
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
 
-            @event.listens_for(engine, "begin")
-            def _begin(connection: Connection) -> None:
-                # Writers take the lock up front so two processes never deadlock on upgrade.
-                connection.exec_driver_sql(begin)
+            if begin is not None:
+
+                @event.listens_for(engine, "begin")
+                def _begin(connection: Connection) -> None:
+                    # Writers take the lock up front so two processes never deadlock on upgrade.
+                    connection.exec_driver_sql(begin)
 
             return engine
 
-        return build("BEGIN IMMEDIATE"), build("BEGIN")
+        # Readers run each SELECT in its own implicit transaction (a consistent snapshot in
+        # WAL mode) and skip BEGIN/ROLLBACK round trips.
+        return build("BEGIN IMMEDIATE"), build(None)
 
     # -- schema --------------------------------------------------------------------------
 
@@ -377,6 +399,11 @@ class SqlStore:
         with self._schema_lock:
             if self._schema_ready.is_set():
                 return
+            if self.dialect == "sqlite":
+                with self._write_engine.connect() as connection:
+                    connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                        "PRAGMA journal_mode=WAL"
+                    )
             with self._write_engine.begin() as connection:
                 if self.dialect == "postgresql":
                     connection.execute(
@@ -437,17 +464,24 @@ class SqlStore:
         return self._read_engine.connect()
 
     def _insert_ignore(self, table: sa.Table) -> Any:
-        if self.dialect == "sqlite":
-            return sqlite_insert(table).on_conflict_do_nothing()
-        if self.dialect == "postgresql":
-            return pg_insert(table).on_conflict_do_nothing()
-        return sa.insert(table).prefix_with("IGNORE")
+        """INSERT that does nothing on a key conflict, built once per table."""
+        statement = self._ignore_cache.get(table.name)
+        if statement is None:
+            if self.dialect == "sqlite":
+                statement = sqlite_insert(table).on_conflict_do_nothing()
+            elif self.dialect == "postgresql":
+                statement = pg_insert(table).on_conflict_do_nothing()
+            else:
+                statement = sa.insert(table).prefix_with("IGNORE")
+            self._ignore_cache[table.name] = statement
+        return statement
 
-    def _upsert_completion_stmt(self, row: dict[str, Any]) -> Any:
+    def _build_upsert(self) -> Any:
+        """The sticky-success upsert of a completion, built once; rows come at execution."""
         table = self._t["completions"]
         updated = ["correlation_id", "metadata", "occurred_at", "status"]
         if self.dialect == "mysql":
-            mysql_insert = mysql_dialect.insert(table).values(**row)
+            mysql_insert = mysql_dialect.insert(table)
             new = mysql_insert.inserted
             replace = _replace_condition(table, new)
             # MySQL assigns left to right: status goes last so the condition sees the old row.
@@ -455,7 +489,6 @@ class SqlStore:
                 [(name, sa.case((replace, new[name]), else_=table.c[name])) for name in updated]
             )
         insert = sqlite_insert(table) if self.dialect == "sqlite" else pg_insert(table)
-        insert = insert.values(**row)
         return insert.on_conflict_do_update(
             index_elements=["pipeline", "run_key", "phase", "processor"],
             set_={name: insert.excluded[name] for name in updated},
@@ -476,16 +509,15 @@ class SqlStore:
 
     def _write_completion(self, connection: Connection, completion: Completion) -> int:
         row = self._completion_row(completion)
-        changed = connection.execute(self._upsert_completion_stmt(row)).rowcount
-        connection.execute(self._insert_ignore(self._t["history"]).values(**row))
+        changed = connection.execute(self._upsert, row).rowcount
+        connection.execute(self._insert_ignore(self._t["history"]), row)
         self._note_run(connection, completion.run_key, completion.occurred_at)
         return changed
 
     def _note_run(self, connection: Connection, run_key: str, seen_at: datetime) -> None:
         connection.execute(
-            self._insert_ignore(self._t["runs"]).values(
-                pipeline=self.pipeline, run_key=run_key, first_seen_at=seen_at
-            )
+            self._insert_ignore(self._t["runs"]),
+            {"pipeline": self.pipeline, "run_key": run_key, "first_seen_at": seen_at},
         )
 
     @staticmethod
@@ -521,15 +553,10 @@ class SqlStore:
     @_mapped
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
         """The current completion of each processor for ``run_key`` (one phase, or all)."""
-        table = self._t["completions"]
-        query = sa.select(table).where(
-            table.c.pipeline == self.pipeline, table.c.run_key == run_key
-        )
-        if phase is not None:
-            query = query.where(table.c.phase == phase)
+        params = {"pipeline": self.pipeline, "run_key": run_key, "phase": phase}
+        query = self._completions_of_run if phase is None else self._completions_of_phase
         with self._read() as connection:
-            rows = connection.execute(query.order_by(table.c.phase, table.c.processor))
-            return [self._to_completion(row) for row in rows]
+            return [self._to_completion(row) for row in connection.execute(query, params).all()]
 
     @_mapped
     def history(self, run_key: str) -> list[Completion]:
@@ -541,7 +568,7 @@ class SqlStore:
             .order_by(table.c.occurred_at, table.c.phase, table.c.processor)
         )
         with self._read() as connection:
-            return [self._to_completion(row) for row in connection.execute(query)]
+            return [self._to_completion(row) for row in connection.execute(query).all()]
 
     @_mapped
     def list_runs(self, limit: int = 50) -> list[str]:
@@ -575,7 +602,7 @@ class SqlStore:
 
         def claim(connection: Connection) -> bool:
             inserted = connection.execute(
-                self._insert_ignore(self._t["triggers"]).values(**self._trigger_row(trigger))
+                self._insert_ignore(self._t["triggers"]), self._trigger_row(trigger)
             ).rowcount
             self._note_run(connection, trigger.run_key, trigger.triggered_at)
             return bool(inserted == 1)
@@ -592,7 +619,7 @@ class SqlStore:
             .order_by(table.c.claimed_at)
         )
         with self._read() as connection:
-            return [self._to_entry(row) for row in connection.execute(query)]
+            return [self._to_entry(row) for row in connection.execute(query).all()]
 
     @_mapped
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -609,7 +636,7 @@ class SqlStore:
             .limit(limit)
         )
         with self._read() as connection:
-            return [self._to_entry(row) for row in connection.execute(query)]
+            return [self._to_entry(row) for row in connection.execute(query).all()]
 
     @_mapped
     def mark_delivered(self, trigger_id: str, delivered_at: datetime) -> None:
@@ -657,10 +684,8 @@ class SqlStore:
     @_mapped
     def record_phase_execution(self, execution: PhaseExecution) -> None:
         """Keep how a phase went (idempotent per phase and run key)."""
-        statement = self._insert_ignore(self._t["executions"]).values(
-            **self._execution_row(execution)
-        )
-        self._write(lambda connection: connection.execute(statement).rowcount)
+        statement, row = self._insert_ignore(self._t["executions"]), self._execution_row(execution)
+        self._write(lambda connection: connection.execute(statement, row).rowcount)
 
     @staticmethod
     def _to_execution(row: Any) -> PhaseExecution:
@@ -687,7 +712,7 @@ class SqlStore:
             query = query.where(table.c.run_key == run_key)
         query = query.order_by(table.c.triggered_at.desc()).limit(limit)
         with self._read() as connection:
-            return [self._to_execution(row) for row in connection.execute(query)]
+            return [self._to_execution(row) for row in connection.execute(query).all()]
 
     def _timeout_row(self, report: TimeoutReport) -> dict[str, Any]:
         return {
@@ -702,8 +727,8 @@ class SqlStore:
     @_mapped
     def record_timeout(self, report: TimeoutReport) -> bool:
         """Record that a phase timed out; ``True`` only the first time."""
-        statement = self._insert_ignore(self._t["timeouts"]).values(**self._timeout_row(report))
-        return self._write(lambda connection: connection.execute(statement).rowcount == 1)
+        statement, row = self._insert_ignore(self._t["timeouts"]), self._timeout_row(report)
+        return self._write(lambda connection: connection.execute(statement, row).rowcount == 1)
 
     @staticmethod
     def _to_timeout(row: Any) -> TimeoutReport:
@@ -723,7 +748,7 @@ class SqlStore:
             table.c.pipeline == self.pipeline, table.c.run_key == run_key
         )
         with self._read() as connection:
-            return [self._to_timeout(row) for row in connection.execute(query)]
+            return [self._to_timeout(row) for row in connection.execute(query).all()]
 
     # -- reconciliation ------------------------------------------------------------------
 
@@ -741,16 +766,20 @@ class SqlStore:
         with self._read() as connection:
             return RecordSet(
                 completions=tuple(
-                    self._to_completion(r) for r in connection.execute(select("completions"))
+                    self._to_completion(r) for r in connection.execute(select("completions")).all()
                 ),
                 history=tuple(
-                    self._to_completion(r) for r in connection.execute(select("history"))
+                    self._to_completion(r) for r in connection.execute(select("history")).all()
                 ),
-                triggers=tuple(self._to_entry(r) for r in connection.execute(select("triggers"))),
+                triggers=tuple(
+                    self._to_entry(r) for r in connection.execute(select("triggers")).all()
+                ),
                 executions=tuple(
-                    self._to_execution(r) for r in connection.execute(select("executions"))
+                    self._to_execution(r) for r in connection.execute(select("executions")).all()
                 ),
-                timeouts=tuple(self._to_timeout(r) for r in connection.execute(select("timeouts"))),
+                timeouts=tuple(
+                    self._to_timeout(r) for r in connection.execute(select("timeouts")).all()
+                ),
             )
 
     @_mapped
@@ -762,21 +791,19 @@ class SqlStore:
             changed = 0
             for completion in records.completions:
                 changed += connection.execute(
-                    self._upsert_completion_stmt(self._completion_row(completion))
+                    self._upsert, self._completion_row(completion)
                 ).rowcount
                 self._note_run(connection, completion.run_key, completion.occurred_at)
             for completion in records.history:
                 changed += connection.execute(
-                    self._insert_ignore(self._t["history"]).values(
-                        **self._completion_row(completion)
-                    )
+                    self._insert_ignore(self._t["history"]), self._completion_row(completion)
                 ).rowcount
             for entry in records.triggers:
                 row = self._trigger_row(entry.trigger)
                 row.update(claimed_at=entry.claimed_at, attempts=entry.attempts)
                 row.update(delivered_at=entry.delivered_at, last_error=entry.last_error)
                 row.update(next_attempt_at=entry.next_attempt_at)
-                changed += connection.execute(self._insert_ignore(triggers).values(**row)).rowcount
+                changed += connection.execute(self._insert_ignore(triggers), row).rowcount
                 self._note_run(connection, entry.trigger.run_key, entry.claimed_at)
                 if entry.delivered_at is not None:
                     changed += connection.execute(
@@ -789,13 +816,11 @@ class SqlStore:
                     ).rowcount
             for execution in records.executions:
                 changed += connection.execute(
-                    self._insert_ignore(self._t["executions"]).values(
-                        **self._execution_row(execution)
-                    )
+                    self._insert_ignore(self._t["executions"]), self._execution_row(execution)
                 ).rowcount
             for report in records.timeouts:
                 changed += connection.execute(
-                    self._insert_ignore(self._t["timeouts"]).values(**self._timeout_row(report))
+                    self._insert_ignore(self._t["timeouts"]), self._timeout_row(report)
                 ).rowcount
             return max(changed, 0)
 
