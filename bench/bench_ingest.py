@@ -1,0 +1,94 @@
+"""Ingest through the library on embedded SQLite (both stores synchronous=FULL), 16
+concurrent producers, against the raw limit of the same disk: single durable SQLite
+transactions of one row each, measured in the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import median_of
+
+from phasegate.config import StoresConfig, loads_pipeline
+from phasegate.runtime import open_runtime
+from phasegate.transports.log import LogTransport
+
+PROCESSORS = [f"p{i}" for i in range(10)]
+PIPELINE = (
+    '[pipeline]\nname = "bench"\nrun_key_pattern = "^r[0-9]+$"\n'
+    '[[phases]]\nname = "a"\nprocessors = [' + ", ".join(f'"{p}"' for p in PROCESSORS) + "]\n"
+)
+
+
+def raw_single_row_rate(directory: Path, rows: int = 1000) -> float:
+    """One-row durable transactions per second on this disk (WAL, synchronous=FULL)."""
+    connection = sqlite3.connect(directory / f"raw-{time.monotonic_ns()}.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    started = time.perf_counter()
+    for index in range(rows):
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t (v) VALUES (?)", (f"row {index}",))
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return rows / elapsed
+
+
+def runtime_in(directory: Path, text: str = PIPELINE, extra: str = "") -> Any:
+    pipeline = dataclasses.replace(
+        loads_pipeline(text),
+        stores=StoresConfig(
+            f"sqlite:///{directory}/primary.db{extra}", f"sqlite:///{directory}/backup.db{extra}"
+        ),
+    )
+    return open_runtime(pipeline, transport=LogTransport(directory / "triggers.jsonl"))
+
+
+def phasegate_rate(directory: Path, completions: int = 3000, producers: int = 16) -> float:
+    """Completions per second through ``handle_completion`` from ``producers`` threads."""
+    run_dir = directory / f"pg-{time.monotonic_ns()}"
+    run_dir.mkdir()
+    runtime = runtime_in(run_dir)
+    orchestrator = runtime.orchestrator
+    orchestrator.handle_completion("a", "r0", "p0")  # schema created outside the timing
+    jobs = [
+        (f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
+        for i in range(completions)
+    ]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(producers) as pool:
+        list(pool.map(lambda job: orchestrator.handle_completion("a", job[0], job[1]), jobs))
+    elapsed = time.perf_counter() - started
+    runtime.close()
+    return completions / elapsed
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        baseline, baseline_runs = median_of(lambda: raw_single_row_rate(directory))
+        rate, runs = median_of(lambda: phasegate_rate(directory))
+    result = {
+        "phasegate_completions_per_s": rate,
+        "raw_single_row_txn_per_s": baseline,
+        "ratio": rate / baseline,
+        "target_ratio": 3.0,
+        "samples": runs,
+        "baseline_samples": baseline_runs,
+    }
+    print(
+        f"ingest (library, SQLite FULL, 16 producers): {rate:.0f}/s vs raw single-row durable "
+        f"txns {baseline:.0f}/s: ratio {rate / baseline:.2f} (target ≥ 3)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

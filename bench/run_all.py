@@ -1,0 +1,151 @@
+"""``make bench``: every benchmark, one table, and bench/results/latest.json.
+
+Each figure is a median of several runs next to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_audit
+import bench_celery
+import bench_drift
+import bench_http
+import bench_ingest
+import bench_scale
+from common import machine
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main() -> int:
+    logging.disable(logging.WARNING)  # claims racing on purpose log warnings; not news here
+    started = time.monotonic()
+    figures: dict[str, Any] = {}
+    for name, module in [
+        ("ingest", bench_ingest),
+        ("http", bench_http),
+        ("celery", bench_celery),
+        ("scale", bench_scale),
+        ("drift", bench_drift),
+        ("audit", bench_audit),
+    ]:
+        print(f"== {name}", flush=True)
+        figures[name] = module.main()
+    ingest, http, celery, scale = (
+        figures["ingest"],
+        figures["http"],
+        figures["celery"],
+        figures["scale"],
+    )
+    rows = [
+        (
+            "1 ingest, library, embedded",
+            f"{ingest['phasegate_completions_per_s']:.0f}/s",
+            f"raw 1-row txn {ingest['raw_single_row_txn_per_s']:.0f}/s",
+            f"{ingest['ratio']:.2f}x",
+            "≥ 3x",
+            verdict(ingest["ratio"] >= 3),
+        ),
+        (
+            "2 ingest, HTTP",
+            f"{http['http_ingest']['phasegate_rps']:.0f} req/s",
+            f"bare FastAPI {http['http_ingest']['bare_rps']:.0f} req/s",
+            f"{http['http_ingest']['ratio']:.2f}x",
+            "≥ 0.5x",
+            verdict(http["http_ingest"]["ratio"] >= 0.5),
+        ),
+        (
+            "3 trigger latency",
+            f"p50 {http['trigger_latency']['p50_ms']:.1f} ms, p99 {http['trigger_latency']['p99_ms']:.1f} ms",
+            "",
+            "",
+            "p99 ≤ 10 ms",
+            verdict(http["trigger_latency"]["p99_ms"] <= 10),
+        ),
+        (
+            "4 health storm (2,000)",
+            f"p99 {http['health_storm']['p99_ms']:.0f} ms",
+            f"checks {http['health_storm']['checks']}",
+            "",
+            "1 check each",
+            verdict(all(v == 1 for v in http["health_storm"]["checks"].values())),
+        ),
+    ]
+    if "skipped" in celery:
+        rows.append(("5 vs Celery chord", "skipped", celery["skipped"], "", "≥ 5x", "skipped"))
+    else:
+        rows.append(
+            (
+                "5 vs Celery chord",
+                f"SQLite {celery['phasegate_sqlite_completions_per_s']:.0f}/s, PG {celery.get('phasegate_postgres_completions_per_s', 0):.0f}/s",
+                f"Celery {celery['celery_completions_per_s']:.0f}/s",
+                f"{celery['ratio_sqlite']:.2f}x / {celery.get('ratio_postgres', 0):.2f}x",
+                "≥ 5x",
+                verdict(celery["ratio_sqlite"] >= 5),
+            )
+        )
+    rows.append(
+        (
+            "6 scale (1k/10k/100k runs)",
+            f"{scale['1000']:.0f} / {scale['10000']:.0f} / {scale['100000']:.0f} /s",
+            "",
+            f"{scale['ratio_100k_to_1k']:.2f}x",
+            "no fall",
+            verdict(scale["ratio_100k_to_1k"] >= 0.85),
+        )
+    )
+    rows.append(
+        (
+            "drift: 50 services, 5k commits",
+            f"{figures['drift']['drift_s'] * 1000:.0f} ms",
+            f"git log {figures['drift']['git_log_s'] * 1000:.0f} ms",
+            f"{figures['drift']['ratio']:.1f}x",
+            "< 2 s",
+            verdict(figures["drift"]["drift_s"] < 2),
+        )
+    )
+    rows.append(
+        (
+            "audit: 200 files",
+            f"{figures['audit']['audit_s'] * 1000:.0f} ms",
+            f"parse only {figures['audit']['parse_only_s'] * 1000:.0f} ms",
+            f"{figures['audit']['ratio']:.1f}x",
+            "< 2 s",
+            verdict(figures["audit"]["audit_s"] < 2),
+        )
+    )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
+    header = ("benchmark", "phasegate", "baseline", "ratio", "target", "")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    print()
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": machine(),
+        "figures": figures,
+        "table": [dict(zip((*header[:5], "verdict"), row, strict=True)) for row in rows],
+    }
+    out = Path(__file__).resolve().parent / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(
+        f"\nwritten {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out} in {result['elapsed_s']} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
