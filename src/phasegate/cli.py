@@ -78,17 +78,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
             delivery = "delivered" if result.trigger_id in report.delivered else "pending"
             if report.failed:
                 delivery = f"pending ({report.failed[0][1]}); run `phasegate dispatch` to retry"
-        data = {
-            "recorded": True,
-            "primary_ok": result.primary_ok,
-            "backup_ok": result.backup_ok,
-            "phase_complete": result.phase_complete,
-            "trigger_id": result.trigger_id,
-            "claimed": result.claimed,
-            "deferred": result.deferred,
-            "delivery": delivery,
-            "correlation_id": result.completion.correlation_id,
-        }
+        data = result.to_dict() | {"delivery": delivery}
         if args.format == "json":
             _emit_json(data)
         else:

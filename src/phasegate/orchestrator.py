@@ -50,6 +50,19 @@ class CompletionResult:
         """The completion is durable in at least one store (always true when returned)."""
         return self.primary_ok or self.backup_ok
 
+    def to_dict(self) -> dict[str, Any]:
+        """The answer the CLI (``--format json``) and ``POST /v1/completions`` give."""
+        return {
+            "recorded": self.recorded,
+            "primary_ok": self.primary_ok,
+            "backup_ok": self.backup_ok,
+            "phase_complete": self.phase_complete,
+            "trigger_id": self.trigger_id,
+            "claimed": self.claimed,
+            "deferred": self.deferred,
+            "correlation_id": self.completion.correlation_id,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class PhaseStatus:

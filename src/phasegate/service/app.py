@@ -209,16 +209,7 @@ def create_app(
         completion = result.completion
         metrics.completions.labels(completion.phase, completion.status.value, "recorded").inc()
         return JSONResponse(
-            {
-                "recorded": True,
-                "primary_ok": result.primary_ok,
-                "backup_ok": result.backup_ok,
-                "phase_complete": result.phase_complete,
-                "trigger_id": result.trigger_id,
-                "claimed": result.claimed,
-                "deferred": result.deferred,
-                "correlation_id": completion.correlation_id,
-            },
+            result.to_dict(),
             status_code=202,
         )
 
