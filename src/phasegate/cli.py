@@ -341,6 +341,44 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if response.status_code == 200 else EXIT_REJECTED
 
 
+# -- reconcile ------------------------------------------------------------------------------
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare the two stores over a run-key range; --repair copies what is missing."""
+    from phasegate.reconcile import FIRST_KEY, LAST_KEY, reconcile  # noqa: PLC0415
+
+    runtime = _open(args)
+    try:
+        report = reconcile(
+            runtime.tracker.primary,
+            runtime.tracker.backup,
+            args.first or FIRST_KEY,
+            args.last or LAST_KEY,
+            repair=args.repair,
+            events=runtime.events,
+        )
+        if args.format == "json":
+            _emit_json(report.to_dict())
+        else:
+            for difference in report.differences:
+                where = (
+                    f"missing in {difference.missing_in}" if difference.missing_in else "differs"
+                )
+                print(
+                    f"{difference.kind} {'/'.join(difference.key)}: {where} ({difference.detail})"
+                )
+            for claim in report.double_claims:
+                print(f"DOUBLE CLAIM {'/'.join(claim.key)}: {claim.detail}")
+            counts = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
+            print(f"{len(report.differences)} difference(s)" + (f" ({counts})" if counts else ""))
+            if report.repaired:
+                print(f"repaired; {len(report.remaining)} remain")
+        return EXIT_OK if report.clean else EXIT_REJECTED
+    finally:
+        runtime.close()
+
+
 # -- drift ----------------------------------------------------------------------------------
 
 
@@ -500,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     health = add("health", cmd_health, "probe a running service's /health", output)
     health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+
+    reconcile = add(
+        "reconcile", cmd_reconcile, "compare the primary and backup stores", common, output
+    )
+    reconcile.add_argument("--from", dest="first", metavar="RUN_KEY", help="first run key")
+    reconcile.add_argument("--to", dest="last", metavar="RUN_KEY", help="last run key")
+    reconcile.add_argument("--repair", action="store_true", help="copy what is missing")
 
     drift = add("drift", cmd_drift, "compare what is deployed with what is in git", common)
     drift.add_argument("--format", choices=["text", "json", "markdown"], default="text")

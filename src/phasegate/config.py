@@ -197,6 +197,7 @@ class ServerConfig:
     health_cache: timedelta = timedelta(seconds=30)
     health_timeout: timedelta = timedelta(seconds=2)
     timeout_check_interval: timedelta = timedelta(minutes=1)
+    reconcile_interval: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +352,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     server_table = reader.table(data, "server", "server")
     reader.known_keys(
         server_table,
-        {"token", "health_cache", "health_timeout", "timeout_check_interval"},
+        {"token", "health_cache", "health_timeout", "timeout_check_interval", "reconcile_interval"},
         "server",
     )
     token = None
@@ -382,6 +383,9 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
             ),
             timeout_check_interval=_duration(
                 reader, server_table, "timeout_check_interval", "server", timedelta(minutes=1)
+            ),
+            reconcile_interval=_duration(
+                reader, server_table, "reconcile_interval", "server", timedelta(minutes=10)
             ),
         ),
         resilience=resilience,

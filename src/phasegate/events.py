@@ -39,6 +39,7 @@ class EventKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     PHASE_TIMED_OUT = "phase_timed_out"
     UNEXPECTED_ERROR = "unexpected_error"
+    DOUBLE_CLAIM = "double_claim"
 
 
 @dataclass(frozen=True, slots=True)

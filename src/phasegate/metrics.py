@@ -166,8 +166,7 @@ class _LibraryCollector(Collector):
             for name in self.health.checks:
                 checks.add_metric([name], self.health.runs.get(name, 0))
             yield checks
-        reconciler = getattr(self.runtime, "reconciler", None)
-        divergence = getattr(reconciler, "last_divergence", None)
+        divergence = self.runtime.reconciler.last_divergence
         if divergence is not None:
             gauge = GaugeMetricFamily(
                 "phasegate_reconciliation_divergence",

@@ -11,6 +11,7 @@ from phasegate.config import Pipeline
 from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.orchestrator import Orchestrator
+from phasegate.reconcile import Reconciler
 from phasegate.redact import SCRUBBER
 from phasegate.resilience.breaker import BreakerState
 from phasegate.resilience.retry import (
@@ -70,6 +71,7 @@ class Runtime:
     transport: TriggerTransport
     dispatcher: Dispatcher
     timeouts: TimeoutChecker
+    reconciler: Reconciler
     alerter: Alerter | None = None
 
     def close(self, alert_drain_timeout: float = 10.0) -> None:
@@ -179,5 +181,6 @@ def open_runtime(
         transport=transport,
         dispatcher=dispatcher,
         timeouts=TimeoutChecker(orchestrator),
+        reconciler=Reconciler(primary, backup, events=events),
         alerter=alerter,
     )

@@ -25,6 +25,7 @@ _HINTS = {
     EventKind.PROCESSOR_FAILED: "Check the processor's logs; rerun it to report success.",
     EventKind.CLAIM_DEFERRED: "Run `phasegate check-timeouts` once a store is back.",
     EventKind.UNEXPECTED_ERROR: "Check the service logs around this time.",
+    EventKind.DOUBLE_CLAIM: "A phase may have triggered twice: check the receiver de-duplicates.",
 }
 
 

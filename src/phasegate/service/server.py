@@ -33,15 +33,22 @@ class BackgroundLoops:
     """The dispatcher and the timeout checker (with its sweep), each on its own thread."""
 
     def __init__(
-        self, runtime: Runtime, *, dispatch_interval: float = 1.0, timeout_interval: float = 60.0
+        self,
+        runtime: Runtime,
+        *,
+        dispatch_interval: float = 1.0,
+        timeout_interval: float = 60.0,
+        reconcile_interval: float = 600.0,
     ) -> None:
         self.runtime = runtime
         self.dispatch_interval = dispatch_interval
         self.timeout_interval = timeout_interval
+        self.reconcile_interval = reconcile_interval
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._dispatch, name="phasegate-dispatcher", daemon=True),
             threading.Thread(target=self._timeouts, name="phasegate-timeouts", daemon=True),
+            threading.Thread(target=self._reconcile, name="phasegate-reconciler", daemon=True),
         ]
 
     def start(self) -> None:
@@ -55,6 +62,13 @@ class BackgroundLoops:
     def _timeouts(self) -> None:
         while not self._stop.wait(self.timeout_interval):
             self.run_timeouts_once()
+
+    def _reconcile(self) -> None:
+        while not self._stop.wait(self.reconcile_interval):
+            try:
+                self.runtime.reconciler.run_once()
+            except PhasegateError:
+                log.exception("reconciliation failed; next in %.0fs", self.reconcile_interval)
 
     def run_timeouts_once(self) -> None:
         """One sweep and one timeout pass; errors are logged, never fatal."""
@@ -104,7 +118,9 @@ def serve(pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080) -> i
     runtime = open_runtime(pipeline)
     app = create_app(runtime)
     loops = BackgroundLoops(
-        runtime, timeout_interval=pipeline.server.timeout_check_interval.total_seconds()
+        runtime,
+        timeout_interval=pipeline.server.timeout_check_interval.total_seconds(),
+        reconcile_interval=pipeline.server.reconcile_interval.total_seconds(),
     )
     server = _Server(
         uvicorn.Config(

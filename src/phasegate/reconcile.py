@@ -1,0 +1,260 @@
+"""Reconciliation: compare the primary and backup stores over a run-key range, report
+what differs, and (with repair) copy what is missing into the store that lacks it.
+
+Repair is a merge in both directions through ``import_records``: idempotent, and
+``success`` wins over ``failed``. A trigger claimed separately on each store (possible
+only during a primary outage, across replicas) cannot be repaired away: it is reported
+as a double claim and alerted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.model import OutboxEntry, RecordSet
+from phasegate.stores.base import CompletionStore
+
+log = logging.getLogger(__name__)
+
+FIRST_KEY, LAST_KEY = "", "\U0010ffff"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One record that is not the same in both stores."""
+
+    kind: str
+    key: tuple[str, ...]
+    missing_in: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "kind": self.kind,
+            "key": list(self.key),
+            "missing_in": self.missing_in,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What differed, what was repaired, and any double claim."""
+
+    first_run_key: str
+    last_run_key: str
+    differences: tuple[Difference, ...]
+    repaired: bool = False
+    remaining: tuple[Difference, ...] = ()
+    double_claims: tuple[Difference, ...] = field(default=())
+
+    def counts(self) -> dict[str, int]:
+        """Differences per kind (before repair)."""
+        counts = Counter(d.kind for d in self.differences)
+        return {
+            kind: counts.get(kind, 0)
+            for kind in ("completion", "history", "trigger", "execution", "timeout")
+        }
+
+    @property
+    def clean(self) -> bool:
+        """Nothing differs (any more, after a repair)."""
+        left = self.remaining if self.repaired else self.differences
+        return not left and not self.double_claims
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``phasegate reconcile --format json``."""
+        return {
+            "range": [self.first_run_key, self.last_run_key],
+            "differences": [d.to_dict() for d in self.differences],
+            "counts": self.counts(),
+            "repaired": self.repaired,
+            "remaining": [d.to_dict() for d in self.remaining],
+            "double_claims": [d.to_dict() for d in self.double_claims],
+        }
+
+
+def _index(items: Iterable[T], key: Callable[[T], Hashable]) -> dict[Any, T]:
+    return {key(item): item for item in items}
+
+
+def _diff_side(
+    kind: str,
+    primary: dict[Any, Any],
+    backup: dict[Any, Any],
+    same: Callable[[Any, Any], bool],
+    describe: Callable[[Any], str],
+) -> list[Difference]:
+    out = []
+    for key in sorted(primary.keys() | backup.keys()):
+        label = tuple(str(part) for part in key)
+        if key not in backup:
+            out.append(Difference(kind, label, "backup", describe(primary[key])))
+        elif key not in primary:
+            out.append(Difference(kind, label, "primary", describe(backup[key])))
+        elif not same(primary[key], backup[key]):
+            out.append(
+                Difference(
+                    kind,
+                    label,
+                    None,
+                    f"primary: {describe(primary[key])}; backup: {describe(backup[key])}",
+                )
+            )
+    return out
+
+
+def _same_trigger(a: OutboxEntry, b: OutboxEntry) -> bool:
+    return a.trigger.trigger_id == b.trigger.trigger_id and a.delivered == b.delivered
+
+
+def diff(primary: RecordSet, backup: RecordSet) -> tuple[list[Difference], list[Difference]]:
+    """Differences between two exports, and the double claims among them."""
+    differences: list[Difference] = []
+    differences += _diff_side(
+        "completion",
+        _index(primary.completions, lambda c: c.key),
+        _index(backup.completions, lambda c: c.key),
+        lambda a, b: a.status is b.status and a.occurred_at == b.occurred_at,
+        lambda c: f"{c.status.value} at {c.occurred_at.isoformat()}",
+    )
+    differences += _diff_side(
+        "history",
+        _index(primary.history, lambda c: (*c.key, c.status.value, c.occurred_at.isoformat())),
+        _index(backup.history, lambda c: (*c.key, c.status.value, c.occurred_at.isoformat())),
+        lambda _a, _b: True,
+        lambda c: c.status.value,
+    )
+    p_triggers = _index(primary.triggers, lambda e: (e.trigger.phase, e.trigger.run_key))
+    b_triggers = _index(backup.triggers, lambda e: (e.trigger.phase, e.trigger.run_key))
+    differences += _diff_side(
+        "trigger",
+        p_triggers,
+        b_triggers,
+        _same_trigger,
+        lambda e: (
+            f"{e.trigger.reason.value} claimed {e.claimed_at.isoformat()}, "
+            f"{'delivered' if e.delivered else 'pending'}"
+        ),
+    )
+    double = [
+        Difference(
+            "trigger",
+            (phase, run_key),
+            None,
+            "claimed separately on each store: "
+            f"primary {p_triggers[(phase, run_key)].claimed_at.isoformat()}, "
+            f"backup {b_triggers[(phase, run_key)].claimed_at.isoformat()}",
+        )
+        for phase, run_key in sorted(p_triggers.keys() & b_triggers.keys())
+        if p_triggers[(phase, run_key)].claimed_at != b_triggers[(phase, run_key)].claimed_at
+        or p_triggers[(phase, run_key)].trigger.reason
+        != b_triggers[(phase, run_key)].trigger.reason
+    ]
+    differences += _diff_side(
+        "execution",
+        _index(primary.executions, lambda e: (e.phase, e.run_key)),
+        _index(backup.executions, lambda e: (e.phase, e.run_key)),
+        lambda _a, _b: True,
+        lambda e: f"{e.reason.value} after {e.duration_seconds:.0f}s",
+    )
+    differences += _diff_side(
+        "timeout",
+        _index(primary.timeouts, lambda t: (t.phase, t.run_key)),
+        _index(backup.timeouts, lambda t: (t.phase, t.run_key)),
+        lambda _a, _b: True,
+        lambda t: f"missing {', '.join(t.missing)}",
+    )
+    return differences, double
+
+
+def reconcile(
+    primary: CompletionStore,
+    backup: CompletionStore,
+    first_run_key: str = FIRST_KEY,
+    last_run_key: str = LAST_KEY,
+    *,
+    repair: bool = False,
+    events: EventBus | None = None,
+) -> ReconcileReport:
+    """Compare both stores over ``[first_run_key, last_run_key]``; repair on request."""
+    primary_records = primary.export_records(first_run_key, last_run_key)
+    backup_records = backup.export_records(first_run_key, last_run_key)
+    differences, double = diff(primary_records, backup_records)
+    for claim in double:
+        message = (
+            f"possible double trigger of {claim.key[0]} for {claim.key[1]}: {claim.detail}; "
+            "receivers de-duplicate on the trigger id"
+        )
+        if events is not None:
+            events.emit(
+                Event(
+                    EventKind.DOUBLE_CLAIM,
+                    Severity.CRITICAL,
+                    "reconciler",
+                    message,
+                    run_key=claim.key[1],
+                    phase=claim.key[0],
+                )
+            )
+        else:
+            log.critical("%s", message)
+    if not repair or not differences:
+        return ReconcileReport(
+            first_run_key, last_run_key, tuple(differences), False, (), tuple(double)
+        )
+    primary.import_records(backup_records)
+    backup.import_records(primary_records)
+    remaining, _ = diff(
+        primary.export_records(first_run_key, last_run_key),
+        backup.export_records(first_run_key, last_run_key),
+    )
+    log.info(
+        "reconciliation repaired %d difference(s); %d remain",
+        len(differences) - len(remaining),
+        len(remaining),
+    )
+    return ReconcileReport(
+        first_run_key, last_run_key, tuple(differences), True, tuple(remaining), tuple(double)
+    )
+
+
+class Reconciler:
+    """The service's periodic reconciliation of recent runs; ``run_once`` is one pass."""
+
+    def __init__(
+        self,
+        primary: CompletionStore,
+        backup: CompletionStore,
+        *,
+        events: EventBus | None = None,
+        runs: int = 50,
+    ) -> None:
+        self.primary = primary
+        self.backup = backup
+        self.events = events
+        self.runs = runs
+        self.last_divergence: dict[str, int] | None = None
+        self.last_report: ReconcileReport | None = None
+
+    def run_once(self) -> ReconcileReport:
+        """Reconcile and repair the ``runs`` most recent run keys of either store."""
+        keys = sorted(
+            set(self.primary.list_runs(self.runs)) | set(self.backup.list_runs(self.runs))
+        )
+        if not keys:
+            report = ReconcileReport(FIRST_KEY, FIRST_KEY, ())
+        else:
+            report = reconcile(
+                self.primary, self.backup, keys[0], keys[-1], repair=True, events=self.events
+            )
+        self.last_report = report
+        self.last_divergence = report.counts()
+        return report
