@@ -10,6 +10,7 @@ from phasegate.config import (
     load_pipeline,
     loads_pipeline,
 )
+from phasegate.dispatch import Dispatcher, DispatchReport
 from phasegate.errors import (
     BothStoresFailed,
     CircuitOpenError,
@@ -22,6 +23,7 @@ from phasegate.errors import (
     TransientStoreError,
     ValidationError,
 )
+from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import (
     Completion,
     OutboxEntry,
@@ -34,6 +36,8 @@ from phasegate.model import (
     TriggerReason,
     trigger_id_for,
 )
+from phasegate.orchestrator import CompletionResult, Orchestrator, PhaseStatus, TriggerResult
+from phasegate.reconcile import ReconcileReport, reconcile
 from phasegate.resilience import (
     BACKUP_WRITE_POLICY,
     PRIMARY_WRITE_POLICY,
@@ -45,7 +49,9 @@ from phasegate.resilience import (
     call_with_retry,
     retry,
 )
+from phasegate.runtime import Runtime, open_runtime
 from phasegate.stores import CompletionStore, open_store
+from phasegate.timeouts import check_timeouts
 from phasegate.tracker import ClaimOutcome, CompletionTracker, DualWriteResult, StoreRole
 
 __version__ = "0.1.0"
@@ -61,21 +67,32 @@ __all__ = [
     "ClaimOutcome",
     "Clock",
     "Completion",
+    "CompletionResult",
     "CompletionStore",
     "CompletionTracker",
     "ConfigError",
     "DeliveryError",
+    "DispatchReport",
+    "Dispatcher",
     "DualWriteResult",
+    "Event",
+    "EventBus",
+    "EventKind",
     "Jitter",
+    "Orchestrator",
     "OutboxEntry",
     "Phase",
     "PhaseExecution",
     "PhaseState",
+    "PhaseStatus",
     "PhasegateError",
     "Pipeline",
+    "ReconcileReport",
     "RecordSet",
     "RetryPolicy",
+    "Runtime",
     "Secret",
+    "Severity",
     "Status",
     "StoreError",
     "StoreRole",
@@ -87,14 +104,18 @@ __all__ = [
     "TransientStoreError",
     "Trigger",
     "TriggerReason",
+    "TriggerResult",
     "ValidationError",
     "__version__",
     "acall_with_retry",
     "call_with_retry",
+    "check_timeouts",
     "find_config_path",
     "load_pipeline",
     "loads_pipeline",
+    "open_runtime",
     "open_store",
+    "reconcile",
     "retry",
     "trigger_id_for",
 ]

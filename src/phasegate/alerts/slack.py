@@ -122,6 +122,10 @@ class _SleepInjected(RetryHandler):
 
     sleep: Callable[[float], None]
 
+    def wait_for(self, state: RetryState, response: HttpResponse | None) -> float:
+        """Seconds to wait before the next attempt."""
+        return float(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
+
     def prepare_for_next_attempt(
         self,
         *,
@@ -131,7 +135,7 @@ class _SleepInjected(RetryHandler):
         error: Exception | None = None,
     ) -> None:
         state.next_attempt_requested = True
-        self.sleep(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
+        self.sleep(self.wait_for(state, response))
         state.increment_current_attempt()
 
 
@@ -151,28 +155,16 @@ class _ServerErrorRetry(_SleepInjected, ServerErrorRetryHandler):
         return response is not None and 500 <= response.status_code < 600
 
 
-class _RateLimitRetry(RateLimitErrorRetryHandler):
-    sleep: Callable[[float], None]
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        state.next_attempt_requested = True
-        wait = 1.0
-        if response is not None:
-            for name, values in response.headers.items():
-                if name.lower() == "retry-after" and values:
-                    try:
-                        wait = float(values[0])
-                    except ValueError:
-                        wait = 1.0
-        self.sleep(min(max(wait, 0.0), MAX_RETRY_AFTER))
-        state.increment_current_attempt()
+class _RateLimitRetry(_SleepInjected, RateLimitErrorRetryHandler):
+    def wait_for(self, state: RetryState, response: HttpResponse | None) -> float:
+        """Slack's ``Retry-After`` (capped), else one second."""
+        for name, values in (response.headers if response is not None else {}).items():
+            if name.lower() == "retry-after" and values:
+                try:
+                    return min(max(float(values[0]), 0.0), MAX_RETRY_AFTER)
+                except ValueError:
+                    break
+        return 1.0
 
 
 def retry_handlers(
