@@ -253,12 +253,9 @@ class Orchestrator:
                     phase=completion.phase,
                 )
             )
-        completions = self.tracker.completions(completion.run_key, completion.phase)
-        succeeded = {
-            c.processor
-            for c in completions
-            if c.status is Status.SUCCESS and c.processor in definition.processors
-        }
+        # Each store answered with its successes in this phase, read in the write's own
+        # transaction; their union is the merged view, with no extra round trip.
+        succeeded = set(write.succeeded_after()) & set(definition.processors)
         if completion.status is Status.FAILED:
             self._report_failure(definition, completion, succeeded)
         complete = succeeded == set(definition.processors)
@@ -273,9 +270,7 @@ class Orchestrator:
         if not complete:
             # Triggers are read only when they matter: most reports do not complete a phase.
             return result
-        status_now = self.phase_status(
-            completion.phase, completion.run_key, completions=completions
-        )
+        status_now = self.phase_status(completion.phase, completion.run_key)
         if status_now.trigger is not None:
             return replace(result, trigger_id=status_now.trigger.trigger.trigger_id)
         outcome = self._claim(

@@ -59,6 +59,8 @@ class DualWriteResult:
     backup_ok: bool
     primary_error: BaseException | None = None
     backup_error: BaseException | None = None
+    primary_value: Any = None
+    backup_value: Any = None
 
     def __iter__(self) -> Any:
         return iter((self.primary_ok, self.backup_ok))
@@ -67,6 +69,17 @@ class DualWriteResult:
     def acknowledged(self) -> bool:
         """At least one store holds the record durably."""
         return self.primary_ok or self.backup_ok
+
+    def succeeded_after(self) -> frozenset[str]:
+        """After ``record_completion``: the processors succeeded in either store."""
+        merged: set[str] = set()
+        for ok, value in (
+            (self.primary_ok, self.primary_value),
+            (self.backup_ok, self.backup_value),
+        ):
+            if ok and value:
+                merged.update(value)
+        return frozenset(merged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,11 +318,13 @@ class CompletionTracker:
         # backup does not hold the primary's write up, and the caller waits for the slower.
         backup_future = self._pool.submit(self._attempt, self._backup, fn)
         try:
-            primary_ok, _, primary_error = self._attempt(self._primary, fn)
+            primary_ok, primary_value, primary_error = self._attempt(self._primary, fn)
         finally:
             # A programming error escapes from the primary; the backup call is still awaited.
-            backup_ok, _, backup_error = backup_future.result()
-        result = DualWriteResult(primary_ok, backup_ok, primary_error, backup_error)
+            backup_ok, backup_value, backup_error = backup_future.result()
+        result = DualWriteResult(
+            primary_ok, backup_ok, primary_error, backup_error, primary_value, backup_value
+        )
         self._report(operation, keys, result)
         return result
 
@@ -338,7 +353,11 @@ class CompletionTracker:
             log.warning("%s: backup store failed (%s)", operation, result.backup_error)
 
     def record_completion(self, completion: Completion) -> DualWriteResult:
-        """Write ``completion`` to both stores and say which accepted it."""
+        """Write ``completion`` to both stores and say which accepted it.
+
+        :meth:`succeeded_after` of the result is the merged view of the phase's
+        successes: a processor that succeeded in either store counts.
+        """
         return self.dual_write(
             f"record completion {completion.phase}/{completion.processor}",
             (completion.run_key,),

@@ -64,6 +64,21 @@ def trigger(run_key: str = "2026-01-28", phase: str = "phase2", at: datetime = T
 pytestmark = backends()
 
 
+def test_recording_returns_the_successes_of_the_phase_in_the_same_transaction(
+    make_store: Any,
+) -> None:
+    """The write answers which processors of that phase and run have succeeded so far."""
+    store = make_store()
+    assert store.record_completion(completion("a")) == {"a"}
+    assert store.record_completion(completion("b", Status.FAILED)) == {"a"}
+    assert store.record_completion(completion("c", phase="phase3")) == {"c"}
+    assert store.record_completion(completion("b", at=T0 + timedelta(minutes=1))) == {"a", "b"}
+    assert store.record_completion(completion("a", Status.FAILED, at=T0 + timedelta(hours=1))) == {
+        "a",
+        "b",
+    }
+
+
 def test_recording_the_same_completion_twice_is_harmless(make_store: Any) -> None:
     """An identical report stored twice leaves one current record and one history entry."""
     store = make_store()

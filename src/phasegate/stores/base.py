@@ -26,8 +26,9 @@ class CompletionStore(Protocol):
 
     name: str
 
-    def record_completion(self, completion: Completion) -> None:
-        """Upsert ``completion``: idempotent, ``success`` sticky, every report kept in history."""
+    def record_completion(self, completion: Completion) -> frozenset[str]:
+        """Upsert ``completion`` (idempotent, ``success`` sticky, every report kept in
+        history); return the processors that have succeeded in that phase of that run."""
         ...
 
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:

@@ -270,6 +270,12 @@ class SqlStore:
         self._completions_of_phase = self._completions_of_run.where(
             completions.c.phase == sa.bindparam("phase")
         )
+        self._succeeded_in_phase = sa.select(completions.c.processor).where(
+            completions.c.pipeline == sa.bindparam("pipeline"),
+            completions.c.run_key == sa.bindparam("run_key"),
+            completions.c.phase == sa.bindparam("phase"),
+            completions.c.status == Status.SUCCESS.value,
+        )
         self._schema_ready = threading.Event()
         self._schema_lock = threading.Lock()
         self._committer = (
@@ -546,9 +552,21 @@ class SqlStore:
     # -- completions ---------------------------------------------------------------------
 
     @_mapped
-    def record_completion(self, completion: Completion) -> None:
-        """Upsert ``completion``: idempotent, ``success`` sticky, every report kept in history."""
-        self._write(lambda connection: self._write_completion(connection, completion))
+    def record_completion(self, completion: Completion) -> frozenset[str]:
+        """Upsert ``completion`` (idempotent, ``success`` sticky, history kept) and return
+        the processors that have succeeded in that phase of that run, read in the same
+        transaction, so the caller needs no second round trip to judge completeness."""
+
+        def write(connection: Connection) -> frozenset[str]:
+            self._write_completion(connection, completion)
+            params = {
+                "pipeline": self.pipeline,
+                "run_key": completion.run_key,
+                "phase": completion.phase,
+            }
+            return frozenset(connection.execute(self._succeeded_in_phase, params).scalars())
+
+        return self._write(write)
 
     @_mapped
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
