@@ -6,10 +6,10 @@ Run: .venv/bin/python bench/bench_audit.py   (prints medians and the ratio)
 from __future__ import annotations
 
 import ast
-import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from common import median_seconds
 
 from phasegate.audit import audit
 
@@ -48,15 +48,6 @@ def build(root: Path, files: int = 200) -> Path:
     (folder / "main.py").write_text("from pkg0.mod0 import handler_0\n\nentry = handler_0\n")
     (folder / "requirements.txt").write_text("google-cloud-firestore\n")
     return folder
-
-
-def median_seconds(fn, runs: int = 7) -> float:  # type: ignore[no-untyped-def]
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def main() -> dict[str, float]:

@@ -7,12 +7,12 @@ Run: .venv/bin/python bench/bench_drift.py
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from common import median_seconds
 
 from phasegate.drift import check_drift, load_drift, open_provider
 
@@ -70,15 +70,6 @@ def write_config(root: Path, repo: Path) -> Path:
     return config
 
 
-def median(fn, runs: int = 5) -> float:  # type: ignore[no-untyped-def]
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
 def main() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
@@ -99,8 +90,8 @@ def main() -> dict[str, float]:
             report = check_drift(config, open_provider(config.provider, cwd=root))
             assert len(report.services) == SERVICES
 
-        floor = median(baseline)
-        checked = median(drift)
+        floor = median_seconds(baseline)
+        checked = median_seconds(drift)
     print(
         f"drift of {SERVICES} services over {COMMITS} commits: median {checked * 1000:.0f} ms "
         f"(git log alone {floor * 1000:.0f} ms, ratio {checked / floor:.1f}x; target < 2000 ms)"

@@ -26,6 +26,16 @@ def median_of(fn: Callable[[], float], runs: int = 3) -> tuple[float, list[float
     return statistics.median(samples), samples
 
 
+def median_seconds(fn: Callable[[], object], runs: int = 5) -> float:
+    """The median wall time of ``runs`` calls of ``fn``."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0–100), nearest rank."""
     ordered = sorted(values)

@@ -54,3 +54,18 @@ def test_a_phase_without_a_timeout_never_times_out(harness: Harness) -> None:
     assert check_timeouts(harness.orchestrator) == []
     states = [s.state for s in harness.orchestrator.run_status(RUN)]
     assert states == [PhaseState.NOT_STARTED, PhaseState.NOT_STARTED, PhaseState.WAITING]
+
+
+def test_the_service_loop_runs_the_sweep_and_the_timeout_pass(harness: Harness) -> None:
+    """One maintenance pass of the service claims the timed-out phase and wakes the dispatcher."""
+    from phasegate.service.server import BackgroundLoops
+
+    harness.complete("extract", "api")
+    harness.complete("extract", "files")
+    harness.complete("transform", "clean")
+    harness.clock.advance(31 * 60)
+    BackgroundLoops(harness.runtime).run_timeouts_once()
+    transform = harness.orchestrator.phase_status("transform", RUN)
+    assert transform.trigger is not None
+    assert transform.trigger.trigger.reason is TriggerReason.TIMEOUT
+    assert harness.runtime.dispatcher._wake.is_set()  # noqa: SLF001 - the loop was woken

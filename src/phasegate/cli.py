@@ -19,6 +19,7 @@ from phasegate.logs import configure_logging
 from phasegate.model import TriggerReason
 from phasegate.orchestrator import PhaseStatus
 from phasegate.runtime import Runtime, open_runtime
+from phasegate.timeouts import run_maintenance
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORES_DOWN = 0, 1, 2, 3
 
@@ -226,15 +227,11 @@ def cmd_check_timeouts(args: argparse.Namespace) -> int:
     """One timeout pass; also claims complete phases left untriggered. Exit 1 if any timed out."""
     runtime = _open(args)
     try:
-        runtime.timeouts.runs = args.runs
-        swept = runtime.orchestrator.sweep(args.runs)
-        findings = runtime.timeouts.run_once()
-        claimed = [r.trigger.trigger_id for r in swept if r.claimed]
-        timeout_triggers = [
-            f.trigger.trigger.trigger_id for f in findings if f.trigger and f.trigger.claimed
-        ]
-        if claimed or timeout_triggers:
-            runtime.dispatcher.run_once(only={*claimed, *timeout_triggers})
+        maintenance = run_maintenance(runtime.orchestrator, runs=args.runs)
+        findings = maintenance.findings
+        claimed = [r.trigger.trigger_id for r in maintenance.swept if r.claimed]
+        if maintenance.claimed:
+            runtime.dispatcher.run_once(only=maintenance.claimed)
         if args.format == "json":
             _emit_json(
                 {

@@ -79,6 +79,30 @@ class TimeoutChecker:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MaintenancePass:
+    """One sweep plus one timeout pass: what was claimed and what timed out."""
+
+    swept: tuple[TriggerResult, ...]
+    findings: tuple[TimeoutFinding, ...]
+
+    @property
+    def claimed(self) -> frozenset[str]:
+        """Trigger ids claimed in this pass (by the sweep or by a timeout policy)."""
+        ids = {r.trigger.trigger_id for r in self.swept if r.claimed}
+        ids.update(
+            f.trigger.trigger.trigger_id for f in self.findings if f.trigger and f.trigger.claimed
+        )
+        return frozenset(ids)
+
+
+def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:
+    """Claim complete phases left untriggered, then check timeouts, over recent runs."""
+    swept = orchestrator.sweep(runs)
+    findings = TimeoutChecker(orchestrator, runs=runs).run_once()
+    return MaintenancePass(tuple(swept), tuple(findings))
+
+
 def check_timeouts(orchestrator: Orchestrator, *, runs: int = 50) -> list[TimeoutFinding]:
     """One timeout pass over the ``runs`` most recent runs."""
     return TimeoutChecker(orchestrator, runs=runs).run_once()

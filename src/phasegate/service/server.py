@@ -15,6 +15,7 @@ from phasegate.config import Pipeline
 from phasegate.errors import ConfigError, PhasegateError
 from phasegate.runtime import Runtime, open_runtime
 from phasegate.service.app import create_app
+from phasegate.timeouts import run_maintenance
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,13 @@ class BackgroundLoops:
     def run_timeouts_once(self) -> None:
         """One sweep and one timeout pass; errors are logged, never fatal."""
         try:
-            swept = self.runtime.orchestrator.sweep()
-            findings = self.runtime.timeouts.run_once()
+            maintenance = run_maintenance(
+                self.runtime.orchestrator, runs=self.runtime.timeouts.runs
+            )
         except PhasegateError:
             log.exception("timeout pass failed; next in %.0fs", self.timeout_interval)
             return
-        if any(r.claimed for r in swept) or any(f.trigger and f.trigger.claimed for f in findings):
+        if maintenance.claimed:
             self.runtime.dispatcher.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
