@@ -68,4 +68,4 @@ def test_the_service_loop_runs_the_sweep_and_the_timeout_pass(harness: Harness) 
     transform = harness.orchestrator.phase_status("transform", RUN)
     assert transform.trigger is not None
     assert transform.trigger.trigger.reason is TriggerReason.TIMEOUT
-    assert harness.runtime.dispatcher._wake.is_set()  # noqa: SLF001 - the loop was woken
+    assert harness.runtime.dispatcher._wake.is_set()
