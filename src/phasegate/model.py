@@ -47,9 +47,24 @@ def frozen_metadata(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(metadata or {}))
 
 
-def trigger_id_for(pipeline: str, phase: str, run_key: str) -> str:
-    """The deterministic id of the trigger of ``phase`` for ``run_key`` in ``pipeline``."""
-    return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{pipeline}\x1f{phase}\x1f{run_key}"))
+def trigger_id_for(pipeline: str, phase: str, run_key: str, attempt: int = 1) -> str:
+    """The deterministic id of the trigger of ``phase`` for ``run_key`` in ``pipeline``.
+
+    Attempt 1 keeps the id earlier releases gave, so stored triggers keep their ids.
+    """
+    name = f"{pipeline}\x1f{phase}\x1f{run_key}"
+    if attempt != 1:
+        name += f"\x1f{attempt}"
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PhaseRun:
+    """One attempt of one phase of one run: the unit that is triggered exactly once."""
+
+    phase: str
+    run_key: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +81,17 @@ class Completion:
     occurred_at: datetime
     correlation_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: frozen_metadata(None))
+    attempt: int = 1
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """The identity of this completion."""
-        return (self.phase, self.run_key, self.processor)
+    def key(self) -> tuple[str, str, str, int]:
+        """The identity of this completion: ``(phase, run_key, processor, attempt)``."""
+        return (self.phase, self.run_key, self.processor, self.attempt)
+
+    @property
+    def phase_run(self) -> PhaseRun:
+        """The phase-run this report counts for."""
+        return PhaseRun(self.phase, self.run_key, self.attempt)
 
     def metadata_json(self) -> str:
         """``metadata`` as compact, key-sorted JSON."""
@@ -104,6 +125,12 @@ class Trigger:
     correlation_id: str | None = None
     processors: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    attempt: int = 1
+
+    @property
+    def phase_run(self) -> PhaseRun:
+        """The phase-run this trigger completes."""
+        return PhaseRun(self.phase, self.run_key, self.attempt)
 
     def to_message(self) -> dict[str, Any]:
         """The trigger message, exactly the documented keys."""
@@ -118,6 +145,7 @@ class Trigger:
             "processors": list(self.processors),
             "missing": list(self.missing),
             "triggered_at": utc_iso(self.triggered_at),
+            "attempt": self.attempt,
         }
 
     def to_json(self) -> str:
@@ -138,6 +166,7 @@ class Trigger:
             correlation_id=message.get("correlation_id"),
             processors=tuple(message.get("processors", ())),
             missing=tuple(message.get("missing", ())),
+            attempt=int(message.get("attempt", 1)),
         )
 
 
@@ -151,11 +180,17 @@ class OutboxEntry:
     attempts: int = 0
     last_error: str | None = None
     next_attempt_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def delivered(self) -> bool:
         """Whether a transport has accepted this trigger."""
         return self.delivered_at is not None
+
+    def leased_at(self, now: datetime) -> bool:
+        """Whether a dispatcher holds an unexpired delivery lease on this trigger at ``now``."""
+        return self.lease_expires_at is not None and self.lease_expires_at > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +204,7 @@ class PhaseExecution:
     processors: tuple[str, ...]
     reason: TriggerReason
     trigger_id: str
+    attempt: int = 1
 
     @property
     def duration_seconds(self) -> float:
@@ -185,6 +221,7 @@ class TimeoutReport:
     started_at: datetime
     reported_at: datetime
     missing: tuple[str, ...]
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,18 @@ itself, and so the demo can stage an outage on a real store.
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy import event
+from phasegate.errors import TransientStoreError
 
-from phasegate.stores.sql import SqlStore
+if TYPE_CHECKING:
+    from phasegate.stores.sql import SqlStore
+
+# What a FaultyStore lets through even while failing: identity, not I/O.
+_PASSTHROUGH = frozenset({"name", "capabilities", "pipeline", "close", "inner"})
 
 
 class FakeClock:
@@ -68,10 +72,23 @@ class FaultSwitch:
         self.failures = 0
 
     def attach(self, store: SqlStore) -> FaultSwitch:
-        """Inject this switch's faults into every engine of ``store``."""
+        """Inject this switch's faults into every engine of ``store`` (driver level)."""
+        from sqlalchemy import event  # noqa: PLC0415 - only SQL stores need SQLAlchemy here
+
         for engine in store.engines:
             event.listen(engine, "before_cursor_execute", self._before_execute)
         return self
+
+    def wrap(self, store: Any) -> FaultyStore:
+        """Any store, failing transiently on every call while this switch is on."""
+        return FaultyStore(store, self)
+
+    def check(self) -> None:
+        """Raise the injected fault if the switch is on (counted)."""
+        if self.active:
+            with self._lock:
+                self.failures += 1
+            raise TransientStoreError("connection lost (fault injected)")
 
     def fail(self, seconds: float | None = None) -> None:
         """Fail from now on, or for ``seconds`` of the clock's monotonic time."""
@@ -101,9 +118,38 @@ class FaultSwitch:
         return float(self._clock.monotonic())
 
     def _before_execute(self, *_args: Any, **_kwargs: Any) -> None:
+        import sqlalchemy as sa  # noqa: PLC0415 - only SQL stores need SQLAlchemy here
+
         if self.active:
             with self._lock:
                 self.failures += 1
             raise sa.exc.OperationalError(
                 "injected", None, InjectedFault("connection lost (fault injected)")
             )
+
+
+class FaultyStore:
+    """Wraps any store: every method raises ``TransientStoreError`` while ``switch`` is on.
+
+    The generic counterpart of :meth:`FaultSwitch.attach`, for backends without a
+    driver hook; a failing call does not reach the wrapped store at all.
+    """
+
+    def __init__(self, inner: Any, switch: FaultSwitch) -> None:
+        self.inner = inner
+        self.switch = switch
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self.inner, attribute)
+        if attribute in _PASSTHROUGH or not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            self.switch.check()
+            return value(*args, **kwargs)
+
+        return guarded
+
+    def __repr__(self) -> str:
+        return f"FaultyStore({self.inner!r})"

@@ -1,34 +1,97 @@
-"""The one small protocol every store implements, and helpers shared by backends."""
+"""What a store can do, as small protocols, and helpers shared by backends.
+
+A backend implements :class:`Store` (a name, ``ping``, ``close``, the set of
+:class:`Capability` it declares) and the protocol of each capability it declares:
+
+=================  ====================  ============================================
+capability         protocol              what it holds
+=================  ====================  ============================================
+``completions``    :class:`CompletionLog`   current completions, history, run keys
+``claims``         :class:`ClaimRegistry`   compare-and-set claims of triggers and
+                                            timeouts (a claimed trigger enters the outbox)
+``outbox``         :class:`Outbox`          claimed triggers and their delivery state,
+                                            leased to one dispatcher at a time
+``phase_log``      :class:`PhaseLog`        phase executions and timeout reports
+``replication``    :class:`Replicable`      export and idempotent import of records
+=================  ====================  ============================================
+
+Every method takes and returns phasegate's own records. Transient failures raise
+:class:`~phasegate.errors.TransientStoreError`; anything else a store cannot do raises
+:class:`~phasegate.errors.StoreError`. Each backend maps its driver's errors into
+these in one place. A store is scoped to one pipeline.
+
+An append-only backend (BigQuery) declares everything but ``claims``: it records
+claims made elsewhere through :meth:`Replicable.import_records` and never decides one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from phasegate.errors import StoreError
 from phasegate.model import (
     Completion,
     OutboxEntry,
     PhaseExecution,
+    PhaseRun,
     RecordSet,
     TimeoutReport,
     Trigger,
+    prefer,
 )
 
 
-@runtime_checkable
-class CompletionStore(Protocol):
-    """Durable home of completions, trigger claims, the outbox and phase history.
+class Capability(StrEnum):
+    """One part of what a store can do; a backend declares the ones it implements."""
 
-    A store is scoped to one pipeline. Transient failures raise
-    ``TransientStoreError``; anything else a store cannot do raises ``StoreError``.
-    """
+    COMPLETIONS = "completions"
+    CLAIMS = "claims"
+    OUTBOX = "outbox"
+    PHASE_LOG = "phase_log"
+    REPLICATION = "replication"
+
+
+ALL_CAPABILITIES = frozenset(Capability)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every backend is: named, pingable, closable, with declared capabilities."""
 
     name: str
 
-    def record_completion(self, completion: Completion) -> frozenset[str]:
-        """Upsert ``completion`` (idempotent, ``success`` sticky, every report kept in
-        history); return the processors that have succeeded in that phase of that run."""
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The capabilities this store implements."""
+        ...
+
+    def ping(self) -> None:
+        """A cheap round trip that raises when the store cannot be used."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and background threads (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class CompletionLog(Store, Protocol):
+    """Completions: current state per identity, every report in history, run keys."""
+
+    def record_completions(
+        self, completions: Sequence[Completion]
+    ) -> Mapping[PhaseRun, frozenset[str]]:
+        """Record a batch durably before returning, and answer each phase-run it touched.
+
+        Idempotent per identity; ``success`` is sticky; every distinct report is kept in
+        history. The answer maps each :class:`PhaseRun` in the batch to the processors
+        that have succeeded in it, this batch included, read after the write (in the same
+        transaction where the backend has one). The batch is all-or-nothing: on an error
+        no caller may treat any of it as recorded.
+        """
         ...
 
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
@@ -43,30 +106,62 @@ class CompletionStore(Protocol):
         """The most recent run keys, newest (greatest) first."""
         ...
 
+
+@runtime_checkable
+class ClaimRegistry(Store, Protocol):
+    """Compare-and-set: of all callers claiming the same thing, exactly one wins."""
+
     def claim_trigger(self, trigger: Trigger) -> bool:
-        """Atomically claim ``trigger`` and put it in the outbox; ``True`` for the one winner."""
+        """Claim ``trigger`` by its id and put it in the outbox atomically; ``True`` for the
+        one winner. A store with a claim registry also has the outbox."""
         ...
 
+    def record_timeout(self, report: TimeoutReport) -> bool:
+        """Record that a phase-run timed out; ``True`` only for the first caller."""
+        ...
+
+
+@runtime_checkable
+class Outbox(Store, Protocol):
+    """Claimed triggers and their delivery, leased to one dispatcher at a time."""
+
     def triggers(self, run_key: str) -> list[OutboxEntry]:
-        """Every claimed trigger of ``run_key``."""
+        """Every claimed trigger of ``run_key``, oldest first."""
         ...
 
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
-        """Undelivered triggers whose next attempt is due at ``now``, oldest first."""
+        """Undelivered triggers due at ``now`` (next attempt reached, no live lease),
+        oldest first."""
+        ...
+
+    def lease_triggers(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` pending triggers to ``owner`` until ``lease_until``.
+
+        A trigger leased to another owner whose lease has not expired at ``now`` is never
+        returned, so concurrent dispatchers never hold the same trigger. Returns the
+        leased entries (with the lease set), oldest first.
+        """
         ...
 
     def mark_delivered(self, trigger_id: str, delivered_at: datetime) -> None:
-        """Record that a transport accepted ``trigger_id`` (idempotent)."""
+        """Record that a transport accepted ``trigger_id`` (idempotent); drops the lease."""
         ...
 
     def record_delivery_failure(
         self, trigger_id: str, error: str, next_attempt_at: datetime
     ) -> None:
-        """Count a failed delivery attempt and when to try again."""
+        """Count a failed delivery attempt and when to try again; drops the lease."""
         ...
 
+
+@runtime_checkable
+class PhaseLog(Store, Protocol):
+    """How phases went: executions (for durations) and timeout reports."""
+
     def record_phase_execution(self, execution: PhaseExecution) -> None:
-        """Keep how a phase went (idempotent per phase and run key)."""
+        """Keep how a phase-run went (idempotent per phase, run key and attempt)."""
         ...
 
     def phase_executions(
@@ -75,37 +170,64 @@ class CompletionStore(Protocol):
         """Recent phase executions (of one phase, of one run), newest first."""
         ...
 
-    def record_timeout(self, report: TimeoutReport) -> bool:
-        """Record that a phase timed out; ``True`` only the first time."""
-        ...
-
     def timeouts(self, run_key: str) -> list[TimeoutReport]:
         """The timeout reports of ``run_key``."""
         ...
+
+
+@runtime_checkable
+class Replicable(Store, Protocol):
+    """Export and idempotent import: how two stores are reconciled and caught up."""
 
     def export_records(self, first_run_key: str, last_run_key: str) -> RecordSet:
         """Everything stored for run keys in ``[first_run_key, last_run_key]``."""
         ...
 
-    def import_records(self, records: RecordSet) -> int:
-        """Merge ``records`` in idempotently (success wins); returns how many rows changed."""
+    def import_records(self, records: RecordSet) -> None:
+        """Merge ``records`` in idempotently: success wins, a delivered trigger stays
+        delivered, a claim or timeout already held is kept as it is."""
         ...
 
-    def ping(self) -> None:
-        """A cheap round trip that raises when the store cannot be used."""
-        ...
 
-    def close(self) -> None:
-        """Release connections and background threads."""
-        ...
+@runtime_checkable
+class FullStore(CompletionLog, ClaimRegistry, Outbox, PhaseLog, Replicable, Protocol):
+    """A store with every capability (SQL, in-memory, Firestore)."""
+
+
+def has_capability(store: Store, capability: Capability) -> bool:
+    """Whether ``store`` declares ``capability``."""
+    return capability in store.capabilities
+
+
+def require_capabilities(store: Store, needed: Iterable[Capability], role: str) -> None:
+    """Raise a StoreError naming what ``store`` lacks to serve as ``role``."""
+    missing = sorted(set(needed) - set(store.capabilities))
+    if missing:
+        raise StoreError(
+            f"the {role} store {store.name!r} lacks the capabilities {', '.join(missing)}"
+        )
 
 
 def merge_completions(*groups: Sequence[Completion]) -> list[Completion]:
     """Merge completions from several stores: per identity, success wins, else the latest."""
-    from phasegate.model import prefer  # noqa: PLC0415 - keeps base.py import-light
-
-    merged: dict[tuple[str, str, str], Completion] = {}
+    merged: dict[tuple[str, str, str, int], Completion] = {}
     for group in groups:
         for completion in group:
             merged[completion.key] = prefer(merged.get(completion.key), completion)
     return sorted(merged.values(), key=lambda c: c.key)
+
+
+def successes_by_phase_run(
+    completions: Iterable[Completion],
+) -> dict[PhaseRun, frozenset[str]]:
+    """Group the successful processors of ``completions`` by phase-run."""
+    found: dict[PhaseRun, set[str]] = {}
+    for completion in completions:
+        bucket = found.setdefault(completion.phase_run, set())
+        if completion.status.value == "success":
+            bucket.add(completion.processor)
+    return {run: frozenset(names) for run, names in found.items()}
+
+
+# What earlier releases called the one wide protocol; kept for code written against it.
+CompletionStore = FullStore
