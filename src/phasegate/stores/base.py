@@ -27,6 +27,7 @@ claims made elsewhere through :meth:`Replicable.import_records` and never decide
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -104,6 +105,23 @@ class CompletionLog(Store, Protocol):
 
     def list_runs(self, limit: int = 50) -> list[str]:
         """The most recent run keys, newest (greatest) first."""
+        ...
+
+
+@runtime_checkable
+class CompletionSubmitter(CompletionLog, Protocol):
+    """A completion log with its own writer: batches are queued, not run on the caller.
+
+    The hot path submits to both stores at once and waits on both futures, so the two
+    writes overlap with no thread hand-off of the caller's own. The future resolves to
+    what :meth:`CompletionLog.record_completions` returns, only once the batch is
+    durable, or raises what it would have raised.
+    """
+
+    def submit_completions(
+        self, completions: Sequence[Completion]
+    ) -> Future[Mapping[PhaseRun, frozenset[str]]]:
+        """Queue a batch for this store's writer; the future resolves once it is durable."""
         ...
 
 
