@@ -153,6 +153,7 @@ def open_runtime(
         claim_policy=tuning.claim_policy,
         clock=clock,
         rng=rng,
+        events=events,
     )
 
     def on_breaker(name: str, old: BreakerState, new: BreakerState) -> None:

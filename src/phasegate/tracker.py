@@ -23,6 +23,7 @@ from typing import Any
 from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import BothStoresFailed, StoreError
+from phasegate.events import EventBus
 from phasegate.model import (
     Completion,
     OutboxEntry,
@@ -119,6 +120,7 @@ class CompletionTracker:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         replicate_every: float = 1.0,
+        events: EventBus | None = None,
     ) -> None:
         self._clock = clock
         self._counters = Counters()
@@ -142,7 +144,12 @@ class CompletionTracker:
             rng=rng,
         )
         self.replicator = Replicator(
-            self._primary, self._backup, counters=self._counters, interval=replicate_every
+            self._primary,
+            self._backup,
+            counters=self._counters,
+            interval=replicate_every,
+            clock=clock,
+            events=events,
         )
         self.arbiter = ClaimArbiter(
             self._primary,
