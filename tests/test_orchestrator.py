@@ -13,6 +13,13 @@ from phasegate.events import EventKind, Severity
 from phasegate.model import PhaseState, Status, TriggerReason, trigger_id_for
 from support import Harness
 
+
+@pytest.fixture(params=["sqlite", "memory"])
+def harness_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the in-memory store."""
+    return str(request.param)
+
+
 RUN = "2026-01-28"
 
 
