@@ -376,6 +376,37 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+# -- alert test -----------------------------------------------------------------------------
+
+
+def cmd_alert_test(args: argparse.Namespace) -> int:
+    """Send a test alert through every configured sink; exit 1 if any did not deliver it."""
+    from phasegate.alerts import send_test_alert  # noqa: PLC0415
+
+    results = send_test_alert(_load(args))
+    if not results:
+        print(
+            "configuration error: no alert sink is configured; add [alerts.slack] "
+            "webhook_url or [alerts.log] to the pipeline file",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    delivered = sum(result.delivered for result in results)
+    if args.format == "json":
+        _emit_json(
+            {
+                "delivered": delivered == len(results),
+                "sinks": [result.to_dict() for result in results],
+            }
+        )
+    else:
+        for result in results:
+            state = "delivered" if result.delivered else f"FAILED: {result.error}"
+            print(f"{result.sink:<6} {result.target}: {state} ({result.seconds * 1000:.0f} ms)")
+        print(f"test alert delivered by {delivered} of {len(results)} sink(s)")
+    return EXIT_OK if delivered == len(results) else EXIT_REJECTED
+
+
 # -- drift ----------------------------------------------------------------------------------
 
 
@@ -542,6 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--from", dest="first", metavar="RUN_KEY", help="first run key")
     reconcile.add_argument("--to", dest="last", metavar="RUN_KEY", help="last run key")
     reconcile.add_argument("--repair", action="store_true", help="copy what is missing")
+
+    alert = commands.add_parser(
+        "alert", help="check the alert sinks (alert test)", description="check the alert sinks"
+    )
+    alert_actions = alert.add_subparsers(dest="alert_action", required=True)
+    alert_test = alert_actions.add_parser(
+        "test",
+        help="send a test alert through every configured sink and say which delivered it",
+        description="send a test alert through every configured sink and say which delivered "
+        "it; exit 0 all delivered, 1 some failed, 2 none configured",
+        parents=[common, output],
+    )
+    alert_test.set_defaults(handler=cmd_alert_test)
 
     drift = add("drift", cmd_drift, "compare what is deployed with what is in git", common)
     drift.add_argument("--format", choices=["text", "json", "markdown"], default="text")
