@@ -574,19 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--to", dest="last", metavar="RUN_KEY", help="last run key")
     reconcile.add_argument("--repair", action="store_true", help="copy what is missing")
 
-    alert = commands.add_parser(
-        "alert", help="check the alert sinks (alert test)", description="check the alert sinks"
-    )
-    alert_actions = alert.add_subparsers(dest="alert_action", required=True)
-    alert_test = alert_actions.add_parser(
-        "test",
-        help="send a test alert through every configured sink and say which delivered it",
-        description="send a test alert through every configured sink and say which delivered "
-        "it; exit 0 all delivered, 1 some failed, 2 none configured",
-        parents=[common, output],
-    )
-    alert_test.set_defaults(handler=cmd_alert_test)
-
+    _add_alert_parser(commands, common, output)
     drift = add("drift", cmd_drift, "compare what is deployed with what is in git", common)
     drift.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     drift.add_argument(
@@ -629,6 +617,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timeouts.add_argument("--runs", type=int, default=50, help="recent runs to check (default 50)")
     return parser
+
+
+def _add_alert_parser(
+    commands: Any, common: argparse.ArgumentParser, output: argparse.ArgumentParser
+) -> None:
+    """``phasegate alert test``."""
+    alert = commands.add_parser(
+        "alert", help="check the alert sinks (alert test)", description="check the alert sinks"
+    )
+    actions = alert.add_subparsers(dest="alert_action", required=True)
+    test = actions.add_parser(
+        "test",
+        help="send a test alert through every configured sink and say which delivered it",
+        description="send a test alert through every configured sink and say which delivered "
+        "it; exit 0 all delivered, 1 some failed, 2 none configured",
+        parents=[common, output],
+    )
+    test.set_defaults(handler=cmd_alert_test)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,11 +93,9 @@ def fingerprint(event: Event) -> str:
             return f"processor:{event.phase}:{details.get('processor')}:{event.run_key}"
         case EventKind.UNEXPECTED_ERROR:
             return f"unexpected:{event.component}:{type(event.error).__name__}"
-        case EventKind.RECONCILE_DIVERGENCE:
-            # a divergence left after repair is a condition; one found and repaired a notice
-            return f"reconcile:divergence:{event.severity.value}"
-        case EventKind.RECONCILE_FAILED:
-            return "reconcile:failed"
+        case EventKind.RECONCILE_DIVERGENCE | EventKind.RECONCILE_FAILED:
+            # by severity: a divergence left after repair must not fold into one repaired
+            return f"{event.kind.value}:{event.severity.value}"
         case _:
             return f"{event.kind.value}:{event.phase}:{event.run_key}"
 
@@ -108,7 +106,10 @@ def resolved_fingerprints(event: Event) -> list[str]:
         case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED | EventKind.TRIGGER_DELIVERED:
             return [fingerprint(event)]
         case EventKind.RECONCILED:
-            return ["reconcile:failed", f"reconcile:divergence:{Severity.CRITICAL.value}"]
+            return [
+                f"{EventKind.RECONCILE_FAILED.value}:{Severity.WARNING.value}",
+                f"{EventKind.RECONCILE_DIVERGENCE.value}:{Severity.CRITICAL.value}",
+            ]
         case EventKind.TRIGGER_CLAIMED:
             return [
                 f"timeout:{event.phase}:{event.run_key}",
