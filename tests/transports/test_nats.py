@@ -315,3 +315,33 @@ def test_a_missing_nats_py_names_the_extra_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "nats", None)
     with pytest.raises(ConfigError, match=r"pip install 'phasegate\[nats\]'"):
         open_transport("nats://127.0.0.1:4222/orders.triggers")
+
+
+def test_a_completed_phase_lands_in_the_stream_once_through_the_cli(
+    names: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`phasegate complete` ×2 triggers via nats://; `dispatch` has nothing left; one message."""
+    from phasegate.cli import main
+
+    subject, stream = names
+    config = tmp_path / "phasegate.toml"
+    config.write_text(
+        f'[pipeline]\nname = "orders"\n[stores]\nprimary = "sqlite:///{tmp_path}/p.db"\n'
+        f'backup = "sqlite:///{tmp_path}/b.db"\n'
+        f'[triggers]\ntransport = "{NATS_URL}/{subject}?stream={stream}"\n'
+        '[[phases]]\nname = "extract"\nprocessors = ["api", "files"]\nnext = "load"\n'
+        '[[phases]]\nname = "load"\nprocessors = ["warehouse"]\n'
+    )
+    for processor in ("api", "files", "files"):
+        args = ["complete", "--config", str(config), "--phase", "extract"]
+        assert main([*args, "--run-key", "2026-01-28", "--processor", processor]) == 0
+    out = capsys.readouterr().out
+    assert "phase extract complete: trigger" in out
+    assert " delivered" in out
+    assert main(["dispatch", "--config", str(config)]) == 0
+    message = inspect(NATS_URL, lambda js: js.get_msg(stream, 1))
+    info = inspect(NATS_URL, lambda js: js.stream_info(stream))
+    assert info.state.messages == 1
+    body = json.loads(message.data)
+    assert (body["phase"], body["next_phase"], body["run_key"]) == ("extract", "load", "2026-01-28")
+    assert message.headers["Nats-Msg-Id"] == body["trigger_id"]
