@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from phasegate.cli import main
 from phasegate.errors import PhasegateError
-from phasegate.events import EventKind, Severity
+from phasegate.events import Event, EventKind, Severity
 from phasegate.model import Completion, Status, Trigger, TriggerReason, trigger_id_for
 from phasegate.reconcile import reconcile
 from phasegate.service import create_app
@@ -322,3 +323,34 @@ def test_the_reconcile_command_alerts_divergence_and_failure(
     err = capsys.readouterr().err
     assert "error:" in err
     assert "RECONCILESECRET" not in err
+
+
+def test_the_service_reconcile_loop_alerts_each_failed_pass_and_keeps_going(
+    alerted: tuple[Harness, RecordingServer],
+) -> None:
+    """BackgroundLoops' reconciler: a store down fails passes (alerted, loop alive); healed, it resolves."""
+    from phasegate.service.server import BackgroundLoops
+
+    rig, server = alerted
+    seen: list[EventKind] = []
+    failed_twice, reconciled = threading.Event(), threading.Event()
+
+    def watch(event: Event) -> None:
+        seen.append(event.kind)
+        if seen.count(EventKind.RECONCILE_FAILED) >= 2:
+            failed_twice.set()
+        if event.kind is EventKind.RECONCILED and failed_twice.is_set():
+            reconciled.set()
+
+    rig.runtime.events.subscribe(watch)
+    rig.primary_fault.fail()
+    loops = BackgroundLoops(rig.runtime, timeout_interval=3600, reconcile_interval=0.01)
+    loops.start()
+    try:
+        assert failed_twice.wait(30), seen
+        rig.primary_fault.heal()
+        assert reconciled.wait(30), seen
+    finally:
+        loops.stop()
+    colours = [m["attachments"][0]["color"] for m in slack_messages(rig, server)]
+    assert colours[:2] == ["#F2A900", "#2EB67D"]  # repeats folded; then resolved once
