@@ -10,7 +10,7 @@ LINT_PATHS := src tests $(wildcard bench)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,nats]'
 	touch $(STAMP)
 
 demo: $(STAMP)

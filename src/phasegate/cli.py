@@ -376,6 +376,37 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+# -- alert test -----------------------------------------------------------------------------
+
+
+def cmd_alert_test(args: argparse.Namespace) -> int:
+    """Send a test alert through every configured sink; exit 1 if any did not deliver it."""
+    from phasegate.alerts import send_test_alert  # noqa: PLC0415
+
+    results = send_test_alert(_load(args))
+    if not results:
+        print(
+            "configuration error: no alert sink is configured; add [alerts.slack] "
+            "webhook_url or [alerts.log] to the pipeline file",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    delivered = sum(result.delivered for result in results)
+    if args.format == "json":
+        _emit_json(
+            {
+                "delivered": delivered == len(results),
+                "sinks": [result.to_dict() for result in results],
+            }
+        )
+    else:
+        for result in results:
+            state = "delivered" if result.delivered else f"FAILED: {result.error}"
+            print(f"{result.sink:<6} {result.target}: {state} ({result.seconds * 1000:.0f} ms)")
+        print(f"test alert delivered by {delivered} of {len(results)} sink(s)")
+    return EXIT_OK if delivered == len(results) else EXIT_REJECTED
+
+
 # -- drift ----------------------------------------------------------------------------------
 
 
@@ -543,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--to", dest="last", metavar="RUN_KEY", help="last run key")
     reconcile.add_argument("--repair", action="store_true", help="copy what is missing")
 
+    _add_alert_parser(commands, common, output)
     drift = add("drift", cmd_drift, "compare what is deployed with what is in git", common)
     drift.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     drift.add_argument(
@@ -585,6 +617,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timeouts.add_argument("--runs", type=int, default=50, help="recent runs to check (default 50)")
     return parser
+
+
+def _add_alert_parser(
+    commands: Any, common: argparse.ArgumentParser, output: argparse.ArgumentParser
+) -> None:
+    """``phasegate alert test``."""
+    alert = commands.add_parser(
+        "alert", help="check the alert sinks (alert test)", description="check the alert sinks"
+    )
+    actions = alert.add_subparsers(dest="alert_action", required=True)
+    test = actions.add_parser(
+        "test",
+        help="send a test alert through every configured sink and say which delivered it",
+        description="send a test alert through every configured sink and say which delivered "
+        "it; exit 0 all delivered, 1 some failed, 2 none configured",
+        parents=[common, output],
+    )
+    test.set_defaults(handler=cmd_alert_test)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

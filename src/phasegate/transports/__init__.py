@@ -1,4 +1,4 @@
-"""Trigger transports by URL: ``log:``, ``log:/path``, ``http(s)://...``."""
+"""Trigger transports by URL: ``log:``, ``log:/path``, ``http(s)://...``, ``nats://...``."""
 
 from __future__ import annotations
 
@@ -18,12 +18,23 @@ def open_transport(url: str) -> TriggerTransport:
         from phasegate.transports.http import HttpTransport  # noqa: PLC0415
 
         return HttpTransport(url)
-    if scheme in {"nats", "pubsub"}:
+    if scheme == "nats":
+        try:
+            from phasegate.transports.nats import NatsTransport  # noqa: PLC0415
+        except ImportError as exc:
+            raise ConfigError(
+                f"trigger transport nats:// needs nats-py ({exc.name or 'nats'} is not "
+                "installed): pip install 'phasegate[nats]'"
+            ) from None
+        return NatsTransport(url)
+    if scheme == "pubsub":
         raise ConfigError(
-            f"trigger transport {scheme}:// is not available in this release yet; "
-            "use log: or http(s)://"
+            "trigger transport pubsub:// is not available in this release yet; "
+            "use log:, http(s):// or nats://"
         )
-    raise ConfigError(f"unsupported trigger transport {scheme!r}; expected log: or http(s)://")
+    raise ConfigError(
+        f"unsupported trigger transport {scheme!r}; expected log:, http(s):// or nats://"
+    )
 
 
 __all__ = ["TriggerTransport", "open_transport"]
