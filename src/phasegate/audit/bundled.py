@@ -45,7 +45,7 @@ class BundledPackage:
 
     def __init__(self, path: Path, requirements: str = "requirements.txt") -> None:
         self.path = path
-        self.name = path.name
+        self.name = path.resolve().name
         own = path / requirements
         self.requirements_file: Path | None = own if own.is_file() else None
         self._modules: dict[str, _Module] = {}

@@ -159,7 +159,7 @@ def audit(
     for package in packages.values():
         context = AuditContext(index, requirements, strict, packages, ())
         auditor = FolderAudit(
-            package.path,
+            package.path.resolve(),
             label=package.path.as_posix(),
             context=context,
             check_requirements=package.requirements_file is not None,
@@ -167,7 +167,7 @@ def audit(
         report.findings.extend(auditor.run())
         report.folders.append(auditor.label)
         report.files += auditor.files
-    bundled_paths = {package.path for package in packages.values()}
+    bundled_paths = {package.path.resolve() for package in packages.values()}
     for root in roots:
         context = AuditContext(index, requirements, strict, packages, search_roots(root.resolve()))
         for folder in find_folders(root):

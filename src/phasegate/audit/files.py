@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pathspec
 
+from phasegate.audit.names import NAMESPACES
+
 SKIP_DIRS = frozenset(
     {
         "__pycache__",
@@ -111,6 +113,12 @@ class Import:
     bound: str
     level: int
     block: int
+    base: str = ""  # the ``from`` part of ``from base import name``
+
+    @property
+    def shown(self) -> str:
+        """The module to name in a message: the ``from`` part unless it is a bare namespace."""
+        return self.base if self.base and self.base not in NAMESPACES else self.module
 
     @property
     def top(self) -> str:
@@ -137,7 +145,14 @@ class ImportCollector(ast.NodeVisitor):
                     full = f"{base}.{alias.name}" if base and alias.name != "*" else base
                     bound = alias.asname or alias.name
                     self.imports.append(
-                        Import(full or alias.name, statement.lineno, bound, statement.level, block)
+                        Import(
+                            full or alias.name,
+                            statement.lineno,
+                            bound,
+                            statement.level,
+                            block,
+                            base,
+                        )
                     )
             else:
                 self.visit(statement)

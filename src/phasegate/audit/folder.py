@@ -291,7 +291,7 @@ class _ImportCheck:
                 "(use --bundled if the deploy copies it in)",
             )
             return
-        self._requirement(imported, imported.module, repr(imported.module))
+        self._requirement(imported, imported.module, repr(imported.shown))
 
     def _requirement(
         self, imported: Import, module: str, what: str, key: str | None = None
