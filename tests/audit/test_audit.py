@@ -171,7 +171,10 @@ def test_a_bundled_package_counts_as_shipped(tmp_path: Path) -> None:
     write(tmp_path / "functions" / "p2", {"main.py": "from shared.util import f\nf()\n"})
     bundled = audit([tmp_path / "functions"], bundled=[tmp_path / "shared"])
     assert bundled.findings == []
-    assert bundled.folders == [(tmp_path / "shared").as_posix(), (tmp_path / "functions/p2").as_posix()]
+    assert bundled.folders == [
+        (tmp_path / "shared").as_posix(),
+        (tmp_path / "functions/p2").as_posix(),
+    ]
     assert audit([tmp_path / "functions"], shared=[tmp_path / "shared"]).findings == []
 
 

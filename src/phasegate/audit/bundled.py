@@ -25,6 +25,7 @@ class ThirdPartyImport:
     module: str
     path: str
     line: int
+    shown: str
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ class BundledPackage:
             elif imported.top not in sys.stdlib_module_names and imported.top != "__future__":
                 location = f"{self.name}/{relative.as_posix()}"
                 module.third_party.append(
-                    ThirdPartyImport(imported.module, location, imported.line)
+                    ThirdPartyImport(imported.module, location, imported.line, imported.shown)
                 )
 
     def _resolve(self, dotted: str) -> list[str]:

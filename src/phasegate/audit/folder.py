@@ -251,16 +251,16 @@ class _ImportCheck:
         """Check every absolute import once per top-level name."""
         for imported in imports:
             top = imported.top
-            if imported.level > 0 or not imported.module or top in self.reported:
-                continue
-            if top in sys.stdlib_module_names or top == "__future__":
+            if imported.level > 0 or not imported.module:
                 continue
             bundled = self.audit.context.bundled.get(top)
             if bundled is not None:
                 if not self.test:
                     self._bundled(imported, bundled)
-                continue
-            self._third_party_or_local(imported)
+            elif not (
+                top in self.reported or top in sys.stdlib_module_names or top == "__future__"
+            ):
+                self._third_party_or_local(imported)
 
     def _third_party_or_local(self, imported: Import) -> None:
         top = imported.top
@@ -316,7 +316,6 @@ class _ImportCheck:
         )
 
     def _bundled(self, imported: Import, bundled: BundledPackage) -> None:
-        self.reported.add(imported.top)
         if bundled.requirements_file is not None:
             return  # checked once, against the bundled package's own requirements
         for need in bundled.needs(imported.module):
@@ -324,7 +323,7 @@ class _ImportCheck:
             if need_top in self.reported or satisfied(need.module, self.resolution.direct):
                 continue
             what = (
-                f"{need.module!r} (imported by bundled {need.path}:{need.line}, "
-                f"which {imported.module!r} loads)"
+                f"{need.shown!r} (imported by bundled {need.path}:{need.line}, "
+                f"which {imported.shown!r} loads)"
             )
             self._requirement(imported, need.module, what, key=need_top)
