@@ -39,8 +39,9 @@ CURATED: dict[str, tuple[str, str]] = dict(
         (
             "google-cloud-firestore",
             (
-                "google.cloud.firestore google.cloud.firestore_admin_v1 "
-                "google.cloud.firestore_bundle google.cloud.firestore_v1",
+                "google.cloud.firestore google.cloud.firestore_admin "
+                "google.cloud.firestore_admin_v1 google.cloud.firestore_bundle "
+                "google.cloud.firestore_v1",
                 _CORE,
             ),
         ),
@@ -63,7 +64,7 @@ CURATED: dict[str, tuple[str, str]] = dict(
         (
             "google-cloud-storage",
             (
-                "google.cloud.storage",
+                "google.cloud._storage google.cloud._storage_v2 google.cloud.storage",
                 "google-api-core google-auth google-cloud-core google-crc32c "
                 "google-resumable-media requests",
             ),
@@ -173,10 +174,11 @@ CURATED: dict[str, tuple[str, str]] = dict(
             "google-api-core",
             (
                 "google.api_core",
-                "google-auth googleapis-common-protos proto-plus protobuf requests",
+                "google-auth googleapis-common-protos opentelemetry-api proto-plus protobuf "
+                "requests",
             ),
         ),
-        ("google-auth", ("google.auth google.oauth2", "cachetools pyasn1-modules rsa")),
+        ("google-auth", ("google.auth google.oauth2", "cryptography pyasn1-modules")),
         ("google-auth-oauthlib", ("google_auth_oauthlib", "google-auth requests-oauthlib")),
         ("google-auth-httplib2", ("google_auth_httplib2", "google-auth httplib2")),
         (
@@ -189,35 +191,43 @@ CURATED: dict[str, tuple[str, str]] = dict(
         (
             "googleapis-common-protos",
             (
-                "google.api google.cloud.extended_operations_pb2 google.cloud.location "
+                "google.api google.cloud.common_resources_pb2 "
+                "google.cloud.extended_operations_pb2 google.cloud.location google.gapic "
                 "google.logging google.longrunning google.rpc google.type",
                 "protobuf",
             ),
         ),
-        ("grpc-google-iam-v1", ("google.iam", "googleapis-common-protos grpcio protobuf")),
+        ("grpc-google-iam-v1", ("google.iam.v1", "googleapis-common-protos grpcio protobuf")),
         ("google-events", ("google.events", "proto-plus protobuf")),
-        ("google-resumable-media", ("google.resumable_media", "google-crc32c")),
+        (
+            "google-resumable-media",
+            ("google._async_resumable_media google.resumable_media", "google-crc32c"),
+        ),
         ("google-crc32c", ("google_crc32c", "")),
-        ("protobuf", ("google.protobuf", "")),
+        ("protobuf", ("google._upb._message google.protobuf", "")),
         ("proto-plus", ("proto", "protobuf")),
-        ("grpcio", ("grpc", "")),
+        ("grpcio", ("grpc", "typing-extensions")),
         ("grpcio-status", ("grpc_status", "googleapis-common-protos grpcio protobuf")),
         (
             "functions-framework",
             (
                 "functions_framework google.cloud.functions google.cloud.functions_v1 "
                 "google.cloud.functions_v1beta2",
-                "click cloudevents flask gunicorn watchdog werkzeug",
+                "click cloudevents flask gunicorn starlette uvicorn uvicorn-worker watchdog "
+                "werkzeug",
             ),
         ),
-        ("flask", ("flask", "blinker click itsdangerous jinja2 markupsafe werkzeug")),
+        (
+            "flask",
+            ("flask", "blinker click importlib-metadata itsdangerous jinja2 markupsafe werkzeug"),
+        ),
         ("werkzeug", ("werkzeug", "markupsafe")),
         ("jinja2", ("jinja2", "markupsafe")),
         ("markupsafe", ("markupsafe", "")),
         ("itsdangerous", ("itsdangerous", "")),
         ("click", ("click", "")),
         ("cloudevents", ("cloudevents", "deprecation")),
-        ("gunicorn", ("gunicorn", "packaging")),
+        ("gunicorn", ("gunicorn", "")),
         ("slackclient", ("slack", "aiohttp")),
         ("slack-sdk", ("slack slack_sdk", "")),
         ("slack-bolt", ("slack_bolt", "slack-sdk")),
