@@ -247,3 +247,57 @@ def test_requirements_parsing_and_import_names(tmp_path: Path) -> None:
     )
     assert import_names("google-cloud-dataplex") == ("google.cloud.dataplex",)
     assert import_names("my_pkg") == ("my_pkg",)
+
+
+def test_a_bundled_package_with_its_own_requirements_is_checked_once(tmp_path: Path) -> None:
+    """With ``shared/requirements.txt`` its imports are checked there, not in each function."""
+    write(
+        tmp_path / "shared",
+        {
+            "__init__.py": "",
+            "db.py": "import pymongo\nfrom google.cloud import firestore\n\nC = (pymongo, firestore)\n",
+            "requirements.txt": "google-cloud-firestore\n",
+        },
+    )
+    for name in ("p2", "p3"):
+        write(tmp_path / "functions" / name, {"main.py": "from shared.db import C\n\nX = C\n"})
+    report = audit([tmp_path / "functions"], bundled=[tmp_path / "shared"])
+    assert [(Path(f.folder).name, f.path, f.kind) for f in report.findings] == [
+        ("shared", "db.py", "missing-requirement")
+    ]
+    (tmp_path / "shared" / "requirements.txt").unlink()
+    per_function = audit([tmp_path / "functions"], bundled=[tmp_path / "shared"])
+    assert [(Path(f.folder).name, f.line, f.kind) for f in per_function.findings] == [
+        ("p2", 1, "missing-requirement"),
+        ("p2", 1, "missing-requirement"),
+        ("p3", 1, "missing-requirement"),
+        ("p3", 1, "missing-requirement"),
+    ]
+    assert (
+        "'google.cloud' (imported by bundled shared/db.py:2" not in per_function.findings[1].message
+    )
+    assert (
+        "'google.cloud.firestore' (imported by bundled shared/db.py:2"
+        in per_function.findings[1].message
+    )
+
+
+def test_what_gcloudignore_leaves_out_is_not_judged_as_shipped(tmp_path: Path) -> None:
+    """An ignored symlink or script is not uploaded, so it is not reported."""
+    folder = write(
+        tmp_path / "fn",
+        {
+            "main.py": "X = 1\n",
+            "dev/seed.py": "import pandas\nP = '/Users/me/seed.csv'\n",
+            ".gcloudignore": "dev/\nlinked\n",
+        },
+    )
+    os.symlink(tmp_path, folder / "linked")
+    assert audit([folder]).findings == []
+    (folder / ".gcloudignore").write_text("")
+    assert {f.kind for f in audit([folder]).findings} == {
+        "symlink",
+        "absolute-path",
+        "missing-requirement",
+        "unused-import",
+    }
