@@ -115,7 +115,7 @@ def test_user_provides_add_a_mapping(tmp_path: Path) -> None:
     assert [f.kind for f in audit([folder]).findings] == ["missing-requirement"]
     assert audit([folder], provides={"My_Dist": ["mymod"]}).findings == []
     info = ProvidesIndex({"my-dist": ["mymod"]}).info("my.dist")
-    assert (info.modules, info.source) == (("mymod",), "config")
+    assert (info.modules, info.source) == (("my_dist", "mymod"), "config")
 
 
 def test_requirement_files_follow_includes(tmp_path: Path) -> None:

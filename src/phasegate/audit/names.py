@@ -181,7 +181,8 @@ class ProvidesIndex:
             found = known or DistributionInfo(key, guess_modules(key), (), "guess")
         configured = self._config.get(key)
         if configured is not None:
-            found = DistributionInfo(key, configured.modules, found.requires, "config")
+            modules = tuple(sorted({*found.modules, *configured.modules}))
+            found = DistributionInfo(key, modules, found.requires, "config")
         self._cache[key] = found
         return found
 
