@@ -301,3 +301,16 @@ def test_what_gcloudignore_leaves_out_is_not_judged_as_shipped(tmp_path: Path) -
         "missing-requirement",
         "unused-import",
     }
+
+
+def test_without_gcloudignore_the_gcloud_default_applies(tmp_path: Path) -> None:
+    """With a ``.gitignore`` and no ``.gcloudignore``, gcloud's default leaves gitignored files out."""
+    folder = write(
+        tmp_path / "fn",
+        {"main.py": "X = 1\n", "scratch/try.py": "P = '/home/me/x'\n", ".gitignore": "scratch/\n"},
+    )
+    assert audit([folder]).findings == []
+    (folder / ".gitignore").unlink()
+    assert [(f.path, f.kind) for f in audit([folder]).findings] == [
+        ("scratch/try.py", "absolute-path")
+    ]

@@ -31,6 +31,9 @@ SKIP_DIRS = frozenset(
 TEST_DIRS = frozenset({"tests", "test"})
 TEST_REQUIREMENTS = ("requirements-test.txt", "requirements-dev.txt")
 _INCLUDE = re.compile(r"^#!include:(.+)$")
+# What gcloud functions deploy generates when a folder has no .gcloudignore.
+_DEFAULT_TRIGGERS = (".git", ".gitignore", "node_modules")
+_DEFAULT_IGNORE = (".gcloudignore", ".git", ".gitignore", "node_modules")
 
 
 def is_test_file(relative: Path) -> bool:
@@ -65,11 +68,21 @@ class Shipping:
 
     @classmethod
     def of(cls, folder: Path) -> Shipping:
-        """Read ``folder/.gcloudignore`` (``#!include:FILE`` lines followed); none ships all."""
+        """Read ``folder/.gcloudignore`` (``#!include:FILE`` lines followed).
+
+        Without one, ``gcloud functions deploy`` writes its default when the folder
+        has ``.git``, ``.gitignore`` or ``node_modules`` (which includes the
+        ``.gitignore``), and otherwise uploads everything; so does this.
+        """
         ignore = folder / ".gcloudignore"
-        if not ignore.is_file():
+        if ignore.is_file():
+            return cls(pathspec.GitIgnoreSpec.from_lines(_ignore_lines(ignore)))
+        if not any((folder / name).exists() for name in _DEFAULT_TRIGGERS):
             return cls(None)
-        return cls(pathspec.GitIgnoreSpec.from_lines(_ignore_lines(ignore)))
+        lines = list(_DEFAULT_IGNORE)
+        if (folder / ".gitignore").is_file():
+            lines += _ignore_lines(folder / ".gitignore")
+        return cls(pathspec.GitIgnoreSpec.from_lines(lines))
 
     def ships(self, relative: Path, *, directory: bool = False) -> bool:
         """Whether the file (or folder) at ``relative`` to the function folder is uploaded."""
