@@ -456,11 +456,18 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit deployable function folders; exit 1 when anything is found."""
-    from phasegate.audit import audit  # noqa: PLC0415
+    from phasegate.audit import audit, load_settings  # noqa: PLC0415
 
     try:
-        report = audit(args.paths, requirements=args.requirements, shared=args.shared)
-    except FileNotFoundError as exc:
+        settings = load_settings(args.config, args.paths)
+        report = audit(
+            args.paths,
+            requirements=args.requirements,
+            bundled=[*settings.bundled, *args.bundled],
+            strict=args.strict or settings.strict,
+            provides=settings.provides,
+        )
+    except (FileNotFoundError, ValueError) as exc:
         print(f"usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not report.folders:
@@ -595,11 +602,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--requirements", default="requirements.txt", help="requirements file name in each folder"
     )
     audit.add_argument(
+        "--bundled",
         "--shared",
+        dest="bundled",
         action="append",
         default=[],
         metavar="DIR",
-        help="a folder of local packages that must be shipped inside each function (repeatable)",
+        help="a local package the deploy copies into every function (repeatable)",
+    )
+    audit.add_argument(
+        "--strict", action="store_true", help="also report imports only a dependency brings"
+    )
+    audit.add_argument(
+        "--config", metavar="FILE", help="pipeline file whose [audit] table adds settings"
     )
 
     summary = add(

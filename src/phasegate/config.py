@@ -323,7 +323,17 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     reader = _Reader(source)
     reader.known_keys(
         data,
-        {"pipeline", "stores", "triggers", "phases", "server", "resilience", "alerts", "drift"},
+        {
+            "pipeline",
+            "stores",
+            "triggers",
+            "phases",
+            "server",
+            "resilience",
+            "alerts",
+            "drift",
+            "audit",  # read by `phasegate audit --config` (phasegate.audit.load_settings)
+        },
         "",
     )
 
