@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 import phasegate
+from phasegate.cli import main
 from phasegate.demo import DEMO_EXAMPLE, demo_pipeline, packaged_example
 from phasegate.errors import ConfigError
 from support import (
@@ -94,7 +95,9 @@ def test_the_demo_reads_its_pipeline_from_the_package() -> None:
     assert [phase.name for phase in pipeline.phases] == [f"phase{n}" for n in range(2, 7)]
 
 
-def test_the_demo_takes_the_users_pipeline_file(tmp_path: Path) -> None:
+def test_the_demo_takes_the_users_pipeline_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--config FILE replaces the packaged example; a one-phase file is refused by name."""
     config = tmp_path / "mine.toml"
     config.write_text(
@@ -105,6 +108,10 @@ def test_the_demo_takes_the_users_pipeline_file(tmp_path: Path) -> None:
     single.write_text('[pipeline]\nname = "one"\n[[phases]]\nname = "a"\nprocessors = ["x"]\n')
     with pytest.raises(ConfigError, match=r"single\.toml: the demo needs .* two phases"):
         demo_pipeline(single)
+    assert main(["demo", "--config", str(single)]) == 2
+    assert (
+        "single.toml: the demo needs a pipeline of at least two phases" in capsys.readouterr().err
+    )
 
 
 def test_the_readme_shows_the_install_commands_tested_here() -> None:
@@ -190,11 +197,18 @@ class Installed:
         return inherited | {"PATH": path, "VIRTUAL_ENV": str(self.root), "NO_COLOR": "1"}
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run the installed ``phasegate`` (or, with ``python`` first, the venv's Python)."""
-        program = self.root / "bin" / ("python" if args[:1] == ("python",) else "phasegate")
-        rest = list(args[1:] if args[:1] == ("python",) else args)
+        """Run the installed ``phasegate`` command with ``args`` in the work folder."""
+        return self._run_program("phasegate", args, timeout)
+
+    def python(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the environment's own Python with ``args`` in the work folder."""
+        return self._run_program("python", args, 60)
+
+    def _run_program(
+        self, program: str, args: tuple[str, ...], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(program), *rest],
+            [str(self.root / "bin" / program), *args],
             cwd=self.workdir,
             env=self.env,
             capture_output=True,
@@ -227,7 +241,7 @@ def install(artifacts: Artifacts, requirement: str, where: Path) -> Installed:
 
 def _sqlite_config(installed: Installed) -> Path:
     folder = installed.workdir
-    config = folder / "phasegate.toml"
+    config = folder / "orders.toml"
     config.write_text(
         PIPELINE.format(
             primary=f"sqlite:///{folder}/primary.db",
@@ -312,8 +326,7 @@ def installed(
 @INSTALLS
 def test_the_installed_package_is_the_built_one_not_the_source_tree(installed: Installed) -> None:
     """phasegate imports from the venv's site-packages; its metadata version is __version__."""
-    probe = installed.run(
-        "python",
+    probe = installed.python(
         "-c",
         "import importlib.metadata as m, phasegate; print(phasegate.__file__); "
         "print(m.version('phasegate')); print(phasegate.__version__)",
@@ -360,7 +373,7 @@ def test_the_readme_starts_a_service_from_the_packaged_minimal_example(
     installed: Installed,
 ) -> None:
     """README's Install commands: copy the packaged minimal.toml, serve it with its defaults."""
-    copied = installed.run("python", "-c", README_COPY_EXAMPLE)
+    copied = installed.python("-c", README_COPY_EXAMPLE)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == (EXAMPLES / "minimal.toml").read_text()
     config = installed.workdir / "phasegate.toml"
