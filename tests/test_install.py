@@ -325,7 +325,7 @@ def installed(
 @pytest.mark.slow
 @INSTALLS
 def test_the_installed_package_is_the_built_one_not_the_source_tree(installed: Installed) -> None:
-    """phasegate imports from the venv's site-packages; its metadata version is __version__."""
+    """It imports from the venv's site-packages, at version __version__, with every dependency."""
     probe = installed.python(
         "-c",
         "import importlib.metadata as m, phasegate; print(phasegate.__file__); "
@@ -335,6 +335,11 @@ def test_the_installed_package_is_the_built_one_not_the_source_tree(installed: I
     location, metadata_version, module_version = probe.stdout.split()
     assert Path(location).is_relative_to(installed.root / "lib")
     assert metadata_version == module_version == phasegate.__version__
+    consistent = _run(
+        [sys.executable, "-m", "pip", "--python", str(installed.root / "bin" / "python"), "check"],
+        env=_hermetic_pip_env(),
+    )
+    assert "No broken requirements found" in consistent.stdout
 
 
 @pytest.mark.slow
@@ -372,13 +377,19 @@ def test_serve_answers_health_and_offline_docs(installed: Installed) -> None:
 def test_the_readme_starts_a_service_from_the_packaged_minimal_example(
     installed: Installed,
 ) -> None:
-    """README's Install commands: copy the packaged minimal.toml, serve it with its defaults."""
+    """README's commands: copy the packaged minimal.toml, serve it, ``phasegate health`` says ok."""
     copied = installed.python("-c", README_COPY_EXAMPLE)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == (EXAMPLES / "minimal.toml").read_text()
     config = installed.workdir / "phasegate.toml"
     config.write_text(copied.stdout)
-    serving(installed, config, _health_and_offline_docs)
+
+    def health_by_command(url: str) -> None:
+        probe = installed.run("health", "--url", url)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.startswith("healthy (200)")
+
+    serving(installed, config, health_by_command)
     assert (installed.workdir / ".phasegate" / "primary.db").is_file()
 
 
