@@ -490,7 +490,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate a realistic day on embedded SQLite and check every guarantee."""
     from phasegate.demo import run_demo  # noqa: PLC0415 - rich and threads load on demand
 
-    return run_demo(runs=args.runs, seed=args.seed, state_dir=args.state_dir)
+    return run_demo(runs=args.runs, seed=args.seed, state_dir=args.state_dir, config=args.config)
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -543,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", type=int, default=5, help="run keys (days) to simulate (default 5)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--state-dir", help="keep the stores here (default: a temporary folder)")
+    demo.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a pipeline file to simulate instead of the packaged NBA example (its stores and "
+        "transport are replaced by SQLite files and a log in the state folder)",
+    )
 
     complete = add("complete", cmd_complete, "record one processor's completion", common, output)
     complete.add_argument("--phase", required=True)

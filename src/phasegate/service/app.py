@@ -24,6 +24,7 @@ from phasegate.metrics import Metrics
 from phasegate.orchestrator import CompletionResult
 from phasegate.runtime import Runtime
 from phasegate.service.dashboard import render_dashboard
+from phasegate.service.docs import install_api_docs
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,10 @@ def create_app(
         title="phasegate",
         version=__version__,
         description=f"Exactly-once phase triggers for pipeline {pipeline.name!r}.",
+        docs_url=None,  # served from installed assets by install_api_docs, not a CDN
+        redoc_url=None,
     )
+    install_api_docs(app)
     app.state.runtime = runtime
     app.state.health = health
     app.state.metrics = metrics
