@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError
 from phasegate.stores.base import CompletionStore, merge_completions
 
@@ -9,6 +10,8 @@ from phasegate.stores.base import CompletionStore, merge_completions
 def open_store(url: str, *, pipeline: str, name: str = "store") -> CompletionStore:
     """Open the store at ``url`` for ``pipeline``; ``name`` labels it in logs and metrics."""
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    # Before importing the backend: a missing driver is a clear error, not a traceback.
+    require_driver(scheme)
     if scheme in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
         from phasegate.stores.sql import SqlStore  # noqa: PLC0415 - SQLAlchemy loads on demand
 

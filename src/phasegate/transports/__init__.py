@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError
 from phasegate.transports.base import TriggerTransport
 
@@ -9,6 +10,8 @@ from phasegate.transports.base import TriggerTransport
 def open_transport(url: str) -> TriggerTransport:
     """Open the transport named by ``url``."""
     scheme = url.split(":", 1)[0].lower()
+    # Before importing the transport: a missing driver is a clear error, not a traceback.
+    require_driver(scheme)
     if scheme == "log":
         from phasegate.transports.log import LogTransport  # noqa: PLC0415
 
