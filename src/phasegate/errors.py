@@ -44,10 +44,10 @@ class MissingDriverError(ConfigError):
 
 
 class ValidationError(PhasegateError):
-    """Input was rejected; ``field`` names what was wrong."""
+    """Input was rejected; ``field`` names what was wrong (``""`` when it is the whole input)."""
 
     def __init__(self, field: str, message: str, *, code: str = "invalid") -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
         self.code = code
@@ -203,7 +203,13 @@ def describe_error(exc: BaseException, scrub: Callable[[str], str] | None = None
     if isinstance(exc, ValidationError):
         status = 400 if exc.code in _MALFORMED_CODES else 422
         return ErrorInfo(
-            spec.exit_code, status, exc.code, exc.field, scrub(exc.message), detail, spec.label
+            spec.exit_code,
+            status,
+            exc.code,
+            exc.field or None,
+            scrub(exc.message),
+            detail,
+            spec.label,
         )
     message = UNEXPECTED_MESSAGE if unexpected else (spec.public_message or detail)
     return ErrorInfo(

@@ -38,7 +38,7 @@ def parse_report(body: object, *, default_correlation_id: str | None = None) -> 
     ``default_correlation_id`` is used when the body carries none (a Pub/Sub message id).
     """
     if not isinstance(body, Mapping):
-        raise ValidationError("body", "must be a JSON object", code="malformed_body")
+        raise ValidationError("", "body must be a JSON object", code="malformed_body")
     unknown = sorted(str(key) for key in body if key not in REPORT_FIELDS)
     if unknown:
         raise ValidationError(unknown[0], f"unknown field {unknown[0]!r}", code="unknown_field")
