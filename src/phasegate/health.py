@@ -144,7 +144,8 @@ class HealthChecker:
         pool = self._pool
         if pool is None:
             return DependencyHealth(False, 0.0, "health checker stopped")
-        self.runs[name] += 1
+        with self._lock:  # probes on several event loops (threads) may check at once
+            self.runs[name] += 1
         loop = asyncio.get_running_loop()
         started = self.clock.monotonic()
         check = loop.run_in_executor(pool, fn)
