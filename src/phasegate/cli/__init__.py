@@ -39,7 +39,7 @@ __all__ = [
     "main",
 ]
 
-GROUPS = (ops, records, service)
+GROUPS = (records, service, ops)
 """The command-group modules; each has ``register(add, common, output)``."""
 
 
