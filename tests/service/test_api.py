@@ -174,7 +174,13 @@ def test_runs_are_listed_and_shown_per_phase(client: TestClient) -> None:
     assert (load["state"], load["trigger"]) == ("not_started", None)
     assert client.get("/v1/runs/2026-02-02").status_code == 404
     assert client.get("/v1/runs/not-a-date").json()["error"]["field"] == "run_key"
-    assert client.get("/v1/runs?limit=0").status_code == 422
+    too_many = client.get("/v1/runs?limit=0")
+    assert too_many.status_code == 422
+    assert too_many.json()["error"] | {"message": ""} == {
+        "code": "invalid",
+        "field": "limit",
+        "message": "",
+    }
 
 
 def test_health_caches_and_reports_a_failing_store(harness: Harness, client: TestClient) -> None:

@@ -11,6 +11,7 @@ from phasegate.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
     Adder,
+    clock_of,
     emit_json,
     load,
     open_for,
@@ -209,7 +210,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
         else:
             print(summary.to_text())
         if args.send and pipeline.alerts.slack is not None:
-            send_summary(summary, pipeline.alerts.slack, scrubber=runtime.scrubber)
+            send_summary(
+                summary,
+                pipeline.alerts.slack,
+                scrubber=runtime.scrubber,
+                sleep=clock_of(args).sleep,
+            )
             print("summary sent to Slack", file=sys.stderr)
         return EXIT_OK
     finally:

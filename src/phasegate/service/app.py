@@ -14,10 +14,10 @@ from phasegate.config import Secret
 from phasegate.health import HealthChecker
 from phasegate.metrics import Metrics
 from phasegate.runtime import Runtime
-from phasegate.service.auth import ApiError, Auth
+from phasegate.service.auth import Auth
 from phasegate.service.body import MAX_BODY_BYTES
 from phasegate.service.context import ServiceContext
-from phasegate.service.errors import install_error_handler
+from phasegate.service.errors import ApiError, install_error_handler
 from phasegate.service.routes import completions, dashboard, health, pubsub, runs
 from phasegate.service.routes.runs import MAX_RUNS
 

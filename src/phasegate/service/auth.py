@@ -16,17 +16,10 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from phasegate.config import Secret
+from phasegate.service.errors import ApiError
 
 COOKIE_NAME = "phasegate_session"
 _COOKIE_CONTEXT = b"phasegate dashboard session v1"
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message", "field"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def _matches(given: str, secrets: tuple[Secret, ...]) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel
 
-from phasegate.service.auth import ApiError
+from phasegate.service.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
 

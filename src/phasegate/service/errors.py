@@ -2,7 +2,7 @@
 
 phasegate's own exceptions are translated by :func:`phasegate.errors.describe_error`
 (the same table the CLI uses); the service adds only what is HTTP's alone (bad JSON,
-oversized bodies, tokens, unknown runs) as :class:`~phasegate.service.auth.ApiError`.
+oversized bodies, tokens, unknown runs) as :class:`ApiError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from phasegate.errors import PhasegateError, describe_error
 from phasegate.events import Event, EventKind, Severity
 from phasegate.metrics import Metrics
 from phasegate.runtime import Runtime
-from phasegate.service.auth import ApiError
+
+
+class ApiError(Exception):
+    """An error only HTTP has, answered as ``{"error": {"code", "message", "field"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from phasegate.service.auth import ApiError
 from phasegate.service.body import ERROR_RESPONSES, body_doc, read_json
 from phasegate.service.context import ServiceContext
+from phasegate.service.errors import ApiError
 from phasegate.service.routes.completions import record
 
 

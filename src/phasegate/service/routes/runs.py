@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from phasegate.orchestrator import PhaseStatus
-from phasegate.service.auth import ApiError
 from phasegate.service.body import READ_ERRORS
 from phasegate.service.context import ServiceContext
+from phasegate.service.errors import ApiError
 
 MAX_RUNS = 500
 
