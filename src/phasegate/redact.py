@@ -115,6 +115,7 @@ class ScrubbingFilter(logging.Filter):
         self._scrubber = scrubber or SCRUBBER
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask ``record``'s message and traceback in place; never drops a record."""
         message = record.getMessage()
         cleaned = self._scrubber.scrub(message)
         if record.exc_info and record.exc_info[1] is not None:

@@ -104,6 +104,7 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM as a graceful exit, then restore the previous handlers."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
