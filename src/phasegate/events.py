@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     PHASE_TIMED_OUT = "phase_timed_out"
     UNEXPECTED_ERROR = "unexpected_error"
     DOUBLE_CLAIM = "double_claim"
+    MESSAGE_DEAD_LETTERED = "message_dead_lettered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import logging
@@ -22,6 +20,7 @@ from phasegate.events import Event, EventKind, Severity
 from phasegate.health import HealthChecker
 from phasegate.metrics import Metrics
 from phasegate.orchestrator import CompletionResult
+from phasegate.pubsub import MalformedMessage, PushAuthError, PushEndpoint
 from phasegate.runtime import Runtime
 from phasegate.service.dashboard import render_dashboard
 
@@ -89,6 +88,7 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON or envelope"},
     401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "OIDC token from a service account that is not allowed"},
     413: {"description": "Body over 64 KiB"},
     422: {"description": "Invalid field; the error names it"},
     503: {"description": "Neither store could record it"},
@@ -119,6 +119,7 @@ def create_app(
         )
     metrics = metrics or Metrics(runtime, health)
     token = token if token is not None else pipeline.server.token
+    push = PushEndpoint(pipeline.server.pubsub_push, token, runtime.events)
     app = FastAPI(
         title="phasegate",
         version=__version__,
@@ -232,34 +233,16 @@ def create_app(
         summary="Record a completion from a Pub/Sub push subscription",
     )
     async def post_pubsub(request: Request) -> Response:
-        authorize(request)
-        envelope = await read_json(request)
-        message = envelope.get("message") if isinstance(envelope, dict) else None
-        if not isinstance(message, dict):
-            raise ApiError(
-                400,
-                "malformed_envelope",
-                "expected a Pub/Sub push envelope with a message",
-                "message",
-            )
-        data = message.get("data")
-        if not isinstance(data, str):
-            raise ApiError(
-                400, "malformed_envelope", "message.data must be a base64 string", "message.data"
-            )
+        envelope = None
         try:
-            decoded = json.loads(base64.b64decode(data, validate=True))
-        except (binascii.Error, ValueError):
-            raise ApiError(
-                400,
-                "malformed_envelope",
-                "message.data is not base64 of a JSON object",
-                "message.data",
-            ) from None
-        raw_attributes = message.get("attributes")
-        attributes: dict[str, Any] = raw_attributes if isinstance(raw_attributes, dict) else {}
-        correlation = attributes.get("correlation_id") or message.get("messageId")
-        return await record(decoded, correlation if isinstance(correlation, str) else None)
+            push.authorize(request.headers.get("authorization"), request.query_params.get("token"))
+            pushed = push.decode(envelope := await read_json(request))
+            return await record(pushed.report, pushed.correlation_id)
+        except (ApiError, MalformedMessage, PushAuthError) as error:
+            acked = push.dead_letter(error.status, error.code, error.message, envelope)
+            if acked is None:
+                raise ApiError(error.status, error.code, error.message, error.field) from None
+            return JSONResponse(acked, status_code=200)
 
     def run_view(run_key: str, statuses: list[Any]) -> dict[str, Any]:
         return {"run_key": run_key, "phases": [s.to_dict() for s in statuses]}
