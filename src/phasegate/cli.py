@@ -312,9 +312,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with its background loops."""
+    import os  # noqa: PLC0415
+
     from phasegate.service.server import serve  # noqa: PLC0415 - web stack on demand
 
-    return serve(_load(args), host=args.host, port=args.port)
+    port = args.port
+    if port is None:
+        raw = os.environ.get("PORT", "8080")
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"PORT must be a TCP port number, got {raw!r}")
+        port = int(raw)
+    return serve(_load(args), host=args.host, port=port)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -372,6 +380,61 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             if report.repaired:
                 print(f"repaired; {len(report.remaining)} remain")
         return EXIT_OK if report.clean else EXIT_REJECTED
+    finally:
+        runtime.close()
+
+
+# -- consume --------------------------------------------------------------------------------
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Record completions pulled from a Pub/Sub subscription until SIGTERM (or one pull)."""
+    import dataclasses  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    try:
+        from phasegate.consume import ConsumeReport, PubSubConsumer, stop_on_signals  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(f"consume needs {exc.name}: pip install 'phasegate[gcp]'") from None
+
+    pipeline = _load(args)
+    push = pipeline.server.pubsub_push
+    dead_letter = (
+        args.dead_letter if args.dead_letter is not None else bool(push and push.dead_letter)
+    )
+    runtime = open_runtime(pipeline)
+    try:
+        consumer = PubSubConsumer(
+            runtime,
+            args.subscription,
+            dead_letter=dead_letter,
+            max_messages=args.max_messages,
+            default_phase=args.phase,
+        )
+
+        def show(report: ConsumeReport) -> None:
+            if args.format == "json" and (report.received or args.once):
+                print(json.dumps(dataclasses.asdict(report)), flush=True)
+            elif report.received:
+                print(
+                    f"{len(report.recorded)} recorded, {len(report.dead_lettered)} dead-lettered, "
+                    f"{len(report.redelivered)} left for redelivery, "
+                    f"{len(report.triggered)} trigger(s) claimed",
+                    flush=True,
+                )
+
+        if args.once:
+            report = consumer.run_once()
+            show(report)
+            consumer.close()
+            return EXIT_REJECTED if report.error or report.redelivered else EXIT_OK
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            print(f"consuming {consumer.subscription}; SIGTERM stops", file=sys.stderr, flush=True)
+            consumer.run_forever(stop, on_report=show)
+        consumer.close()
+        print("consumer stopped", file=sys.stderr)
+        return EXIT_OK
     finally:
         runtime.close()
 
@@ -530,7 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", cmd_serve, "run the HTTP service (API, health, metrics, dashboard)", common
     )
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="listen port (default $PORT, else 8080)"
+    )
+
+    consume = add(
+        "consume",
+        cmd_consume,
+        "record completions pulled from a Pub/Sub subscription (acknowledged once recorded)",
+        common,
+        output,
+    )
+    consume.add_argument("subscription", metavar="pubsub://PROJECT/SUBSCRIPTION")
+    consume.add_argument(
+        "--max-messages", type=int, default=50, help="messages per pull, in flight at most"
+    )
+    consume.add_argument(
+        "--dead-letter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="acknowledge malformed messages with an ERROR log and an alert "
+        "(default: [server.pubsub_push] dead_letter, else off: leave them for redelivery)",
+    )
+    consume.add_argument("--phase", help="phase of messages whose body names none")
+    consume.add_argument("--once", action="store_true", help="pull once, then exit")
 
     health = add("health", cmd_health, "probe a running service's /health", output)
     health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
