@@ -66,6 +66,7 @@ def test_a_published_trigger_is_acknowledged_with_its_attributes(
         "phase": "extract",
         "run_key": RUN,
         "reason": "complete",
+        "next_phase": "transform",
     }
     assert transport.describe() == f"pubsub://{PROJECT}/{name} (emulator {emulator.host})"
 

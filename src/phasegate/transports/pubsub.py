@@ -109,14 +109,18 @@ class PubSubTransport:
 
     @staticmethod
     def attributes(trigger: Trigger) -> dict[str, str]:
-        """The message attributes of ``trigger`` (strings, as Pub/Sub requires)."""
-        return {
+        """The message attributes of ``trigger`` (strings, as Pub/Sub requires);
+        ``next_phase`` too when there is one, so each phase's subscription can filter on it."""
+        attributes = {
             "trigger_id": trigger.trigger_id,
             "pipeline": trigger.pipeline,
             "phase": trigger.phase,
             "run_key": trigger.run_key,
             "reason": trigger.reason.value,
         }
+        if trigger.next_phase:
+            attributes["next_phase"] = trigger.next_phase
+        return attributes
 
     def deliver(self, trigger: Trigger) -> None:
         """Publish ``trigger`` and wait for the acknowledgement."""
