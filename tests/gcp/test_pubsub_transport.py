@@ -153,3 +153,16 @@ def test_bad_url_options_are_refused(option: str) -> None:
     """Only ``timeout`` (seconds, up to 600) is an option of the URL."""
     with pytest.raises(ConfigError, match=r"timeout|unknown option"):
         PubSubTransport(f"pubsub://p/t?{option}", publisher=object())
+
+
+def test_a_missing_client_names_the_gcp_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without google-cloud-pubsub installed, pubsub:// says which extra to install."""
+    import sys
+
+    import google.cloud
+
+    monkeypatch.delitem(sys.modules, "phasegate.transports.pubsub")
+    monkeypatch.delattr(google.cloud, "pubsub_v1")
+    monkeypatch.setitem(sys.modules, "google.cloud.pubsub_v1", None)
+    with pytest.raises(ConfigError, match=r"pip install 'phasegate\[gcp\]'"):
+        open_transport("pubsub://p/t")
