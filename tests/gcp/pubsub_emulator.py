@@ -7,6 +7,7 @@ they fail, since CI must run them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -202,6 +203,22 @@ def _env(host: str) -> Iterator[None]:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+_SHARED: list[PubSubEmulator] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_emulator() -> PubSubEmulator:
+    """One private emulator for the whole test session (started on first use, stopped
+    when the interpreter exits); tests keep apart by using their own topics."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            emulator = PubSubEmulator(require_emulator())
+            emulator.start()
+            atexit.register(emulator.stop)
+            _SHARED.append(emulator)
+        return _SHARED[0]
 
 
 @contextlib.contextmanager

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pubsub_emulator import PROJECT, PubSubEmulator, running_emulator
+from pubsub_emulator import PROJECT, PubSubEmulator, running_emulator, shared_emulator
 
 from phasegate.dispatch import Dispatcher
 from phasegate.errors import ConfigError, DeliveryError, TransientDeliveryError
@@ -21,10 +20,9 @@ from support import Harness
 RUN = "2026-01-28"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[PubSubEmulator]:
-    with running_emulator() as started:
-        yield started
+@pytest.fixture
+def emulator() -> PubSubEmulator:
+    return shared_emulator()
 
 
 @pytest.fixture
