@@ -389,7 +389,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def cmd_consume(args: argparse.Namespace) -> int:
     """Record completions pulled from a Pub/Sub subscription until SIGTERM (or one pull)."""
-    import dataclasses  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
     try:
@@ -413,15 +412,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
         )
 
         def show(report: ConsumeReport) -> None:
-            if args.format == "json" and (report.received or args.once):
-                print(json.dumps(dataclasses.asdict(report)), flush=True)
-            elif report.received:
-                print(
-                    f"{len(report.recorded)} recorded, {len(report.dead_lettered)} dead-lettered, "
-                    f"{len(report.redelivered)} left for redelivery, "
-                    f"{len(report.triggered)} trigger(s) claimed",
-                    flush=True,
-                )
+            if report.received or args.once:
+                text = report.to_text() if args.format == "text" else json.dumps(report.to_dict())
+                print(text, flush=True)
 
         if args.once:
             report = consumer.run_once()

@@ -43,6 +43,26 @@ class ConsumeReport:
         """How many messages the pull returned."""
         return len(self.recorded) + len(self.dead_lettered) + len(self.redelivered)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``--format json``)."""
+        return {
+            "recorded": list(self.recorded),
+            "dead_lettered": list(self.dead_lettered),
+            "redelivered": list(self.redelivered),
+            "triggered": list(self.triggered),
+            "error": self.error,
+        }
+
+    def to_text(self) -> str:
+        """One line for people."""
+        if self.error is not None:
+            return f"pull failed: {self.error}"
+        return (
+            f"{len(self.recorded)} recorded, {len(self.dead_lettered)} dead-lettered, "
+            f"{len(self.redelivered)} left for redelivery, "
+            f"{len(self.triggered)} trigger(s) claimed"
+        )
+
 
 class PubSubConsumer:
     """Pulls completion messages from one subscription and records them."""

@@ -236,3 +236,43 @@ processors = ["api"]
             process.kill()
         process.communicate(timeout=10)
     assert json.loads((tmp_path / "triggers.jsonl").read_text())["phase"] == "extract"
+
+
+def test_consume_once_takes_dead_lettering_from_the_pipeline_file_unless_overridden(
+    emulator: PubSubEmulator,
+    topic: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`consume --once`: [server.pubsub_push] dead_letter applies; --no-dead-letter wins (exit 1)."""
+    from phasegate.cli import main
+
+    name, subscription = topic
+    config = tmp_path / "phasegate.toml"
+    config.write_text(
+        f"""
+[pipeline]
+name = "orders"
+
+[stores]
+primary = "sqlite:///{tmp_path}/primary.db"
+backup = "sqlite:///{tmp_path}/backup.db"
+
+[server.pubsub_push]
+dead_letter = true
+
+[[phases]]
+name = "extract"
+processors = ["api"]
+"""
+    )
+    url = f"pubsub://{PROJECT}/{subscription}"
+    emulator.publish(name, b"not json")
+    assert main(["consume", url, "--once", "--config", str(config)]) == 0
+    assert "0 recorded, 1 dead-lettered" in capsys.readouterr().out
+    emulator.publish(name, b"still not json")
+    code = main(
+        ["consume", url, "--once", "--no-dead-letter", "--config", str(config), "--format", "json"]
+    )
+    assert code == 1
+    assert len(json.loads(capsys.readouterr().out)["redelivered"]) == 1
