@@ -36,6 +36,7 @@ from phasegate.runtime import Runtime, open_runtime
 log = logging.getLogger(__name__)
 
 PHASE_ENV = "PHASEGATE_PHASE"
+ALERT_DRAIN_SECONDS = 10.0
 
 
 class InstanceRuntime:
@@ -103,9 +104,15 @@ def handle_pubsub_event(
 @functions_framework.cloud_event
 def record_completion(cloud_event: CloudEvent) -> None:
     """The entry point: a ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent."""
-    result = handle_pubsub_event(
-        INSTANCE.get(), cloud_event.get_data(), default_phase=os.environ.get(PHASE_ENV)
-    )
+    runtime = INSTANCE.get()
+    try:
+        result = handle_pubsub_event(
+            runtime, cloud_event.get_data(), default_phase=os.environ.get(PHASE_ENV)
+        )
+    finally:
+        # Cloud Functions throttles the CPU once the event is answered: send alerts now.
+        if runtime.alerter is not None:
+            runtime.alerter.drain(ALERT_DRAIN_SECONDS)
     if result is not None:
         completion = result.completion
         log.info(

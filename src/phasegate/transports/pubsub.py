@@ -141,12 +141,16 @@ class PubSubTransport:
                 )
             except Exception as exc:  # noqa: BLE001 - every client failure maps to ours
                 futures.append(map_pubsub_error(exc, f"publish {trigger.trigger_id}"))
+        # One deadline for the whole batch, not one per message.
+        concurrent.futures.wait(
+            [f for f in futures if not isinstance(f, DeliveryError)], timeout=self.timeout
+        )
         for trigger, future in zip(triggers, futures, strict=True):
             if isinstance(future, DeliveryError):
                 outcomes.append(future)
                 continue
             try:
-                future.result(timeout=self.timeout)
+                future.result(timeout=0)
             except Exception as exc:  # noqa: BLE001
                 outcomes.append(
                     map_pubsub_error(exc, f"publish {trigger.trigger_id} to {self.describe()}")
