@@ -10,7 +10,7 @@ LINT_PATHS := src tests $(wildcard bench)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,gcp,gcp-test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +31,7 @@ test: lint typecheck unit
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,gcp,gcp-test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
