@@ -352,3 +352,31 @@ def test_a_killed_emulator_is_a_transient_error_and_a_restart_loses_data(
         assert store.record_completions([completion("b")]) == {RUN: {"b"}}
     finally:
         store.close()
+
+
+def test_concurrent_reports_of_one_phase_run_are_all_seen_by_the_last(
+    firestore_store_factory: Any,
+) -> None:
+    """Sixteen processors reporting at once: none is lost, and some write answers all 16."""
+    url = f"firestore://phasegate-test?prefix=fan{id(object())}"
+    stores = [firestore_store_factory(f"w{i}", url=url) for i in range(16)]
+    barrier = threading.Barrier(len(stores))
+    answers: list[frozenset[str]] = []
+    lock = threading.Lock()
+
+    def report(index: int, store: FirestoreStore) -> None:
+        barrier.wait()
+        answer = store.record_completions([completion(f"p{index:02d}")])[RUN]
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=report, args=pair) for pair in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    everyone = frozenset(f"p{i:02d}" for i in range(16))
+    assert len(answers) == 16
+    assert everyone in answers
+    assert stores[0].record_completions([])  == {}
+    assert {c.processor for c in stores[0].completions("2026-01-28")} == everyone

@@ -16,12 +16,14 @@ an id never holds ``/``, never is ``.`` or ``..`` and never matches ``__.*__``; 
 longer than 500 bytes is replaced by ``h`` and its SHA-256. Every document also keeps
 its parts as fields (``run_key``, ``phase``, ...), which the queries filter on.
 
-Completions are written in transactions of at most :data:`CHUNK` completions (four
-writes each at most, within Firestore's 500 writes): the completion (success sticky, by
+Every write is one batch conditioned on what it read (see
+:mod:`phasegate.stores.firestore_commit`): compare-and-set with no server-side locks.
+Completions go in batches of at most :data:`CHUNK` (four writes each at most, within
+Firestore's 500 per commit): the completion (success sticky, by
 :func:`~phasegate.model.prefer`), its history entry, the run key and the phase-run's
-success set, which the transaction reads and so answers from. Claims and timeouts are
+success set, which the batch read and so answers from. Claims and timeouts are
 ``create`` calls that fail when the document exists; leases and deliveries are
-transactional conditional updates. Queries need Firestore's automatic single-field
+conditional updates of the one outbox document. Queries need Firestore's automatic single-field
 indexes only, except :meth:`FirestoreStore.phase_executions` by phase, which needs the
 composite index ``executions (phase ASC, triggered_at DESC)``.
 """
@@ -29,6 +31,7 @@ composite index ``executions (phase ASC, triggered_at DESC)``.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -40,28 +43,28 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from phasegate.errors import TransientStoreError
 from phasegate.model import (
     Completion,
     OutboxEntry,
     PhaseExecution,
     PhaseRun,
     RecordSet,
-    Status,
     TimeoutReport,
     Trigger,
-    prefer,
 )
 from phasegate.stores.base import ALL_CAPABILITIES, Capability
+from phasegate.stores.firestore_commit import (
+    ConditionalCommit,
+    completion_merge,
+    entry_merge,
+    run_optimistic,
+)
 from phasegate.stores.gcp_records import (
     Doc,
     chunks,
-    completion_doc,
     doc_id,
     entry_doc,
     execution_doc,
-    history_id,
-    phase_run_id,
     timeout_doc,
     to_completion,
     to_entry,
@@ -75,13 +78,11 @@ from phasegate.stores.gcp_urls import (
     emulator_host,
     map_google_errors,
 )
-from phasegate.stores.memory import prefer_entry
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 CHUNK = 100  # completions per commit: at most 4 writes each, within Firestore's 500 per commit
-ATTEMPTS = 10  # optimistic rounds before contention is reported as a transient error
 
 
 def firestore_client(location: FirestoreLocation) -> firestore.Client:
@@ -103,39 +104,6 @@ def _mapped(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-class _Commit:
-    """One atomic batch whose every write is conditional on what was read (optimistic CAS)."""
-
-    def __init__(self, store: FirestoreStore, snaps: Mapping[str, Any]) -> None:
-        self.batch = store.client.batch()
-        self.snaps = snaps
-        self.writes = 0
-        self._client = store.client
-
-    def found(self, ref: Any) -> Doc | None:
-        """The document at ``ref`` as read, or None."""
-        snap = self.snaps.get(ref.path)
-        return snap.to_dict() if snap is not None and snap.exists else None
-
-    def put(self, ref: Any, doc: Doc) -> None:
-        """Create ``ref`` if it was absent, else replace it if unchanged since the read."""
-        snap = self.snaps.get(ref.path)
-        if snap is not None and snap.exists:
-            option = self._client.write_option(last_update_time=snap.update_time)
-            self.batch.update(ref, doc, option=option)
-        else:
-            self.batch.create(ref, doc)
-        self.writes += 1
-
-
-_CONFLICTS = (
-    api_exceptions.FailedPrecondition,
-    api_exceptions.AlreadyExists,
-    api_exceptions.NotFound,
-    api_exceptions.Aborted,
-)
-
-
 class FirestoreStore:
     """Every capability on Firestore, through the official ``google-cloud-firestore`` client.
 
@@ -154,6 +122,7 @@ class FirestoreStore:
         name: str = "firestore",
         client: firestore.Client | None = None,
         timeout: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.location = location
         self.pipeline = pipeline
@@ -162,6 +131,7 @@ class FirestoreStore:
         self._root = self.client.collection(location.prefix).document(doc_id(pipeline))
         retry = Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout)
         self._call: dict[str, Any] = {"retry": retry, "timeout": timeout}
+        self._sleep = sleep
         self._closed = False
 
     @property
@@ -178,20 +148,10 @@ class FirestoreStore:
             query = query.where(filter=FieldFilter(field, "==", value))
         return [snap.to_dict() for snap in query.stream(**self._call)]
 
-    def _optimistic(self, refs: Sequence[Any], plan: Callable[[_Commit], T]) -> T:
-        """Read ``refs``, let ``plan`` add conditional writes, commit; again on conflict."""
-        for _attempt in range(ATTEMPTS):
-            snaps = {s.reference.path: s for s in self.client.get_all(list(refs), **self._call)}
-            commit = _Commit(self, snaps)
-            result = plan(commit)
-            if not commit.writes:
-                return result
-            try:
-                commit.batch.commit(**self._call)
-            except _CONFLICTS:
-                continue  # another writer changed what we read: read again
-            return result
-        raise TransientStoreError(f"{self.name}: still contended after {ATTEMPTS} attempts")
+    def _optimistic(self, refs: Sequence[Any], plan: Callable[[ConditionalCommit], T]) -> T:
+        return run_optimistic(
+            self.client, refs, plan, call=self._call, sleep=self._sleep, name=self.name
+        )
 
     # -- completions ---------------------------------------------------------------------
 
@@ -213,51 +173,8 @@ class FirestoreStore:
         self, current: Sequence[Completion], history: Sequence[Completion]
     ) -> dict[PhaseRun, frozenset[str]]:
         """One commit: merge ``current`` (sticky success) and ``history``; answer successes."""
-        completions_ref, history_ref = self._collection("completions"), self._collection("history")
-        runs_ref, phase_runs_ref = self._collection("runs"), self._collection("phase_runs")
-        incoming: dict[str, Completion] = {}
-        for completion in current:
-            key = doc_id(*completion.key)
-            incoming[key] = prefer(incoming.get(key), completion)
-        new_history = {history_id(c): c for c in reversed(history)}
-        run_keys = {c.run_key for c in (*current, *history)}
-        phase_runs = {
-            c.phase_run: phase_runs_ref.document(phase_run_id(c.phase_run)) for c in current
-        }
-        refs = [
-            *(completions_ref.document(k) for k in incoming),
-            *(history_ref.document(k) for k in new_history),
-            *(runs_ref.document(doc_id(k)) for k in run_keys),
-            *phase_runs.values(),
-        ]
-
-        def plan(commit: _Commit) -> dict[PhaseRun, frozenset[str]]:
-            before = {
-                run: set((commit.found(ref) or {}).get("successes", ()))
-                for run, ref in phase_runs.items()
-            }
-            successes = {run: set(names) for run, names in before.items()}
-            for key, completion in incoming.items():
-                ref = completions_ref.document(key)
-                stored = commit.found(ref)
-                held = to_completion(stored) if stored else None
-                merged = prefer(held, completion)
-                if merged is not held:
-                    commit.put(ref, completion_doc(merged))
-                if merged.status is Status.SUCCESS:
-                    successes[merged.phase_run].add(merged.processor)
-            for key, completion in new_history.items():
-                if commit.found(history_ref.document(key)) is None:
-                    commit.put(history_ref.document(key), completion_doc(completion))
-            for run_key in run_keys:
-                if commit.found(runs_ref.document(doc_id(run_key))) is None:
-                    commit.put(runs_ref.document(doc_id(run_key)), {"run_key": run_key})
-            for run, names in successes.items():
-                if names != before[run]:
-                    fields = {"phase": run.phase, "run_key": run.run_key, "attempt": run.attempt}
-                    commit.put(phase_runs[run], {**fields, "successes": sorted(names)})
-            return {run: frozenset(names) for run, names in successes.items()}
-
+        kinds = ("completions", "history", "runs", "phase_runs")
+        refs, plan = completion_merge({k: self._collection(k) for k in kinds}, current, history)
         return self._optimistic(refs, plan)
 
     @_mapped
@@ -364,7 +281,7 @@ class FirestoreStore:
     def _lease_one(self, trigger_id: str, owner: str, now: datetime, until: datetime) -> bool:
         ref = self._collection("outbox").document(doc_id(trigger_id))
 
-        def plan(commit: _Commit) -> bool:
+        def plan(commit: ConditionalCommit) -> bool:
             doc = commit.found(ref)
             if doc is None:
                 return False
@@ -380,7 +297,7 @@ class FirestoreStore:
     def _update_undelivered(self, trigger_id: str, change: Callable[[OutboxEntry], Doc]) -> None:
         ref = self._collection("outbox").document(doc_id(trigger_id))
 
-        def plan(commit: _Commit) -> None:
+        def plan(commit: ConditionalCommit) -> None:
             doc = commit.found(ref)
             if doc is not None and not doc.get("delivered"):
                 commit.put(ref, {**doc, **change(to_entry(doc))})
@@ -494,31 +411,7 @@ class FirestoreStore:
         self._create_missing("timeouts", timeouts)
 
     def _merge_entries(self, entries: Sequence[OutboxEntry]) -> None:
-        outbox, runs = self._collection("outbox"), self._collection("runs")
-        incoming: dict[str, OutboxEntry] = {}
-        for entry in entries:
-            key = doc_id(entry.trigger.trigger_id)
-            incoming[key] = prefer_entry(incoming.get(key), entry)
-        run_keys = {e.trigger.run_key for e in incoming.values()}
-        refs = [
-            *(outbox.document(k) for k in incoming),
-            *(runs.document(doc_id(k)) for k in run_keys),
-        ]
-
-        def plan(commit: _Commit) -> None:
-            for key, entry in incoming.items():
-                ref = outbox.document(key)
-                doc = commit.found(ref)
-                current = to_entry(doc) if doc else None
-                merged = prefer_entry(current, entry)
-                if merged is not current:
-                    # A lease belongs to the store it was taken on; a copy carries none.
-                    merged = replace(merged, lease_owner=None, lease_expires_at=None)
-                    commit.put(ref, entry_doc(merged))
-            for run_key in run_keys:
-                if commit.found(runs.document(doc_id(run_key))) is None:
-                    commit.put(runs.document(doc_id(run_key)), {"run_key": run_key})
-
+        refs, plan = entry_merge(self._collection("outbox"), self._collection("runs"), entries)
         self._optimistic(refs, plan)
 
     def _create_missing(self, kind: str, docs: Mapping[str, Doc]) -> None:
@@ -526,7 +419,7 @@ class FirestoreStore:
         for keys in chunks(list(docs), 400):
             refs = [collection.document(key) for key in keys]
 
-            def plan(commit: _Commit, refs: Sequence[Any] = refs) -> None:
+            def plan(commit: ConditionalCommit, refs: Sequence[Any] = refs) -> None:
                 for ref in refs:
                     if commit.found(ref) is None:
                         commit.put(ref, docs[ref.id])
