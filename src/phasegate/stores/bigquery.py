@@ -85,47 +85,26 @@ INSERT_BATCH = 500  # rows per streaming insert request
 CAPABILITIES = frozenset({Capability.COMPLETIONS, Capability.PHASE_LOG, Capability.REPLICATION})
 _TRANSIENT_REASONS = {"backendError", "internalError", "timeout", "rateLimitExceeded", "stopped"}
 
-_S, _I, _T, _F = "STRING", "INT64", "TIMESTAMP", "FLOAT64"
-_KEY = [("pipeline", _S), ("run_key", _S), ("phase", _S), ("attempt", _I)]
+_KEY = "pipeline run_key phase attempt:INT64"
+# Columns of each table, as "name[:TYPE]" (STRING unless named).
+_COLUMNS = {
+    "completions": f"{_KEY} processor status occurred_at:TIMESTAMP correlation_id metadata",
+    "outbox": f"{_KEY} trigger_id event message claimed_at:TIMESTAMP delivered_at:TIMESTAMP "
+    "attempts:INT64 last_error next_attempt_at:TIMESTAMP",
+    "executions": f"{_KEY} started_at:TIMESTAMP triggered_at:TIMESTAMP "
+    "duration_seconds:FLOAT64 processors reason trigger_id",
+    "timeouts": f"{_KEY} started_at:TIMESTAMP reported_at:TIMESTAMP missing",
+}
+
+
+def _column(spec: str) -> tuple[str, str]:
+    name, _, kind = spec.partition(":")
+    return name, kind or "STRING"
+
+
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
-    "completions": [
-        *_KEY,
-        ("processor", _S),
-        ("status", _S),
-        ("occurred_at", _T),
-        ("correlation_id", _S),
-        ("metadata", _S),
-        ("recorded_at", _T),
-    ],
-    "outbox": [
-        *_KEY,
-        ("trigger_id", _S),
-        ("event", _S),
-        ("message", _S),
-        ("claimed_at", _T),
-        ("delivered_at", _T),
-        ("attempts", _I),
-        ("last_error", _S),
-        ("next_attempt_at", _T),
-        ("recorded_at", _T),
-    ],
-    "executions": [
-        *_KEY,
-        ("started_at", _T),
-        ("triggered_at", _T),
-        ("duration_seconds", _F),
-        ("processors", _S),
-        ("reason", _S),
-        ("trigger_id", _S),
-        ("recorded_at", _T),
-    ],
-    "timeouts": [
-        *_KEY,
-        ("started_at", _T),
-        ("reported_at", _T),
-        ("missing", _S),
-        ("recorded_at", _T),
-    ],
+    kind: [_column(c) for c in f"{spec} recorded_at:TIMESTAMP".split()]
+    for kind, spec in _COLUMNS.items()
 }
 CLUSTERING = {
     "completions": ["pipeline", "run_key", "phase"],
