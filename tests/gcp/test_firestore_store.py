@@ -378,5 +378,5 @@ def test_concurrent_reports_of_one_phase_run_are_all_seen_by_the_last(
     everyone = frozenset(f"p{i:02d}" for i in range(16))
     assert len(answers) == 16
     assert everyone in answers
-    assert stores[0].record_completions([])  == {}
+    assert stores[0].record_completions([]) == {}
     assert {c.processor for c in stores[0].completions("2026-01-28")} == everyone
