@@ -5,6 +5,10 @@
 test; ``firestore_store_factory`` / ``bigquery_store_factory`` open stores on a fresh
 prefix or dataset each; ``private_firestore_emulator`` is a test's own emulator, for
 fault tests that kill it (``restart_empty()``).
+
+A test uses either ``firestore_host`` (the shared emulator) or
+``private_firestore_emulator``, not both: each points ``FIRESTORE_EMULATOR_HOST`` at its
+own emulator. Stores opened by URL (``open_store``, a runtime) follow the variable.
 """
 
 from __future__ import annotations
