@@ -7,8 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from records import T0, completion, execution, timeout, trigger
 
+from phasegate.errors import TransientStoreError
 from phasegate.model import OutboxEntry, PhaseRun, RecordSet, Status
 from phasegate.stores.base import Capability, CompletionLog, PhaseLog, Replicable
 from phasegate.stores.bigquery import CLUSTERING, SCHEMAS
@@ -209,3 +211,13 @@ def test_import_keeps_success_and_delivery_and_drops_leases(bigquery_store_facto
     assert store.triggers("2026-01-28")[0].delivered
     (copied,) = store.triggers("2026-01-30")
     assert (copied.attempts, copied.lease_owner, copied.lease_expires_at) == (2, None, None)
+
+
+def test_a_dropped_table_is_a_transient_error_then_recreated(bigquery_store_factory: Any) -> None:
+    """Streaming into a missing table is retried: the next call creates the tables again."""
+    store = bigquery_store_factory()
+    store.record_completions([completion("a")])
+    store.client.delete_table(store.table("completions"))
+    with pytest.raises(TransientStoreError, match="completions table not found"):
+        store.record_completions([completion("b")])
+    assert store.record_completions([completion("b")]) == {RUN: {"b"}}

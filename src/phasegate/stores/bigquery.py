@@ -43,6 +43,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+from google.api_core import exceptions as api_exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
@@ -227,13 +228,19 @@ class BigQueryStore:
             for doc in docs
         ]
         for batch in chunks(rows, INSERT_BATCH):
-            errors = self.client.insert_rows_json(
-                self.table(kind),
-                [{**row, "recorded_at": recorded_at} for row in batch],
-                row_ids=[_row_id(kind, row) for row in batch],
-                retry=self._retry,
-                timeout=self._timeout,
-            )
+            try:
+                errors = self.client.insert_rows_json(
+                    self.table(kind),
+                    [{**row, "recorded_at": recorded_at} for row in batch],
+                    row_ids=[_row_id(kind, row) for row in batch],
+                    retry=self._retry,
+                    timeout=self._timeout,
+                )
+            except api_exceptions.NotFound as exc:
+                # A table created moments ago may not take streaming inserts yet, or it was
+                # dropped: check the tables again on the next call, which may succeed.
+                self._ready = False
+                raise TransientStoreError(f"{self.name}: {kind} table not found: {exc}") from exc
             if errors:
                 self._raise_insert_errors(kind, errors)
 
