@@ -58,7 +58,9 @@ class SqlStore:
     ``sqlite:///path[?synchronous=FULL|NORMAL]`` runs in WAL mode with durable commits
     by default; ``postgresql://...[?schema=NAME]`` uses psycopg 3; ``mysql://...`` uses
     PyMySQL. The schema is created on first use and versioned in ``phasegate_meta``.
-    ``max_batch`` and ``linger`` shape the writer's batches.
+    ``max_batch`` and ``linger`` shape the writer's batches; with ``writer_thread=False``
+    the writer does not start its thread and batches wait for ``store.writer.run_once()``
+    (tests drive it step by step that way).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class SqlStore:
         max_batch: int = 512,
         linger: float = 0.001,
         connect_timeout: float = 5.0,
+        writer_thread: bool = True,
     ) -> None:
         self.name = name
         self.pipeline = pipeline
@@ -82,6 +85,7 @@ class SqlStore:
         self._bind_time = r.time_binder(self._engines.write.dialect)
         self._schema_ready = threading.Event()
         self._schema_lock = threading.Lock()
+        self._writer_thread = writer_thread
         self.writer = CompletionWriter(
             connect=self._writer_connection,
             compile_sql=lambda connection: WriterSql(self._t, connection.dialect),
@@ -137,7 +141,7 @@ class SqlStore:
             done: Future[Answer] = Future()
             done.set_result({})
             return done
-        if not self.writer.started:
+        if self._writer_thread and not self.writer.started:
             self.writer.start()
         return self.writer.submit(rows, frozenset(c.phase_run for c in completions))
 
