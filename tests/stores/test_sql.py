@@ -6,17 +6,20 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
 from store_records import PIPELINE, RUN, T0, completion, trigger
 
 from phasegate.errors import StoreError, TransientStoreError
 from phasegate.model import PhaseRun, Status
 from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
+from phasegate.stores.sql.rows import time_binder
+from phasegate.stores.sql.schema import UTCDateTime
 from phasegate.testing import FaultSwitch
 from support import backends
 
@@ -266,3 +269,14 @@ def test_concurrent_claims_from_processes_have_exactly_one_winner(make_store: An
     results.join_thread()
     assert sorted(outcomes) == [False] * 11 + [True]
     assert len(store.pending_triggers(T0 + timedelta(days=1))) == 1
+
+
+def test_the_writer_binds_times_exactly_as_core_does() -> None:
+    """The writer's fast SQLite time form equals SQLAlchemy's, from any timezone."""
+    dialect = sqlite.dialect()
+    core = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert core is not None
+    moment = datetime(2026, 1, 28, 7, 30, 1, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert time_binder(dialect)(moment) == core(moment) == "2026-01-28 05:30:01.000005"
+    with pytest.raises(ValueError, match="naive"):
+        time_binder(dialect)(moment.replace(tzinfo=None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,9 +27,18 @@ TimeBinder = Callable[[datetime], Any]
 
 def time_binder(dialect: sa.Dialect) -> TimeBinder:
     """Turns an aware datetime into what ``dialect``'s driver stores (as Core would)."""
+    if dialect.name == "sqlite":
+        return _sqlite_time
     process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert process is not None
     return process
+
+
+def _sqlite_time(value: datetime) -> str:
+    """SQLAlchemy's SQLite text form of a UTC time, without its per-value overhead."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: phasegate stores UTC-aware times only")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def completion_row(pipeline: str, completion: Completion) -> dict[str, Any]:
@@ -49,14 +58,23 @@ def completion_row(pipeline: str, completion: Completion) -> dict[str, Any]:
 
 def driver_completion_row(
     pipeline: str, completion: Completion, bind: TimeBinder
-) -> dict[str, Any]:
-    """The row of ``completion`` ready for the driver; a bad value is a StoreError now."""
+) -> tuple[Any, ...]:
+    """The row of ``completion`` ready for the driver, in ``COMPLETION_COLUMNS`` order; a
+    value that cannot be stored is a StoreError now, before it reaches a batch."""
     try:
-        row = completion_row(pipeline, completion)
-        row["occurred_at"] = bind(completion.occurred_at)
+        return (
+            pipeline,
+            completion.run_key,
+            completion.phase,
+            completion.processor,
+            completion.attempt,
+            completion.status.value,
+            completion.correlation_id,
+            completion.metadata_json() if completion.metadata else "{}",
+            bind(completion.occurred_at),
+        )
     except (TypeError, ValueError) as exc:
         raise StoreError(f"completion {completion.key!r} cannot be stored: {exc}") from exc
-    return row
 
 
 def to_completion(row: Any) -> Completion:

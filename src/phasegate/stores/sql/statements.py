@@ -4,7 +4,6 @@ compiled once (with the connected dialect) for the writer's ``executemany``."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,12 +27,18 @@ COMPLETION_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+RUNS_COLUMNS = ("pipeline", "run_key", "first_seen_at")
+
+
 class DriverSql:
     """One statement compiled for the driver, with how to order a row's parameters."""
 
-    sql: str
-    names: tuple[str, ...] | None  # positional parameter order; None for named styles
+    __slots__ = ("_orders", "names", "sql")
+
+    def __init__(self, sql: str, names: tuple[str, ...] | None) -> None:
+        self.sql = sql
+        self.names = names  # positional parameter order; None for named styles
+        self._orders: dict[tuple[str, ...], tuple[int, ...] | None] = {}
 
     def params(self, row: Mapping[str, Any]) -> Any:
         """``row`` in the driver's parameter form."""
@@ -41,12 +46,21 @@ class DriverSql:
             return row
         return tuple(row[name] for name in self.names)
 
-    def many(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Every row in the driver's parameter form, for ``executemany``."""
+    def many(self, rows: Sequence[tuple[Any, ...]], columns: tuple[str, ...]) -> list[Any]:
+        """Rows given as tuples in ``columns`` order, in the driver's form for executemany."""
         if self.names is None:
+            return [dict(zip(columns, row, strict=True)) for row in rows]
+        order = self._order(columns)
+        if order is None:
             return list(rows)
-        names = self.names
-        return [tuple(row[name] for name in names) for row in rows]
+        return [tuple(row[i] for i in order) for row in rows]
+
+    def _order(self, columns: tuple[str, ...]) -> tuple[int, ...] | None:
+        if columns not in self._orders:
+            assert self.names is not None
+            order = tuple(columns.index(name) for name in self.names)
+            self._orders[columns] = None if order == tuple(range(len(columns))) else order
+        return self._orders[columns]
 
 
 def compile_for_driver(statement: Any, dialect: sa.Dialect) -> DriverSql:

@@ -26,17 +26,20 @@ from sqlalchemy.engine import Connection
 from phasegate.errors import StoreError
 from phasegate.model import PhaseRun
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
-from phasegate.stores.sql.statements import WriterSql
+from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
 
 log = logging.getLogger(__name__)
 
 Answer = Mapping[PhaseRun, frozenset[str]]
-Successes = dict[PhaseRun, set[str]]
+Successes = dict[tuple[str, str, int], set[str]]  # (phase, run_key, attempt)
+Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
+_RUN_KEY = COMPLETION_COLUMNS.index("run_key")
+_OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
 
 
 @dataclass(slots=True)
 class _Request:
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     runs: frozenset[PhaseRun]
     future: Future[Answer]
 
@@ -90,7 +93,7 @@ class CompletionWriter:
 
     # -- callers -------------------------------------------------------------------------
 
-    def submit(self, rows: list[dict[str, Any]], runs: frozenset[PhaseRun]) -> Future[Answer]:
+    def submit(self, rows: list[Row], runs: frozenset[PhaseRun]) -> Future[Answer]:
         """Queue ``rows``; the future answers ``runs`` once the batch holding them commits."""
         future: Future[Answer] = Future()
         with self._cond:
@@ -192,7 +195,10 @@ class CompletionWriter:
             return
         for request in batch:
             request.future.set_result(
-                {run: frozenset(successes.get(run, ())) for run in request.runs}
+                {
+                    run: frozenset(successes.get((run.phase, run.run_key, run.attempt), ()))
+                    for run in request.runs
+                }
             )
 
     # -- one transaction -----------------------------------------------------------------
@@ -200,21 +206,18 @@ class CompletionWriter:
     def _commit(self, batch: list[_Request]) -> Successes:
         rows = [row for request in batch for row in request.rows]
         run_keys = sorted({run.run_key for request in batch for run in request.runs})
-        fresh = {
-            row["run_key"]: row["occurred_at"] for row in rows if row["run_key"] not in self._known
-        }
+        known = self._known
+        fresh = {row[_RUN_KEY]: row[_OCCURRED_AT] for row in rows if row[_RUN_KEY] not in known}
         with map_driver_errors(self.name):
             try:
                 connection, sql = self._connection_and_sql()
                 with connection.begin():
-                    connection.exec_driver_sql(sql.upsert.sql, sql.upsert.many(rows))
-                    connection.exec_driver_sql(sql.history.sql, sql.history.many(rows))
+                    driver = connection.exec_driver_sql
+                    driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
+                    driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
                     if fresh:
-                        runs = [
-                            {"pipeline": self.pipeline, "run_key": key, "first_seen_at": seen}
-                            for key, seen in fresh.items()
-                        ]
-                        connection.exec_driver_sql(sql.runs.sql, sql.runs.many(runs))
+                        runs = [(self.pipeline, key, seen) for key, seen in fresh.items()]
+                        driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
                     successes = self._successes(connection, sql, run_keys)
             except BaseException:
                 self._drop_connection(broken=True)
@@ -230,10 +233,10 @@ class CompletionWriter:
         params: dict[str, Any] = {"pipeline": self.pipeline}
         params.update((f"k{i}", key) for i, key in enumerate(run_keys))
         found: Successes = {}
-        for run_key, phase, attempt, processor in connection.exec_driver_sql(
-            query.sql, query.params(params)
-        ):
-            found.setdefault(PhaseRun(phase, run_key, attempt), set()).add(processor)
+        result = connection.exec_driver_sql(query.sql, query.params(params))
+        for run_key, phase, attempt, processor in result.cursor.fetchall():
+            found.setdefault((phase, run_key, attempt), set()).add(processor)
+        result.close()
         return found
 
     def _remember(self, fresh: dict[str, Any]) -> None:
