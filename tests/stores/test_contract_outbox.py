@@ -267,3 +267,18 @@ def test_a_faulty_store_heals_after_the_fault_window(store_factory: Any, clock: 
     clock.advance(5)
     faulty.ping()
     assert switch.failures == 1
+
+
+def test_a_faulty_submitter_fails_through_its_future(store_factory: Any) -> None:
+    """A wrapped store with a writer reports the fault through the returned future."""
+    store = store_factory()
+    if not hasattr(store, "submit_completions"):
+        pytest.skip(f"{store_factory.kind} has no writer of its own")
+    switch = FaultSwitch()
+    faulty = switch.wrap(store)
+    switch.fail()
+    future = faulty.submit_completions([completion()])
+    with pytest.raises(TransientStoreError):
+        future.result(timeout=0)
+    switch.heal()
+    assert faulty.submit_completions([completion()]).result(timeout=30)
