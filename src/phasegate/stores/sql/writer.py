@@ -102,7 +102,9 @@ class CompletionWriter:
                 return future
             self._queue.append(_Request(rows, runs, future))
             self._queued_items += len(rows)
-            self._cond.notify()
+            # Wake the writer when it is idle or its batch is full, not on every item.
+            if len(self._queue) == 1 or self._queued_items >= self.max_items:
+                self._cond.notify()
         return future
 
     def start(self) -> None:
