@@ -18,8 +18,10 @@ from store_records import PIPELINE, RUN, T0, completion, trigger
 from phasegate.errors import StoreError, TransientStoreError
 from phasegate.model import PhaseRun, Status
 from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
-from phasegate.stores.sql.rows import time_binder
-from phasegate.stores.sql.schema import UTCDateTime
+from phasegate.stores.sql.rows import driver_completion_row, time_binder
+from phasegate.stores.sql.schema import UTCDateTime, build_tables
+from phasegate.stores.sql.statements import WriterSql
+from phasegate.stores.sql.writer import CompletionWriter
 from phasegate.testing import FaultSwitch
 from support import backends
 
@@ -280,3 +282,34 @@ def test_the_writer_binds_times_exactly_as_core_does() -> None:
     assert time_binder(dialect)(moment) == core(moment) == "2026-01-28 05:30:01.000005"
     with pytest.raises(ValueError, match="naive"):
         time_binder(dialect)(moment.replace(tzinfo=None))
+
+
+@backends("sqlite")
+def test_the_writer_reopens_a_connection_left_idle_too_long(make_store: Any, clock: Any) -> None:
+    """A writer connection idle past ``idle_reconnect`` is replaced before the next batch."""
+    store = make_store()
+    store.ensure_schema()
+    opened: list[Any] = []
+
+    def connect() -> Any:
+        opened.append(store.engines[0].connect())
+        return opened[-1]
+
+    writer = CompletionWriter(
+        connect=connect,
+        compile_sql=lambda connection: WriterSql(build_tables(sa.MetaData()), connection.dialect),
+        pipeline=PIPELINE,
+        name="w",
+        idle_reconnect=300,
+        monotonic=clock.monotonic,
+    )
+    bind = time_binder(store.engines[0].dialect)
+    for seconds, processor in ((0, "a"), (10, "b"), (301, "c")):
+        clock.advance(seconds)
+        item = completion(processor)
+        future = writer.submit([driver_completion_row(PIPELINE, item, bind)], frozenset({PR}))
+        writer.run_once()
+        assert processor in future.result(timeout=0)[PR]
+    writer.close()
+    assert len(opened) == 2
+    assert opened[0].closed

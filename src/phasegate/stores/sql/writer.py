@@ -69,6 +69,7 @@ class CompletionWriter:
         max_items: int = 512,
         linger: float = 0.001,
         known_runs: int = 65_536,
+        idle_reconnect: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -87,6 +88,9 @@ class CompletionWriter:
         self._thread: threading.Thread | None = None
         self._connection: Connection | None = None
         self._sql: WriterSql | None = None
+        # A connection idle this long may have been closed by the server: open a new one.
+        self._idle_reconnect = idle_reconnect
+        self._last_used = 0.0
         self.batches = 0
         self.requests = 0
         self.items = 0
@@ -247,6 +251,10 @@ class CompletionWriter:
         self._known.update(fresh)
 
     def _connection_and_sql(self) -> tuple[Connection, WriterSql]:
+        now = self._monotonic()
+        if self._connection is not None and now - self._last_used > self._idle_reconnect:
+            self._drop_connection(broken=False)
+        self._last_used = now
         if self._connection is None:
             self._connection = self._connect()
         if self._sql is None:
