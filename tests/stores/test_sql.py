@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,6 +19,7 @@ from store_records import PIPELINE, RUN, T0, completion, trigger
 from phasegate.errors import StoreError, TransientStoreError
 from phasegate.model import PhaseRun, Status
 from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
+from phasegate.stores.sql.engines import is_deadlock, retry_deadlocks
 from phasegate.stores.sql.rows import driver_completion_row, time_binder
 from phasegate.stores.sql.schema import UTCDateTime, build_tables
 from phasegate.stores.sql.statements import WriterSql
@@ -313,3 +315,25 @@ def test_the_writer_reopens_a_connection_left_idle_too_long(make_store: Any, clo
     writer.close()
     assert len(opened) == 2
     assert opened[0].closed
+
+
+def test_a_deadlock_victim_is_run_again_and_other_errors_are_not() -> None:
+    """MariaDB 1213 and PostgreSQL 40P01 are retried; an integrity error is raised at once."""
+    calls: list[int] = []
+    victims = [
+        sa.exc.OperationalError("x", None, pymysql.err.OperationalError(1213, "Deadlock")),
+        sa.exc.OperationalError("x", None, type("Pg", (Exception,), {"sqlstate": "40P01"})()),
+    ]
+
+    def transaction() -> str:
+        calls.append(1)
+        if victims:
+            raise victims.pop(0)
+        return "done"
+
+    assert retry_deadlocks(transaction) == "done"
+    assert len(calls) == 3
+    duplicate = sa.exc.IntegrityError("x", None, pymysql.err.IntegrityError(1062, "dup"))
+    assert not is_deadlock(duplicate)
+    with pytest.raises(sa.exc.IntegrityError):
+        retry_deadlocks(lambda: (_ for _ in ()).throw(duplicate))

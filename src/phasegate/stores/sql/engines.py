@@ -8,11 +8,11 @@ for reads; ``postgresql://...[?schema=NAME]`` uses psycopg 3; ``mysql://`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -20,6 +20,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 
 from phasegate.errors import ConfigError, StoreError, TransientStoreError
+
+T = TypeVar("T")
 
 # Claims and timeouts are decided by an INSERT's row count, which SQLAlchemy keeps only
 # on request.
@@ -58,6 +60,28 @@ def map_driver_errors(store: str) -> Iterator[None]:
         mapped = translate_error(store, exc)
         assert mapped is not None
         raise mapped from exc
+
+
+# A deadlock victim's transaction was rolled back whole: running it again is safe.
+_DEADLOCK_CODES = frozenset({1213, 1205, "40P01", "40001"})
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database deadlock or lock-wait timeout (MariaDB, PostgreSQL)."""
+    origin = getattr(exc, "orig", None)
+    code = getattr(origin, "sqlstate", None) or (getattr(origin, "args", None) or (None,))[0]
+    return isinstance(exc, sa.exc.DBAPIError) and code in _DEADLOCK_CODES
+
+
+def retry_deadlocks(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Run the transaction ``fn`` again when the database chose it as a deadlock victim."""
+    for _ in range(attempts - 1):
+        try:
+            return fn()
+        except sa.exc.DBAPIError as exc:
+            if not is_deadlock(exc):
+                raise
+    return fn()
 
 
 def is_data_error(error: BaseException) -> bool:

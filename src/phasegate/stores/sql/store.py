@@ -31,7 +31,12 @@ from phasegate.model import (
 )
 from phasegate.stores.base import ALL_CAPABILITIES, Capability
 from phasegate.stores.sql import rows as r
-from phasegate.stores.sql.engines import create_engines, map_driver_errors, redact_url
+from phasegate.stores.sql.engines import (
+    create_engines,
+    map_driver_errors,
+    redact_url,
+    retry_deadlocks,
+)
 from phasegate.stores.sql.replication import export_records, import_records
 from phasegate.stores.sql.schema import build_tables, create_schema, read_version
 from phasegate.stores.sql.statements import Statements, WriterSql
@@ -192,6 +197,9 @@ class SqlStore:
     @_mapped
     def claim_trigger(self, trigger: Trigger) -> bool:
         """Claim ``trigger`` by id and put it in the outbox atomically; ``True`` for the winner."""
+        return retry_deadlocks(lambda: self._claim(trigger))
+
+    def _claim(self, trigger: Trigger) -> bool:
         with self._engines.write.begin() as connection:
             won = connection.execute(
                 self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)
@@ -202,6 +210,9 @@ class SqlStore:
     @_mapped
     def record_timeout(self, report: TimeoutReport) -> bool:
         """Record that a phase-run timed out; ``True`` only for the first caller."""
+        return retry_deadlocks(lambda: self._timeout(report))
+
+    def _timeout(self, report: TimeoutReport) -> bool:
         with self._engines.write.begin() as connection:
             done = connection.execute(
                 self._s.ignore["timeouts"], r.timeout_row(self.pipeline, report)
@@ -234,6 +245,11 @@ class SqlStore:
         self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[OutboxEntry]:
         """Lease up to ``limit`` due triggers to ``owner`` until ``lease_until``."""
+        return retry_deadlocks(lambda: self._lease(owner, now, lease_until, limit))
+
+    def _lease(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
         table = self._t["triggers"]
         candidates = self._s.pending(now, limit).with_only_columns(table.c.trigger_id)
         if self.dialect != "sqlite":
