@@ -73,7 +73,7 @@ def test_redact_url_hides_passwords() -> None:
         (
             "mysql://u@127.0.0.1/db",
             "pymysql",
-            r"MariaDB/MySQL driver: pip install 'phasegate\[mysql\]'",
+            r"MySQL/MariaDB driver: pip install 'phasegate\[mysql\]'",
         ),
     ],
 )

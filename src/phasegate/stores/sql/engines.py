@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 
+from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError, StoreError, TransientStoreError
 
 T = TypeVar("T")
@@ -129,7 +130,7 @@ def create_engines(raw_url: str, *, name: str, connect_timeout: float = 5.0) -> 
     if backend in {"postgresql", "postgres"}:
         return _postgres_engines(url, name, timeout)
     if backend in {"mysql", "mariadb"}:
-        _require_driver("pymysql", "mysql://", "MariaDB/MySQL", "mysql")
+        require_driver("mysql")
         engine = sa.create_engine(
             url.set(drivername="mysql+pymysql"),
             pool_size=8,
@@ -143,18 +144,8 @@ def create_engines(raw_url: str, *, name: str, connect_timeout: float = 5.0) -> 
     raise ConfigError(f"{name} store: unsupported database {backend!r}")
 
 
-def _require_driver(module: str, scheme: str, label: str, extra: str) -> None:
-    """A clear ConfigError, not a traceback, when a database driver is not installed."""
-    try:
-        __import__(module)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"{scheme} needs the {label} driver: pip install 'phasegate[{extra}]'"
-        ) from exc
-
-
 def _postgres_engines(url: URL, name: str, timeout: int) -> Engines:
-    _require_driver("psycopg", "postgresql://", "PostgreSQL", "postgres")
+    require_driver("postgresql")
     query = dict(url.query)
     schema = query.pop("schema", None)
     connect_args: dict[str, Any] = {"connect_timeout": timeout}
