@@ -326,7 +326,7 @@ def test_the_reconcile_command_alerts_divergence_and_failure(
             in (server.requests[1].json()["text"])
         )
     err = capsys.readouterr().err
-    assert "error:" in err
+    assert "store unavailable: primary" in err
     assert "RECONCILESECRET" not in err
 
 
