@@ -94,11 +94,12 @@ class Replicator:
         """Call ``listener(role, run_keys)`` after ``role`` was caught up on ``run_keys``."""
         self._listeners.append(listener)
 
-    def run_once(self) -> dict[StoreRole, frozenset[str]]:
+    def run_once(self, *, force: bool = False) -> dict[StoreRole, frozenset[str]]:
         """Catch up every store that missed run keys and answers again; return what is
-        still missed."""
+        still missed. ``force`` tries a store whose breaker is open too (an operator's or
+        a shutdown's explicit pass, not the background loop's)."""
         for role in StoreRole:
-            done = self._catch_up(role)
+            done = self._catch_up(role, force=force)
             if done:
                 for listener in self._listeners:
                     listener(role, done)
@@ -146,13 +147,13 @@ class Replicator:
                 )
             )
 
-    def _catch_up(self, role: StoreRole) -> frozenset[str]:
+    def _catch_up(self, role: StoreRole, *, force: bool = False) -> frozenset[str]:
         target = self._stores[role]
         other = StoreRole.BACKUP if role is StoreRole.PRIMARY else StoreRole.PRIMARY
         source = self._stores[other]
         if not (target.can(Capability.REPLICATION) and source.can(Capability.REPLICATION)):
             return frozenset()
-        if target.breaker.state is BreakerState.OPEN:
+        if target.breaker.state is BreakerState.OPEN and not force:
             self._last_error[role] = "its circuit breaker is open"
             return frozenset()
         with self._lock:
@@ -166,7 +167,10 @@ class Replicator:
                 log.warning("cannot catch up the %s store yet: %s", role, self._last_error[role])
                 break
             try:
-                target.call(_importer(records))
+                if force:
+                    target.store.import_records(records)
+                else:
+                    target.call(_importer(records))
             except StoreError as exc:
                 self._last_error[role] = str(exc)
                 log.warning("catching up the %s store failed: %s", role, exc)

@@ -203,8 +203,9 @@ class CompletionTracker:
         return self.replicator.missed(role)
 
     def resync(self) -> dict[StoreRole, frozenset[str]]:
-        """Catch up any store that missed writes now; returns what is still missed."""
-        return self.replicator.run_once()
+        """Catch up any store that missed writes now, breaker open or not; returns what is
+        still missed."""
+        return self.replicator.run_once(force=True)
 
     # -- writing -------------------------------------------------------------------------
 
