@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from phasegate.model import Trigger, TriggerReason, start_signal_id_for, trigger_id_for
+from phasegate.model import (
+    Trigger,
+    TriggerReason,
+    rerun_signal_id_for,
+    start_signal_id_for,
+    trigger_id_for,
+)
 
 AT = datetime(2026, 1, 28, 19, 30, tzinfo=UTC)
 MESSAGE_KEYS = {
@@ -124,6 +130,19 @@ def test_a_start_signal_starts_its_own_phase_under_its_own_id() -> None:
 
 def test_only_rerun_and_backfill_make_start_signals() -> None:
     """A start signal with reason ``complete`` is a programming error, refused by name."""
-    with pytest.raises(ValueError, match="rerun or backfill, not complete"):
+    with pytest.raises(ValueError, match="rerun, backfill or ready, not complete"):
         Trigger.start_signal("p", "a", "k", 1, TriggerReason.COMPLETE, AT)
     assert not fan_out().is_start_signal
+
+
+def test_reruns_of_a_run_are_numbered_under_ids_of_their_own() -> None:
+    """The k-th rerun of a run has one id, whatever phase it reruns, unlike any other id."""
+    first = rerun_signal_id_for("diamond", "2026-01-28", 1)
+    assert first == rerun_signal_id_for("diamond", "2026-01-28", 1)
+    assert first != rerun_signal_id_for("diamond", "2026-01-28", 2)
+    assert first != rerun_signal_id_for("diamond", "2026-01-29", 1)
+    assert first != start_signal_id_for("diamond", "b", "2026-01-28", 2)
+    signal = Trigger.start_signal(
+        "diamond", "b", "2026-01-28", 2, TriggerReason.RERUN, AT, trigger_id=first
+    )
+    assert (signal.trigger_id, signal.attempt, signal.ready_phases) == (first, 2, ("b",))

@@ -25,13 +25,18 @@ class Status(StrEnum):
 
 
 class TriggerReason(StrEnum):
-    """Why a phase was handed to the next one, or (``rerun``, ``backfill``) started."""
+    """Why a phase was handed on, or, for a start signal, why it was started.
+
+    ``ready`` starts a fan-in phase that no trigger could name ready (see
+    :mod:`phasegate.attempts`).
+    """
 
     COMPLETE = "complete"
     TIMEOUT = "timeout"
     MANUAL = "manual"
     RERUN = "rerun"
     BACKFILL = "backfill"
+    READY = "ready"
 
     @property
     def starts_phase(self) -> bool:
@@ -39,7 +44,7 @@ class TriggerReason(StrEnum):
         return self in _START_REASONS
 
 
-_START_REASONS = frozenset({TriggerReason.RERUN, TriggerReason.BACKFILL})
+_START_REASONS = frozenset({TriggerReason.RERUN, TriggerReason.BACKFILL, TriggerReason.READY})
 
 
 class PhaseState(StrEnum):
@@ -75,6 +80,17 @@ def start_signal_id_for(pipeline: str, phase: str, run_key: str, attempt: int) -
     of a trigger that hands a finished phase on: a phase-run is started at most once.
     """
     name = f"{pipeline}\x1f{phase}\x1f{run_key}\x1f{attempt}\x1fstart"
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
+
+
+def rerun_signal_id_for(pipeline: str, run_key: str, sequence: int) -> str:
+    """The deterministic id of the ``sequence``-th rerun of ``run_key`` (1 for the first).
+
+    Reruns of one run are numbered, not named by phase: two reruns asked at the same
+    moment (of any phases) compete for the same number, exactly one wins it, and the
+    other is numbered after it, so the attempts a rerun opens never depend on timing.
+    """
+    name = f"{pipeline}\x1f{run_key}\x1f{sequence}\x1frerun"
     return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
 
 
@@ -141,7 +157,7 @@ class Trigger:
     when a phase had one next). Given only ``next_phase``, ``next_phases`` is that one
     phase; ``ready_phases`` left ``None`` means all of ``next_phases`` (a straight line).
 
-    A *start signal* (reason ``rerun`` or ``backfill``) starts ``phase`` itself:
+    A *start signal* (reason ``rerun``, ``backfill`` or ``ready``) starts ``phase`` itself:
     ``next_phases`` and ``ready_phases`` are ``(phase,)`` and ``attempt`` is the attempt
     it opens.
     """
@@ -178,12 +194,19 @@ class Trigger:
         reason: TriggerReason,
         triggered_at: datetime,
         correlation_id: str | None = None,
+        trigger_id: str | None = None,
     ) -> Trigger:
-        """The message that starts attempt ``attempt`` of ``phase`` for ``run_key``."""
+        """The message that starts attempt ``attempt`` of ``phase`` for ``run_key``.
+
+        Its id is :func:`start_signal_id_for` unless ``trigger_id`` is given (a rerun
+        passes :func:`rerun_signal_id_for`).
+        """
         if not reason.starts_phase:
-            raise ValueError(f"a start signal has reason rerun or backfill, not {reason.value}")
+            raise ValueError(
+                f"a start signal has reason rerun, backfill or ready, not {reason.value}"
+            )
         return cls(
-            trigger_id=start_signal_id_for(pipeline, phase, run_key, attempt),
+            trigger_id=trigger_id or start_signal_id_for(pipeline, phase, run_key, attempt),
             pipeline=pipeline,
             phase=phase,
             next_phase=phase,
