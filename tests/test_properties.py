@@ -68,10 +68,11 @@ def play(
                 switch.fail()
             else:
                 switch.heal()
-    # The outage ends; a later sweep settles whatever was deferred.
+    # The outage ends; the replicator catches up and a later sweep settles what was deferred.
     harness.primary_fault.heal()
     harness.backup_fault.heal()
     harness.clock.advance(31)
+    harness.tracker.resync()
     harness.orchestrator.sweep()
     harness.clock.advance(31)
     harness.orchestrator.sweep()

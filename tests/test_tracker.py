@@ -12,8 +12,9 @@ import pytest
 from phasegate.errors import BothStoresFailed
 from phasegate.model import Completion, Status, Trigger, TriggerReason, trigger_id_for
 from phasegate.resilience import BreakerState
+from phasegate.stores import Capability
 from phasegate.testing import FakeClock, FaultSwitch
-from phasegate.tracker import CompletionTracker, StoreRole
+from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
 from support import backends
 
 pytestmark = backends("sqlite", "postgres")
@@ -34,7 +35,9 @@ def report(processor: str = "bdl_boxscores", status: Status = Status.SUCCESS) ->
 class Rig:
     """Two real stores, a fault switch on each, and a tracker over them."""
 
-    def __init__(self, make_store: Any, clock: FakeClock) -> None:
+    def __init__(
+        self, make_store: Any, clock: FakeClock, claim_policy: ClaimPolicy = ClaimPolicy.DEFER
+    ) -> None:
         self.clock = clock
         self.primary = make_store("primary")
         self.backup = make_store("backup")
@@ -43,7 +46,11 @@ class Rig:
         self.primary_fault = FaultSwitch(clock).attach(self.primary)
         self.backup_fault = FaultSwitch(clock).attach(self.backup)
         self.tracker = CompletionTracker(
-            self.primary, self.backup, clock=clock, rng=random.Random(1)
+            self.primary,
+            self.backup,
+            clock=clock,
+            rng=random.Random(1),
+            claim_policy=claim_policy,
         )
 
     def held(self, store: Any) -> list[str]:
@@ -82,16 +89,33 @@ def test_scenario_a_primary_down_backup_up(rig: Rig, caplog: pytest.LogCaptureFi
     assert rig.tracker.missed_run_keys(StoreRole.PRIMARY) == {RUN}
 
 
-def test_scenario_a_primary_is_caught_up_before_its_breaker_closes(rig: Rig) -> None:
-    """After the outage the trial write replays what the primary missed, then the breaker closes."""
+def test_scenario_a_the_replicator_catches_the_primary_up_off_the_request_path(rig: Rig) -> None:
+    """After the outage a write closes the breaker without replaying anything on the request
+    thread; the replicator copies what the primary missed in the background."""
     rig.primary_fault.fail()
     rig.tracker.record_completion(report("bdl_boxscores"))
     rig.primary_fault.heal()
     rig.clock.advance(30)
     assert tuple(rig.tracker.record_completion(report("odds_api_props"))) == (True, True)
     assert rig.tracker.primary_breaker.state is BreakerState.CLOSED
+    assert rig.held(rig.primary) == ["odds_api_props"]
+    assert rig.tracker.missed_run_keys(StoreRole.PRIMARY) == {RUN}
+    still_missed = rig.tracker.replicator.run_once()
+    assert still_missed[StoreRole.PRIMARY] == frozenset()
     assert rig.held(rig.primary) == ["bdl_boxscores", "odds_api_props"]
-    assert rig.tracker.missed_run_keys(StoreRole.PRIMARY) == frozenset()
+    assert rig.tracker.counts()["replayed.primary"] == 1
+
+
+def test_the_replicator_waits_while_the_missing_store_is_still_down(rig: Rig) -> None:
+    """A catch-up pass against a store that is still failing keeps the run key missed."""
+    rig.primary_fault.fail()
+    rig.tracker.record_completion(report("bdl_boxscores"))
+    rig.clock.advance(30)
+    assert rig.tracker.replicator.run_once()[StoreRole.PRIMARY] == {RUN}
+    rig.primary_fault.heal()
+    rig.clock.advance(30)
+    assert rig.tracker.replicator.run_once()[StoreRole.PRIMARY] == frozenset()
+    assert rig.held(rig.primary) == ["bdl_boxscores"]
 
 
 def test_scenario_b_backup_down_primary_up(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
@@ -154,9 +178,8 @@ def test_reads_merge_both_stores_so_a_record_in_either_counts(rig: Rig) -> None:
     assert [c.processor for c in rig.tracker.completions(RUN)] == ["a", "b"]
 
 
-def test_a_claim_falls_back_to_the_backup_and_is_replayed(rig: Rig) -> None:
-    """During a primary outage the backup takes the claim; the primary gets it on recovery."""
-    trigger = Trigger(
+def a_trigger(rig: Rig) -> Trigger:
+    return Trigger(
         trigger_id=trigger_id_for("test-pipeline", "phase2", RUN),
         pipeline="test-pipeline",
         phase="phase2",
@@ -165,13 +188,40 @@ def test_a_claim_falls_back_to_the_backup_and_is_replayed(rig: Rig) -> None:
         reason=TriggerReason.COMPLETE,
         triggered_at=rig.clock.now(),
     )
+
+
+def test_by_default_a_claim_waits_for_the_primary(rig: Rig) -> None:
+    """claim_fallback = "defer": during a primary outage nothing is claimed, not even on the
+    backup; once the primary answers, it decides the claim, once."""
+    trigger = a_trigger(rig)
+    rig.primary_fault.fail()
+    outcome = rig.tracker.claim_trigger(trigger)
+    assert outcome.deferred
+    assert (outcome.won, outcome.claimed_on) == (False, None)
+    assert rig.backup.triggers(RUN) == []
+    rig.primary_fault.heal()
+    rig.clock.advance(30)
+    assert (rig.tracker.claim_trigger(trigger).won, rig.tracker.claim_trigger(trigger).won) == (
+        True,
+        False,
+    )
+    assert [e.trigger.trigger_id for e in rig.backup.triggers(RUN)] == [trigger.trigger_id]
+
+
+def test_with_the_backup_policy_a_claim_falls_back_to_the_backup_and_is_replayed(
+    make_store: Any, clock: FakeClock
+) -> None:
+    """claim_fallback = "backup": the backup takes the claim during a primary outage; the
+    replicator copies it to the primary on recovery."""
+    rig = Rig(make_store, clock, claim_policy=ClaimPolicy.BACKUP)
+    trigger = a_trigger(rig)
     rig.primary_fault.fail()
     outcome = rig.tracker.claim_trigger(trigger)
     assert (outcome.won, outcome.claimed_on) == (True, StoreRole.BACKUP)
     assert rig.tracker.claim_trigger(trigger).won is False
     rig.primary_fault.heal()
     rig.clock.advance(30)
-    rig.tracker.record_completion(report())
+    rig.tracker.replicator.run_once()
     assert [e.trigger.trigger_id for e in rig.primary.triggers(RUN)] == [trigger.trigger_id]
     assert rig.tracker.claim_trigger(trigger).won is False
 
@@ -185,6 +235,6 @@ def test_a_programming_error_is_not_retried_and_escapes(rig: Rig) -> None:
         raise TypeError("bad argument")
 
     with pytest.raises(TypeError):
-        rig.tracker.dual_write("broken", [RUN], broken)
+        rig.tracker.dual_write("broken", [RUN], broken, Capability.COMPLETIONS)
     assert sorted(store.name for store in calls) == ["backup", "primary"]  # once each
     assert rig.tracker.primary_breaker.state is BreakerState.CLOSED

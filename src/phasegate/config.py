@@ -30,7 +30,16 @@ MAX_RUN_KEY_LENGTH = 128
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "firestore", "bigquery")
+STORE_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "firestore",
+    "bigquery",
+    "memory",
+)
 TRANSPORT_SCHEMES = ("log", "http", "https", "nats", "pubsub")
 
 
@@ -178,6 +187,7 @@ class ResilienceConfig:
     breaker_reset: timedelta = timedelta(seconds=30)
     delivery_attempts: int = 3
     redelivery_base: timedelta = timedelta(seconds=5)
+    claim_fallback: str = "defer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +457,7 @@ def _parse_resilience(reader: _Reader, table: Mapping[str, Any]) -> ResilienceCo
         "breaker_reset",
         "redelivery_base",
     }
-    reader.known_keys(table, counts | durations | {"jitter"}, "resilience")
+    reader.known_keys(table, counts | durations | {"jitter", "claim_fallback"}, "resilience")
     values: dict[str, Any] = {}
     for key in counts & table.keys():
         value = table[key]
@@ -473,6 +483,15 @@ def _parse_resilience(reader: _Reader, table: Mapping[str, Any]) -> ResilienceCo
                 "resilience.jitter", f"{jitter!r}; expected one of: additive, decorrelated, full"
             )
         values["jitter"] = jitter
+    if "claim_fallback" in table:
+        fallback = table["claim_fallback"]
+        if fallback not in {"defer", "backup"}:
+            raise reader.fail(
+                "resilience.claim_fallback",
+                f"{fallback!r}; expected one of: defer (only the primary decides claims), "
+                "backup (the backup decides while the primary is out)",
+            )
+        values["claim_fallback"] = fallback
     return dataclass_replace(defaults, **values)
 
 

@@ -271,6 +271,7 @@ class Simulation:
     def run(self) -> bool:
         stop = threading.Event()
         started = time.monotonic()
+        self.runtime.start()
         dispatcher = threading.Thread(
             target=self.runtime.dispatcher.run_forever, args=(stop, 0.05), daemon=True
         )

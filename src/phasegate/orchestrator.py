@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from phasegate.model import (
     Completion,
     OutboxEntry,
     PhaseExecution,
+    PhaseRun,
     PhaseState,
     Status,
     Trigger,
@@ -25,7 +27,7 @@ from phasegate.model import (
     frozen_metadata,
     trigger_id_for,
 )
-from phasegate.tracker import ClaimOutcome, CompletionTracker
+from phasegate.tracker import BatchWriteResult, ClaimOutcome, CompletionTracker
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,44 @@ class CompletionResult:
             "deferred": self.deferred,
             "correlation_id": self.completion.correlation_id,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """The answer for one report of a batch: its result, or why it was rejected."""
+
+    index: int
+    result: CompletionResult | None = None
+    error: ValidationError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The report was recorded."""
+        return self.result is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as ``POST /v1/completions:batch`` answers each item."""
+        if self.result is not None:
+            return {"index": self.index, "ok": True, **self.result.to_dict()}
+        assert self.error is not None
+        return {
+            "index": self.index,
+            "ok": False,
+            "error": {
+                "code": self.error.code,
+                "field": self.error.field,
+                "message": self.error.message,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """What became of one complete phase-run of a batch."""
+
+    trigger_id: str | None
+    claimed: bool
+    deferred: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +183,8 @@ class Orchestrator:
         self.clock = clock or tracker.clock or SYSTEM_CLOCK
         self._on_claimed = on_claimed
         self._stores_down = False
+        self._state_lock = threading.Lock()
+        self._deferred: set[str] = set()
 
     # -- validation ----------------------------------------------------------------------
 
@@ -221,73 +263,136 @@ class Orchestrator:
             metadata=metadata,
             occurred_at=occurred_at,
         )
-        definition = self.pipeline.phase(completion.phase)
+        return self.record([completion])[0]
+
+    def record_completions(self, reports: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
+        """Validate each report on its own, record the valid ones as one batch, and trigger
+        what they complete.
+
+        A bad report is answered with its index and the field that is wrong; the good
+        ones are recorded all the same. Raises BothStoresFailed when the batch could not
+        be recorded at all (then nothing in it is acknowledged).
+        """
+        items: list[BatchItem | None] = []
+        valid: list[tuple[int, Completion]] = []
+        for index, report in enumerate(reports):
+            try:
+                if not isinstance(report, Mapping):
+                    raise ValidationError(
+                        "item",
+                        f"expected a JSON object, got {_json_type(report)}",
+                        code="wrong_type",
+                    )
+                completion = self.validate(
+                    report.get("phase"),
+                    report.get("run_key"),
+                    report.get("processor"),
+                    status=report.get("status", Status.SUCCESS.value),
+                    correlation_id=report.get("correlation_id"),
+                    metadata=report.get("metadata"),
+                )
+            except ValidationError as exc:
+                items.append(BatchItem(index, error=exc))
+                continue
+            items.append(None)
+            valid.append((index, completion))
+        results = self.record([c for _, c in valid]) if valid else []
+        for (index, _), result in zip(valid, results, strict=True):
+            items[index] = BatchItem(index, result=result)
+        return [item for item in items if item is not None]
+
+    def record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
+        """Record validated completions as one dual-written batch, then claim the triggers
+        of every phase-run the batch completed; one result per completion, in order."""
+        write = self._write(completions)
+        successes = write.successes()
+        for completion in completions:
+            if completion.status is Status.FAILED:
+                self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
+        complete = {
+            run
+            for run in successes
+            if set(self.pipeline.phase(run.phase).processors) <= successes[run]
+        }
+        # Triggers are read only when they matter: most reports do not complete a phase.
+        claimed = {run: self._trigger_complete(run, completions) for run in sorted(complete)}
+        results: list[CompletionResult] = []
+        first_of: set[PhaseRun] = set()
+        for completion in completions:
+            run = completion.phase_run
+            outcome = claimed.get(run)
+            results.append(
+                CompletionResult(
+                    completion=completion,
+                    primary_ok=write.primary_ok,
+                    backup_ok=write.backup_ok,
+                    phase_complete=run in complete,
+                    trigger_id=outcome.trigger_id if outcome else None,
+                    claimed=bool(outcome and outcome.claimed and run not in first_of),
+                    deferred=bool(outcome and outcome.deferred),
+                )
+            )
+            first_of.add(run)
+        return results
+
+    def _write(self, completions: Sequence[Completion]) -> BatchWriteResult:
         try:
-            write = self.tracker.record_completion(completion)
+            write = self.tracker.record_completions(completions)
         except BothStoresFailed as exc:
+            first = completions[0]
             self.events.emit(
                 Event(
                     EventKind.BOTH_STORES_FAILED,
                     Severity.CRITICAL,
-                    _component(definition),
-                    f"completion of {completion.processor} for {completion.run_key} was not "
-                    f"recorded: both stores failed ({exc})",
-                    run_key=completion.run_key,
-                    phase=completion.phase,
-                    correlation_id=completion.correlation_id,
+                    _component(self.pipeline.phase(first.phase)),
+                    f"{len(completions)} completion(s) (first: {first.processor} for "
+                    f"{first.run_key}) were not recorded: both stores failed ({exc})",
+                    run_key=first.run_key,
+                    phase=first.phase,
+                    correlation_id=first.correlation_id,
                     error=exc,
                 ),
                 already_logged=True,
             )
-            self._stores_down = True
+            with self._state_lock:
+                self._stores_down = True
             raise
-        if self._stores_down:
-            self._stores_down = False
+        with self._state_lock:
+            recovered, self._stores_down = self._stores_down, False
+        if recovered:
+            first = completions[0]
             self.events.emit(
                 Event(
                     EventKind.STORES_RECOVERED,
                     Severity.RESOLVED,
-                    _component(definition),
+                    _component(self.pipeline.phase(first.phase)),
                     "completions are recorded again",
-                    run_key=completion.run_key,
-                    phase=completion.phase,
+                    run_key=first.run_key,
+                    phase=first.phase,
                 )
             )
-        # Each store answered with its successes in this phase, read in the write's own
-        # transaction; their union is the merged view, with no extra round trip.
-        succeeded = set(write.succeeded_after()) & set(definition.processors)
-        if completion.status is Status.FAILED:
-            self._report_failure(definition, completion, succeeded)
-        complete = succeeded == set(definition.processors)
-        result = CompletionResult(
-            completion=completion,
-            primary_ok=write.primary_ok,
-            backup_ok=write.backup_ok,
-            phase_complete=complete,
-            trigger_id=None,
-            claimed=False,
-        )
-        if not complete:
-            # Triggers are read only when they matter: most reports do not complete a phase.
-            return result
-        status_now = self.phase_status(completion.phase, completion.run_key)
+        return write
+
+    def _trigger_complete(self, run: PhaseRun, completions: Sequence[Completion]) -> _Claimed:
+        status_now = self.phase_status(run.phase, run.run_key)
         if status_now.trigger is not None:
-            return replace(result, trigger_id=status_now.trigger.trigger.trigger_id)
+            return _Claimed(status_now.trigger.trigger.trigger_id, claimed=False, deferred=False)
+        correlation = next((c.correlation_id for c in completions if c.phase_run == run), None)
         outcome = self._claim(
-            definition,
-            completion.run_key,
+            self.pipeline.phase(run.phase),
+            run.run_key,
             TriggerReason.COMPLETE,
-            completion.correlation_id,
+            correlation,
             status_now,
         )
-        return replace(
-            result,
-            trigger_id=None if outcome.deferred else outcome.trigger.trigger_id,
+        return _Claimed(
+            None if outcome.deferred else outcome.trigger.trigger_id,
             claimed=outcome.claimed,
             deferred=outcome.deferred,
         )
 
-    def _report_failure(self, phase: Phase, completion: Completion, succeeded: set[str]) -> None:
+    def _report_failure(self, completion: Completion, succeeded: frozenset[str]) -> None:
+        phase = self.pipeline.phase(completion.phase)
         if completion.processor in succeeded:
             log.info(
                 "late failure of %s for %s ignored: it already succeeded",
@@ -344,6 +449,8 @@ class Orchestrator:
                 ),
                 already_logged=True,
             )
+            with self._state_lock:
+                self._deferred.add(run_key)
             return TriggerResult(trigger, claimed=False, deferred=True)
         if not outcome.won:
             return TriggerResult(trigger, claimed=False, deferred=False)
@@ -358,8 +465,21 @@ class Orchestrator:
         )
         try:
             self.tracker.record_phase_execution(execution)
-        except BothStoresFailed:
-            log.exception("phase execution of %s/%s not recorded", phase.name, run_key)
+        except BothStoresFailed as exc:
+            self.events.emit(
+                Event(
+                    EventKind.BOTH_STORES_FAILED,
+                    Severity.CRITICAL,
+                    _component(phase),
+                    f"the execution record of {phase.name} for {run_key} was lost: both "
+                    f"stores failed ({exc}); the trigger itself is claimed and will be delivered",
+                    run_key=run_key,
+                    phase=phase.name,
+                    correlation_id=correlation_id,
+                    error=exc,
+                ),
+                already_logged=True,
+            )
         self.events.emit(
             Event(
                 EventKind.TRIGGER_CLAIMED,
@@ -472,8 +592,22 @@ class Orchestrator:
 
     def sweep(self, runs: int = 50) -> list[TriggerResult]:
         """Claim phases that are complete but not triggered (after a crash or a deferral)."""
+        with self._state_lock:
+            deferred = set(self._deferred)
+        return self.sweep_runs(sorted(set(self.tracker.list_runs(runs)) | deferred))
+
+    def retry_deferred(self) -> list[TriggerResult]:
+        """Sweep the runs whose claims this process deferred (the primary is back)."""
+        with self._state_lock:
+            deferred = sorted(self._deferred)
+        return self.sweep_runs(deferred) if deferred else []
+
+    def sweep_runs(self, run_keys: Iterable[str]) -> list[TriggerResult]:
+        """Claim the phases of ``run_keys`` that are complete but not triggered."""
         results = []
-        for run_key in self.tracker.list_runs(runs):
+        for run_key in run_keys:
+            with self._state_lock:
+                self._deferred.discard(run_key)
             for status in self.run_status(run_key):
                 if status.state is PhaseState.COMPLETE:
                     results.append(

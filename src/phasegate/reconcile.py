@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from phasegate.events import Event, EventBus, EventKind, Severity
-from phasegate.model import OutboxEntry, RecordSet
+from phasegate.model import Completion, OutboxEntry, RecordSet
 from phasegate.stores.base import CompletionStore
 
 log = logging.getLogger(__name__)
@@ -115,25 +115,46 @@ def _same_trigger(a: OutboxEntry, b: OutboxEntry) -> bool:
     return a.trigger.trigger_id == b.trigger.trigger_id and a.delivered == b.delivered
 
 
+def _phase_label(phase: str, attempt: int) -> str:
+    """``phase`` for the first attempt, ``phase#N`` for a rerun's attempt N."""
+    return phase if attempt == 1 else f"{phase}#{attempt}"
+
+
+def _completion_key(c: Completion) -> tuple[str, ...]:
+    return (_phase_label(c.phase, c.attempt), c.run_key, c.processor)
+
+
 def diff(primary: RecordSet, backup: RecordSet) -> tuple[list[Difference], list[Difference]]:
     """Differences between two exports, and the double claims among them."""
     differences: list[Difference] = []
     differences += _diff_side(
         "completion",
-        _index(primary.completions, lambda c: c.key),
-        _index(backup.completions, lambda c: c.key),
+        _index(primary.completions, _completion_key),
+        _index(backup.completions, _completion_key),
         lambda a, b: a.status is b.status and a.occurred_at == b.occurred_at,
         lambda c: f"{c.status.value} at {c.occurred_at.isoformat()}",
     )
     differences += _diff_side(
         "history",
-        _index(primary.history, lambda c: (*c.key, c.status.value, c.occurred_at.isoformat())),
-        _index(backup.history, lambda c: (*c.key, c.status.value, c.occurred_at.isoformat())),
+        _index(
+            primary.history,
+            lambda c: (*_completion_key(c), c.status.value, c.occurred_at.isoformat()),
+        ),
+        _index(
+            backup.history,
+            lambda c: (*_completion_key(c), c.status.value, c.occurred_at.isoformat()),
+        ),
         lambda _a, _b: True,
         lambda c: c.status.value,
     )
-    p_triggers = _index(primary.triggers, lambda e: (e.trigger.phase, e.trigger.run_key))
-    b_triggers = _index(backup.triggers, lambda e: (e.trigger.phase, e.trigger.run_key))
+    p_triggers = _index(
+        primary.triggers,
+        lambda e: (_phase_label(e.trigger.phase, e.trigger.attempt), e.trigger.run_key),
+    )
+    b_triggers = _index(
+        backup.triggers,
+        lambda e: (_phase_label(e.trigger.phase, e.trigger.attempt), e.trigger.run_key),
+    )
     differences += _diff_side(
         "trigger",
         p_triggers,
@@ -160,15 +181,15 @@ def diff(primary: RecordSet, backup: RecordSet) -> tuple[list[Difference], list[
     ]
     differences += _diff_side(
         "execution",
-        _index(primary.executions, lambda e: (e.phase, e.run_key)),
-        _index(backup.executions, lambda e: (e.phase, e.run_key)),
+        _index(primary.executions, lambda e: (_phase_label(e.phase, e.attempt), e.run_key)),
+        _index(backup.executions, lambda e: (_phase_label(e.phase, e.attempt), e.run_key)),
         lambda _a, _b: True,
         lambda e: f"{e.reason.value} after {e.duration_seconds:.0f}s",
     )
     differences += _diff_side(
         "timeout",
-        _index(primary.timeouts, lambda t: (t.phase, t.run_key)),
-        _index(backup.timeouts, lambda t: (t.phase, t.run_key)),
+        _index(primary.timeouts, lambda t: (_phase_label(t.phase, t.attempt), t.run_key)),
+        _index(backup.timeouts, lambda t: (_phase_label(t.phase, t.attempt), t.run_key)),
         lambda _a, _b: True,
         lambda t: f"missing {', '.join(t.missing)}",
     )

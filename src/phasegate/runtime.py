@@ -20,9 +20,9 @@ from phasegate.resilience.retry import (
     Jitter,
     RetryPolicy,
 )
-from phasegate.stores import open_store
+from phasegate.stores import Store, open_store
 from phasegate.timeouts import TimeoutChecker
-from phasegate.tracker import CompletionTracker
+from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
 from phasegate.transports import TriggerTransport, open_transport
 
 
@@ -35,6 +35,7 @@ class Tuning:
     breaker_reset: float = 30.0
     delivery_policy: RetryPolicy = DELIVERY_POLICY
     redelivery_base: float = 5.0
+    claim_policy: ClaimPolicy = ClaimPolicy.DEFER
 
 
 def tuning_from(pipeline: Pipeline) -> Tuning:
@@ -57,6 +58,7 @@ def tuning_from(pipeline: Pipeline) -> Tuning:
             DELIVERY_POLICY.jitter,
         ),
         redelivery_base=settings.redelivery_base.total_seconds(),
+        claim_policy=ClaimPolicy(settings.claim_fallback),
     )
 
 
@@ -73,6 +75,10 @@ class Runtime:
     timeouts: TimeoutChecker
     reconciler: Reconciler
     alerter: Alerter | None = None
+
+    def start(self) -> None:
+        """Start the background parts a long-running process needs (the replicator)."""
+        self.tracker.start()
 
     def close(self, alert_drain_timeout: float = 10.0) -> None:
         """Deliver queued alerts (bounded), then close the transport and both stores."""
@@ -119,8 +125,13 @@ def open_runtime(
     transport: TriggerTransport | None = None,
     events: EventBus | None = None,
     rng: random.Random | None = None,
+    stores: tuple[Store, Store] | None = None,
 ) -> Runtime:
-    """Open the stores and transport named in ``pipeline`` and wire every component."""
+    """Open the stores and transport named in ``pipeline`` and wire every component.
+
+    ``stores`` (primary, backup) replaces the stores the pipeline file names: a library
+    user's own stores, or stores wrapped for a test.
+    """
     tuning = tuning or tuning_from(pipeline)
     events = events or EventBus()
     if pipeline.server.token is not None:
@@ -128,14 +139,18 @@ def open_runtime(
     alerter = open_alerter(pipeline, clock=clock)
     if alerter is not None:
         events.subscribe(alerter.handle_event)
-    primary = open_store(pipeline.stores.primary, pipeline=pipeline.name, name="primary")
-    backup = open_store(pipeline.stores.backup, pipeline=pipeline.name, name="backup")
+    if stores is None:
+        primary = open_store(pipeline.stores.primary, pipeline=pipeline.name, name="primary")
+        backup = open_store(pipeline.stores.backup, pipeline=pipeline.name, name="backup")
+    else:
+        primary, backup = stores
     tracker = CompletionTracker(
         primary,
         backup,
         primary_policy=tuning.primary_policy,
         backup_policy=tuning.backup_policy,
         breaker_reset=tuning.breaker_reset,
+        claim_policy=tuning.claim_policy,
         clock=clock,
         rng=rng,
     )
@@ -173,6 +188,13 @@ def open_runtime(
     orchestrator = Orchestrator(
         pipeline, tracker, events=events, clock=clock, on_claimed=lambda _t: dispatcher.wake()
     )
+
+    def on_caught_up(role: StoreRole, _run_keys: frozenset[str]) -> None:
+        # Claims deferred while the primary was out are made once it has caught up.
+        if role is StoreRole.PRIMARY:
+            orchestrator.retry_deferred()
+
+    tracker.replicator.add_listener(on_caught_up)
     return Runtime(
         pipeline=pipeline,
         events=events,

@@ -1,14 +1,34 @@
-"""Stores by URL: ``sqlite:///path``, ``postgresql://...``, ``mysql://...``."""
+"""Stores by URL: ``sqlite:///path``, ``postgresql://...``, ``mysql://...``, ``memory://name``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from phasegate.errors import ConfigError
-from phasegate.stores.base import CompletionStore, merge_completions
+from phasegate.stores.base import (
+    Capability,
+    ClaimRegistry,
+    CompletionLog,
+    CompletionStore,
+    CompletionSubmitter,
+    FullStore,
+    Outbox,
+    PhaseLog,
+    Replicable,
+    Store,
+    merge_completions,
+)
+from phasegate.stores.memory import MemoryStore
 
 
-def open_store(url: str, *, pipeline: str, name: str = "store") -> CompletionStore:
+def open_store(url: str, *, pipeline: str, name: str = "store") -> Any:
     """Open the store at ``url`` for ``pipeline``; ``name`` labels it in logs and metrics."""
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "memory":
+        from phasegate.stores.memory import shared_memory_store  # noqa: PLC0415
+
+        key = url.split(":", 1)[1].lstrip("/") or "default"
+        return shared_memory_store(f"{key}#{name}", pipeline=pipeline, name=name)
     if scheme in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
         from phasegate.stores.sql import SqlStore  # noqa: PLC0415 - SQLAlchemy loads on demand
 
@@ -21,4 +41,18 @@ def open_store(url: str, *, pipeline: str, name: str = "store") -> CompletionSto
     raise ConfigError(f"{name} store: unsupported URL scheme {scheme!r}")
 
 
-__all__ = ["CompletionStore", "merge_completions", "open_store"]
+__all__ = [
+    "Capability",
+    "ClaimRegistry",
+    "CompletionLog",
+    "CompletionStore",
+    "CompletionSubmitter",
+    "FullStore",
+    "MemoryStore",
+    "Outbox",
+    "PhaseLog",
+    "Replicable",
+    "Store",
+    "merge_completions",
+    "open_store",
+]

@@ -152,8 +152,8 @@ class MemoryStore:
         """Lease due triggers to ``owner``."""
         with self._lock:
             leased = []
-            for entry in self._pending(now)[:limit]:
-                entry = replace(entry, lease_owner=owner, lease_expires_at=lease_until)
+            for due in self._pending(now)[:limit]:
+                entry = replace(due, lease_owner=owner, lease_expires_at=lease_until)
                 self._outbox[entry.trigger.trigger_id] = entry
                 leased.append(entry)
             return leased

@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from phasegate.model import (
     Completion,
     OutboxEntry,
     PhaseExecution,
+    PhaseRun,
     RecordSet,
     Status,
     TimeoutReport,
@@ -36,6 +37,7 @@ from phasegate.model import (
     TriggerReason,
     frozen_metadata,
 )
+from phasegate.stores.base import ALL_CAPABILITIES, Capability
 from phasegate.stores.group_commit import GroupCommitter
 
 log = logging.getLogger(__name__)
@@ -548,6 +550,28 @@ class SqlStore:
             last_error=row.last_error,
             next_attempt_at=row.next_attempt_at,
         )
+
+    # -- the capability protocols (interim: the stores package is being rewritten) ------
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """Every capability."""
+        return ALL_CAPABILITIES
+
+    def record_completions(
+        self, completions: Sequence[Completion]
+    ) -> Mapping[PhaseRun, frozenset[str]]:
+        """Record a batch; answer each phase-run's successes after it."""
+        answer: dict[PhaseRun, frozenset[str]] = {}
+        for completion in completions:
+            answer[completion.phase_run] = self.record_completion(completion)
+        return answer
+
+    def lease_triggers(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Pending triggers (this interim store does not lease yet)."""
+        return self.pending_triggers(now, limit)
 
     # -- completions ---------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""Who decides a claim: the claim policy, and nothing else.
+
+A claim (of a trigger, or of a timeout report) is a compare-and-set: of everyone who
+claims the same thing, exactly one wins. Exactly-once holds only while every replica
+arbitrates on the same registry, so:
+
+- ``defer`` (the default): only the primary decides. While it is out, or while this
+  process knows it still misses records of the run, the claim is *deferred*: nothing is
+  claimed, and the sweep claims once the primary is back and caught up. No double claim
+  can arise, whatever the outage.
+- ``backup``: while the primary is out the backup decides, so triggers flow during long
+  outages; a claim made on the backup at the edge of an outage can race one made on the
+  primary by another replica. Reconciliation detects such a double claim and alerts.
+
+The winner's claim is mirrored to the backup: by compare-and-set when the backup has a
+claim registry (which also tells when the backup already held it), else by import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from phasegate.errors import BothStoresFailed, ConfigError, StoreError, StoreUnavailable
+from phasegate.model import RecordSet
+from phasegate.replicator import Replicator
+from phasegate.stores.base import Capability
+from phasegate.stores.guarded import Counters, GuardedStore, StoreRole
+
+log = logging.getLogger(__name__)
+
+
+class ClaimPolicy(StrEnum):
+    """``[resilience] claim_fallback``: what happens to claims while the primary is out."""
+
+    DEFER = "defer"
+    BACKUP = "backup"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """Whether this caller won a claim, and on which store.
+
+    ``claimed_on`` is ``None`` when the claim was deferred (see :attr:`deferred`).
+    ``backup_ok`` says whether the backup holds the claim too.
+    """
+
+    won: bool
+    claimed_on: StoreRole | None
+    backup_ok: bool = True
+    error: BaseException | None = None
+
+    @property
+    def deferred(self) -> bool:
+        """No store could decide the claim safely now; a later sweep will."""
+        return self.claimed_on is None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What to claim: the compare-and-set itself, and the record that mirrors it."""
+
+    what: str
+    run_key: str
+    claim: Callable[[Any], bool]
+    mirror: RecordSet
+
+
+class ClaimArbiter:
+    """Decides claims by the configured :class:`ClaimPolicy`."""
+
+    def __init__(
+        self,
+        primary: GuardedStore,
+        backup: GuardedStore,
+        replicator: Replicator,
+        *,
+        policy: ClaimPolicy = ClaimPolicy.DEFER,
+        counters: Counters,
+    ) -> None:
+        if not primary.can(Capability.CLAIMS):
+            raise ConfigError(
+                f"the primary store {primary.name!r} has no claim registry: "
+                "use a store that can compare-and-set (SQL, Firestore, memory)"
+            )
+        if policy is ClaimPolicy.BACKUP and not backup.can(Capability.CLAIMS):
+            raise ConfigError(
+                f'[resilience] claim_fallback = "backup" needs a backup store with a claim '
+                f"registry, and {backup.name!r} has none (an append-only ledger never decides "
+                'claims); use claim_fallback = "defer"'
+            )
+        self._primary = primary
+        self._backup = backup
+        self._replicator = replicator
+        self.policy = policy
+        self._counters = counters
+
+    def claim(self, request: ClaimRequest) -> ClaimOutcome:
+        """Claim ``request`` exactly once across every replica sharing the stores."""
+        try:
+            if self._replicator.misses(StoreRole.PRIMARY, request.run_key):
+                raise StoreUnavailable(
+                    f"primary store still misses records of run {request.run_key}"
+                )
+            won = self._primary.call(request.claim)
+        except StoreError as exc:
+            return self._primary_out(request, exc)
+        if not won:
+            # Someone else holds the claim; only the winner mirrors it to the backup.
+            return ClaimOutcome(False, StoreRole.PRIMARY)
+        return ClaimOutcome(True, StoreRole.PRIMARY, self._mirror(request))
+
+    def _mirror(self, request: ClaimRequest) -> bool:
+        try:
+            if self._backup.can(Capability.CLAIMS):
+                if not self._backup.call(request.claim):
+                    # The backup already held this claim: made there during a primary outage
+                    # under the "backup" policy, or replayed. Reconciliation checks it.
+                    self._counters.add("claims.already_on_backup")
+                    log.warning("%s: the backup store already held this claim", request.what)
+            elif self._backup.can(Capability.REPLICATION):
+                self._backup.call(lambda store: store.import_records(request.mirror))
+        except StoreError as exc:
+            self._replicator.note_missed(StoreRole.BACKUP, (request.run_key,))
+            log.warning("%s: backup store failed (%s)", request.what, exc)
+            return False
+        return True
+
+    def _primary_out(self, request: ClaimRequest, primary_error: StoreError) -> ClaimOutcome:
+        if self.policy is ClaimPolicy.DEFER or self._replicator.misses(
+            StoreRole.BACKUP, request.run_key
+        ):
+            self._counters.add("claims.deferred")
+            log.warning(
+                "%s: deferred until the primary store decides it (%s)",
+                request.what,
+                primary_error,
+            )
+            return ClaimOutcome(False, None, backup_ok=False, error=primary_error)
+        try:
+            won = self._backup.call(request.claim)
+        except StoreError as backup_error:
+            self._counters.add("both_failed")
+            error = BothStoresFailed(request.what, primary_error, backup_error)
+            log.critical("%s for run %s: %s", request.what, request.run_key, error)
+            raise error from backup_error
+        self._replicator.note_missed(StoreRole.PRIMARY, (request.run_key,))
+        self._counters.add("claims.on_backup")
+        log.warning("%s: claimed on the backup store while the primary is out", request.what)
+        return ClaimOutcome(won, StoreRole.BACKUP, backup_ok=True, error=primary_error)

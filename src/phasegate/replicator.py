@@ -1,0 +1,155 @@
+"""Catches a recovered store up with what it missed, in the background.
+
+Whenever a write reaches one store but not the other, the tracker tells the
+replicator which run keys the failing store missed. :meth:`Replicator.run_once`
+copies those run keys over (export from the store that has them, idempotent import
+into the one that lacks them) once the lacking store answers again; a background
+thread started with :meth:`Replicator.start` calls it every ``interval`` seconds, and
+:meth:`Replicator.wake` makes it run at once. No request thread ever waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from phasegate.errors import StoreError
+from phasegate.model import RecordSet
+from phasegate.resilience.breaker import BreakerState
+from phasegate.stores.base import Capability
+from phasegate.stores.guarded import Counters, GuardedStore, StoreRole
+
+log = logging.getLogger(__name__)
+
+CaughtUpListener = Callable[[StoreRole, frozenset[str]], None]
+
+
+def _importer(records: RecordSet) -> Callable[[Any], None]:
+    def run(store: Any) -> None:
+        store.import_records(records)
+
+    return run
+
+
+class Replicator:
+    """Keeps the run keys each store missed and copies them over when it can."""
+
+    def __init__(
+        self,
+        primary: GuardedStore,
+        backup: GuardedStore,
+        *,
+        counters: Counters,
+        interval: float = 1.0,
+    ) -> None:
+        self._stores = {StoreRole.PRIMARY: primary, StoreRole.BACKUP: backup}
+        self._counters = counters
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._missed: dict[StoreRole, set[str]] = {role: set() for role in StoreRole}
+        self._listeners: list[CaughtUpListener] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def note_missed(self, role: StoreRole, run_keys: Iterable[str]) -> None:
+        """``role`` failed a write of ``run_keys``: it must be caught up on them."""
+        keys = set(run_keys)
+        if not keys:
+            return
+        with self._lock:
+            self._missed[role].update(keys)
+        self._wake.set()
+
+    def missed(self, role: StoreRole) -> frozenset[str]:
+        """The run keys ``role`` still misses."""
+        with self._lock:
+            return frozenset(self._missed[role])
+
+    def misses(self, role: StoreRole, run_key: str) -> bool:
+        """Whether ``role`` still misses records of ``run_key``."""
+        with self._lock:
+            return run_key in self._missed[role]
+
+    def add_listener(self, listener: CaughtUpListener) -> None:
+        """Call ``listener(role, run_keys)`` after ``role`` was caught up on ``run_keys``."""
+        self._listeners.append(listener)
+
+    def run_once(self) -> dict[StoreRole, frozenset[str]]:
+        """Catch up every store that missed run keys and answers again; return what is
+        still missed."""
+        for role in StoreRole:
+            done = self._catch_up(role)
+            if done:
+                for listener in self._listeners:
+                    listener(role, done)
+        return {role: self.missed(role) for role in StoreRole}
+
+    def _catch_up(self, role: StoreRole) -> frozenset[str]:
+        target = self._stores[role]
+        other = StoreRole.BACKUP if role is StoreRole.PRIMARY else StoreRole.PRIMARY
+        source = self._stores[other]
+        if not (target.can(Capability.REPLICATION) and source.can(Capability.REPLICATION)):
+            return frozenset()
+        if target.breaker.state is BreakerState.OPEN:
+            return frozenset()
+        with self._lock:
+            pending = sorted(self._missed[role])
+        done: set[str] = set()
+        for run_key in pending:
+            try:
+                records = source.store.export_records(run_key, run_key)
+            except StoreError as exc:
+                log.warning(
+                    "cannot catch up the %s store yet: reading the %s store failed: %s",
+                    role,
+                    source.role,
+                    exc,
+                )
+                break
+            try:
+                target.call(_importer(records))
+            except StoreError as exc:
+                log.warning("catching up the %s store failed: %s", role, exc)
+                break
+            done.add(run_key)
+        if done:
+            with self._lock:
+                self._missed[role] -= done
+            self._counters.add(f"replayed.{role}", len(done))
+            log.info("caught up the %s store on %d run key(s)", role, len(done))
+        return frozenset(done)
+
+    def wake(self) -> None:
+        """Run the next catch-up now rather than at the next interval."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="phasegate-replicator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread and wait for it (bounded)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if any(self.missed(role) for role in StoreRole):
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("the replicator failed; it will try again")
