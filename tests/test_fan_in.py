@@ -12,6 +12,7 @@ from phasegate.events import EventKind
 from phasegate.model import PhaseState, Trigger, TriggerReason, trigger_id_for
 from phasegate.testing import FakeClock
 from phasegate.timeouts import check_timeouts
+from rigs import MemoryRig
 from support import Harness
 
 RUN = "2026-01-28"
@@ -42,15 +43,21 @@ processors = ["publish", "archive"]
 """
 
 
-@pytest.fixture
-def diamond(tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
-    """A runtime of the diamond a → b, c → d on fresh SQLite stores."""
-    rig = Harness(tmp_path, clock, text=DIAMOND)
+@pytest.fixture(params=["sqlite", "memory"])
+def diamond(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Harness | MemoryRig]:
+    """A runtime of the diamond a → b, c → d on fresh SQLite or in-memory stores."""
+    rig = (
+        Harness(tmp_path, clock, text=DIAMOND)
+        if request.param == "sqlite"
+        else MemoryRig(clock, text=DIAMOND)
+    )
     yield rig
     rig.runtime.close()
 
 
-def delivered(rig: Harness) -> list[Trigger]:
+def delivered(rig: Harness | MemoryRig) -> list[Trigger]:
     """Every message delivered so far, after one dispatcher pass."""
     rig.runtime.dispatcher.run_once()
     return rig.transport.delivered
@@ -61,7 +68,9 @@ def started(messages: list[Trigger], phase: str) -> list[Trigger]:
     return [m for m in messages if phase in (m.ready_phases or ())]
 
 
-def test_a_diamond_starts_d_once_after_both_b_and_c(diamond: Harness, clock: FakeClock) -> None:
+def test_a_diamond_starts_d_once_after_both_b_and_c(
+    diamond: Harness | MemoryRig, clock: FakeClock
+) -> None:
     """a names b and c ready; b names nothing; c, triggering last, names d; d starts then."""
     diamond.complete("a", "extract")
     clock.advance(60)
@@ -88,7 +97,7 @@ def test_a_diamond_starts_d_once_after_both_b_and_c(diamond: Harness, clock: Fak
     assert [m.phase for m in started(delivered(diamond), "d")] == ["c"]
 
 
-def test_b_and_c_completing_at_once_start_d_exactly_once(diamond: Harness) -> None:
+def test_b_and_c_completing_at_once_start_d_exactly_once(diamond: Harness | MemoryRig) -> None:
     """Many concurrent duplicate reports of b and c: one message, of any kind, starts d."""
     diamond.complete("a", "extract")
     barrier = threading.Barrier(16)
@@ -113,7 +122,7 @@ def test_b_and_c_completing_at_once_start_d_exactly_once(diamond: Harness) -> No
     assert len([m for m in messages if m.phase in {"b", "c"}]) == 2
 
 
-def test_optional_processors_do_not_hold_a_phase_back(diamond: Harness) -> None:
+def test_optional_processors_do_not_hold_a_phase_back(diamond: Harness | MemoryRig) -> None:
     """c triggers without its optional ``audit``; status shows it missing apart, then late."""
     diamond.complete("a", "extract")
     result = diamond.complete("c", "enrich")
@@ -128,14 +137,14 @@ def test_optional_processors_do_not_hold_a_phase_back(diamond: Harness) -> None:
     assert after.optional_missing == ()
 
 
-def test_an_unknown_processor_lists_the_optional_ones_too(diamond: Harness) -> None:
+def test_an_unknown_processor_lists_the_optional_ones_too(diamond: Harness | MemoryRig) -> None:
     """The rejection names every processor the phase accepts, required then optional."""
     with pytest.raises(Exception, match="expected one of: enrich, audit"):
         diamond.complete("c", "ghost")
 
 
 def test_the_timeout_alert_lists_missing_required_and_optional_apart(
-    diamond: Harness, clock: FakeClock
+    diamond: Harness | MemoryRig, clock: FakeClock
 ) -> None:
     """c times out: the alert names the required processor missing and the optional one."""
     diamond.complete("a", "extract")

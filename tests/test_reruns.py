@@ -1,0 +1,184 @@
+"""Reruns: attempt N+1 of a phase and everything downstream, history kept, ids repeatable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from phasegate.errors import ValidationError
+from phasegate.model import (
+    PhaseState,
+    TriggerReason,
+    rerun_signal_id_for,
+    trigger_id_for,
+)
+from phasegate.orchestrator import Orchestrator
+from phasegate.reruns import SUPERSEDED
+from phasegate.testing import FakeClock
+from rigs import MemoryRig
+
+RUN = "2026-01-28"
+
+
+@pytest.fixture
+def harness(clock: FakeClock) -> Iterator[MemoryRig]:
+    """The orders pipeline (extract → transform → load) on in-memory stores."""
+    rig = MemoryRig(clock)
+    yield rig
+    rig.close()
+
+
+@pytest.fixture
+def rig(harness: MemoryRig) -> MemoryRig:
+    """``harness`` with extract triggered for RUN."""
+    harness.complete("extract", "api")
+    harness.complete("extract", "files")
+    harness.runtime.dispatcher.run_once()
+    return harness
+
+
+def test_a_rerun_opens_a_new_attempt_under_a_new_id_and_keeps_history(
+    rig: MemoryRig, clock: FakeClock
+) -> None:
+    """Rerun extract: a start signal for attempt 2; reports then count for attempt 2 only."""
+    clock.advance(600)
+    result = rig.orchestrator.rerun("extract", RUN)
+    signal = result.trigger
+    assert result.claimed
+    message = signal.to_message()
+    assert (message["reason"], message["ready_phases"], message["attempt"]) == (
+        "rerun",
+        ["extract"],
+        2,
+    )
+    assert signal.trigger_id == rerun_signal_id_for("orders", RUN, 1)
+    statuses = {s.phase: s for s in rig.orchestrator.run_status(RUN)}
+    assert {p: s.attempt for p, s in statuses.items()} == {
+        "extract": 2,
+        "transform": 2,
+        "load": 2,
+    }
+    assert statuses["extract"].state is PhaseState.WAITING
+    assert statuses["extract"].started_at == clock.now()
+    assert statuses["extract"].succeeded == ()
+    clock.advance(60)
+    rig.complete("extract", "api")
+    second = rig.complete("extract", "files")
+    assert second.claimed
+    assert second.trigger_id == trigger_id_for("orders", "extract", RUN, 2)
+    assert second.trigger_id != trigger_id_for("orders", "extract", RUN, 1)
+    attempts = sorted((c.processor, c.attempt) for c in rig.tracker.history(RUN))
+    assert ("api", 1) in attempts
+    assert ("api", 2) in attempts
+    assert (SUPERSEDED, 1) in attempts
+    executions = rig.tracker.phase_executions("extract", run_key=RUN)
+    assert sorted(e.attempt for e in executions) == [1, 2]
+    rig.runtime.dispatcher.run_once()
+    extract_messages = [m for m in rig.transport.delivered if m.phase == "extract"]
+    assert [(m.reason, m.attempt) for m in extract_messages] == [
+        (TriggerReason.COMPLETE, 1),
+        (TriggerReason.RERUN, 2),
+        (TriggerReason.COMPLETE, 2),
+    ]
+    assert extract_messages[-1].ready_phases == ("transform",)
+
+
+def test_asking_for_the_same_rerun_twice_answers_the_same_signal(rig: MemoryRig) -> None:
+    """While attempt 2 has not triggered, a second rerun changes nothing and says so."""
+    first = rig.orchestrator.rerun("extract", RUN)
+    again = rig.orchestrator.rerun("extract", RUN)
+    assert (first.claimed, again.claimed) == (True, False)
+    assert again.trigger.trigger_id == first.trigger.trigger_id
+    assert rig.orchestrator.phase_status("extract", RUN).attempt == 2
+    rig.complete("extract", "api")
+    rig.complete("extract", "files")
+    third = rig.orchestrator.rerun("extract", RUN)
+    assert third.claimed
+    assert third.trigger.attempt == 3
+    assert third.trigger.trigger_id == rerun_signal_id_for("orders", RUN, 2)
+
+
+def test_a_rerun_downstream_leaves_upstream_phases_alone(rig: MemoryRig) -> None:
+    """Rerunning transform opens attempt 2 of transform and load; extract stays triggered."""
+    rig.orchestrator.rerun("transform", RUN)
+    statuses = {s.phase: s for s in rig.orchestrator.run_status(RUN)}
+    assert statuses["extract"].attempt == 1
+    assert statuses["extract"].state is PhaseState.TRIGGERED
+    assert (statuses["transform"].attempt, statuses["load"].attempt) == (2, 2)
+
+
+def test_another_process_that_never_saw_the_rerun_counts_reports_for_the_new_attempt(
+    rig: MemoryRig,
+) -> None:
+    """A second orchestrator on the same stores learns of the rerun from its first write."""
+    other = Orchestrator(rig.runtime.pipeline, rig.tracker, clock=rig.clock)
+    assert other.phase_status("extract", RUN).attempt == 1  # it looks once, before
+    other = Orchestrator(rig.runtime.pipeline, rig.tracker, clock=rig.clock)
+    rig.orchestrator.rerun("extract", RUN)
+    first = other.handle_completion("extract", RUN, "api")
+    assert first.completion.attempt == 2
+    assert not first.phase_complete
+    done = other.handle_completion("extract", RUN, "files")
+    assert done.claimed
+    assert done.trigger_id == trigger_id_for("orders", "extract", RUN, 2)
+
+
+def test_a_run_with_no_records_cannot_be_rerun(harness: MemoryRig) -> None:
+    """Rerunning a run nobody reported is refused naming the run key; backfill starts it."""
+    with pytest.raises(ValidationError, match="nothing to rerun") as info:
+        harness.orchestrator.rerun("extract", "2026-02-01")
+    assert info.value.field == "run_key"
+    with pytest.raises(ValidationError, match="unknown phase"):
+        harness.orchestrator.rerun("nope", RUN)
+
+
+DIAMOND = """
+[pipeline]
+name = "diamond"
+
+[[phases]]
+name = "a"
+processors = ["extract"]
+next = ["b", "c"]
+
+[[phases]]
+name = "b"
+processors = ["clean"]
+next = "d"
+
+[[phases]]
+name = "c"
+processors = ["enrich"]
+next = "d"
+
+[[phases]]
+name = "d"
+processors = ["publish"]
+"""
+
+
+@pytest.fixture
+def diamond(clock: FakeClock) -> Iterator[MemoryRig]:
+    rig = MemoryRig(clock, text=DIAMOND)
+    yield rig
+    rig.close()
+
+
+def test_rerunning_one_branch_of_a_diamond_starts_d_again_once(
+    diamond: MemoryRig, clock: FakeClock
+) -> None:
+    """After a rerun of b, d starts again once b's attempt 2 triggers, by a ready signal."""
+    for phase, processor in [("a", "extract"), ("b", "clean"), ("c", "enrich")]:
+        diamond.complete(phase, processor)
+        clock.advance(1)
+    diamond.orchestrator.rerun("b", RUN)
+    clock.advance(1)
+    diamond.complete("b", "clean")
+    diamond.runtime.dispatcher.run_once()
+    starts_of_d = [m for m in diamond.transport.delivered if "d" in (m.ready_phases or ())]
+    assert [(m.phase, m.reason, m.attempt) for m in starts_of_d] == [
+        ("c", TriggerReason.COMPLETE, 1),
+        ("d", TriggerReason.READY, 2),
+    ]
+    assert diamond.orchestrator.phase_status("d", RUN).state is PhaseState.WAITING
