@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
+from phasegate.cli_runs import cmd_rerun
 from phasegate.errors import ValidationError
 from phasegate.model import (
     PhaseState,
@@ -15,6 +19,7 @@ from phasegate.model import (
 )
 from phasegate.orchestrator import Orchestrator
 from phasegate.reruns import SUPERSEDED
+from phasegate.service import create_app
 from phasegate.testing import FakeClock
 from rigs import MemoryRig
 
@@ -182,3 +187,47 @@ def test_rerunning_one_branch_of_a_diamond_starts_d_again_once(
         ("d", TriggerReason.READY, 2),
     ]
     assert diamond.orchestrator.phase_status("d", RUN).state is PhaseState.WAITING
+
+
+def test_the_rerun_command_prints_the_start_signal_and_delivers_it(
+    rig: MemoryRig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``phasegate rerun --format json``: the signal's id and attempt; asked again, same id."""
+    args = argparse.Namespace(phase="extract", run_key=RUN, format="json")
+    assert cmd_rerun(args, rig.runtime) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["attempt"], first["claimed"], first["delivery"]) == (2, True, "delivered")
+    assert rig.transport.delivered[-1].trigger_id == first["trigger_id"]
+    text = argparse.Namespace(phase="extract", run_key=RUN, format="text")
+    assert cmd_rerun(text, rig.runtime) == 0
+    assert f"was already started by this rerun ({first['trigger_id']})" in capsys.readouterr().out
+    bad = argparse.Namespace(phase="extract", run_key="yesterday", format="text")
+    assert cmd_rerun(bad, rig.runtime) == 1
+    assert "rejected: run_key" in capsys.readouterr().err
+
+
+def test_post_rerun_answers_202_with_the_signal_and_the_same_id_when_repeated(
+    rig: MemoryRig,
+) -> None:
+    """``POST /v1/runs/{run_key}/rerun``: 202 with the message; 404, 422 name what is wrong."""
+    client = TestClient(create_app(rig.runtime))
+    first = client.post(f"/v1/runs/{RUN}/rerun", json={"phase": "transform"})
+    assert first.status_code == 202
+    body = first.json()
+    assert (body["attempt"], body["claimed"]) == (2, True)
+    assert body["message"]["reason"] == "rerun"
+    assert body["message"]["ready_phases"] == ["transform"]
+    again = client.post(f"/v1/runs/{RUN}/rerun", json={"phase": "transform"})
+    assert (again.json()["trigger_id"], again.json()["claimed"]) == (body["trigger_id"], False)
+    missing = client.post("/v1/runs/2026-03-01/rerun", json={"phase": "transform"})
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_run")
+    wrong = client.post(f"/v1/runs/{RUN}/rerun", json={"phase": "nope"})
+    assert (wrong.status_code, wrong.json()["error"]["field"]) == (422, "phase")
+    extra = client.post(f"/v1/runs/{RUN}/rerun", json={"phase": "load", "force": True})
+    assert (extra.status_code, extra.json()["error"]["field"]) == (422, "force")
+    run = client.get(f"/v1/runs/{RUN}").json()
+    assert {p["phase"]: p["attempt"] for p in run["phases"]} == {
+        "extract": 1,
+        "transform": 2,
+        "load": 2,
+    }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from phasegate import __version__
+from phasegate.cli_runs import register as register_run_commands
 from phasegate.config import Pipeline, find_config_path, load_pipeline
 from phasegate.errors import BothStoresFailed, ConfigError, PhasegateError, ValidationError
 from phasegate.logs import configure_logging
@@ -521,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trigger.add_argument("--phase", required=True)
     trigger.add_argument("--run-key", required=True)
+
+    register_run_commands(add, _open, common, output)
 
     status = add("status", cmd_status, "show each phase's state for a run", common, output)
     status.add_argument("run_key", nargs="?", metavar="RUN_KEY")

@@ -42,6 +42,13 @@ class CompletionIn(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description="A JSON object, at most 16 KiB")
 
 
+class RerunIn(BaseModel):
+    """The body of ``POST /v1/runs/{run_key}/rerun``."""
+
+    phase: str = Field(description="the phase to rerun; every phase downstream reruns too")
+    correlation_id: str | None = Field(None, max_length=256)
+
+
 class PubSubMessage(BaseModel):
     """The ``message`` of a Pub/Sub push envelope."""
 
@@ -288,6 +295,49 @@ def create_app(
         if all(s.started_at is None and s.trigger is None and not s.failed for s in statuses):
             raise ApiError(404, "unknown_run", f"no records for run {run_key!r}", "run_key")
         return run_view(run_key, statuses)
+
+    @app.post(
+        "/v1/runs/{run_key}/rerun",
+        status_code=202,
+        openapi_extra=_body_doc(RerunIn),
+        responses=ERROR_RESPONSES | {404: {"description": "No records for this run"}},
+        summary="Rerun a phase and every phase downstream of it for a run",
+    )
+    async def post_rerun(run_key: str, request: Request) -> JSONResponse:
+        authorize(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "malformed_body", "body must be a JSON object")
+        unknown = sorted(set(body) - set(RerunIn.model_fields))
+        if unknown:
+            raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+        if not isinstance(body.get("phase"), str):
+            raise ApiError(422, "missing_field", "phase is required (a string)", "phase")
+        try:
+            result = await run_in_threadpool(
+                orchestrator.rerun,
+                body["phase"],
+                run_key,
+                correlation_id=body.get("correlation_id"),
+            )
+        except ValidationError as exc:
+            status = 404 if exc.code == "unknown_run" else 422
+            raise ApiError(status, exc.code, exc.message, exc.field) from None
+        except BothStoresFailed:
+            raise ApiError(503, "stores_unavailable", "neither store could record it") from None
+        signal = result.trigger
+        return JSONResponse(
+            {
+                "trigger_id": signal.trigger_id,
+                "phase": signal.phase,
+                "run_key": signal.run_key,
+                "attempt": signal.attempt,
+                "claimed": result.claimed,
+                "deferred": result.deferred,
+                "message": signal.to_message(),
+            },
+            status_code=202,
+        )
 
     @app.get("/health", summary="Dependency health (cached, single-flight)")
     async def get_health() -> JSONResponse:
