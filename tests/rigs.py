@@ -53,3 +53,74 @@ class MemoryRig:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+RUN = "2026-01-28"
+PIPELINE = """
+[pipeline]
+name = "nightly"
+
+[[phases]]
+name = "ingest"
+processors = ["boxscores", "odds"]
+optional = ["notes"]
+next = ["features", "injuries"]
+timeout = "10m"
+
+[[phases]]
+name = "features"
+processors = ["player"]
+next = "predict"
+
+[[phases]]
+name = "injuries"
+processors = ["feed"]
+next = "predict"
+
+[[phases]]
+name = "predict"
+processors = ["model"]
+"""
+
+
+def scripted_run(clock: FakeClock, earlier: int = 0) -> MemoryRig:
+    """A run with a failure, a late report, a diamond, a rerun and delivered triggers,
+    after ``earlier`` complete runs on the days before."""
+    rig = MemoryRig(clock, text=PIPELINE)
+    earlier_runs(rig, clock, earlier)
+    steps = [
+        (60, "ingest", "boxscores", "failed"),
+        (120, "ingest", "boxscores", "success"),
+        (700, "ingest", "odds", "success"),
+        (60, "features", "player", "success"),
+        (90, "injuries", "feed", "success"),
+        (300, "predict", "model", "success"),
+    ]
+    for seconds, phase, processor, status in steps:
+        clock.advance(seconds)
+        rig.complete(phase, processor, RUN, status=status)
+        rig.runtime.dispatcher.run_once()
+    clock.advance(600)
+    rig.orchestrator.rerun("predict", RUN)
+    clock.advance(120)
+    rig.complete("predict", "model", RUN)
+    rig.runtime.dispatcher.run_once()
+    return rig
+
+
+def earlier_runs(rig: MemoryRig, clock: FakeClock, days: int = 12) -> None:
+    """``days`` complete runs before RUN, ingest a little slower each day."""
+    for day in range(days, 0, -1):
+        run_key = f"2026-01-{28 - day:02d}"
+        steps = [
+            (200, "ingest", "boxscores"),
+            (60 + 30 * (days - day), "ingest", "odds"),
+            (60, "features", "player"),
+            (40, "injuries", "feed"),
+            (240, "predict", "model"),
+        ]
+        for seconds, phase, processor in steps:
+            clock.advance(seconds)
+            rig.complete(phase, processor, run_key)
+        rig.runtime.dispatcher.run_once()
+        clock.advance(3600)

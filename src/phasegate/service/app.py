@@ -7,6 +7,7 @@ import binascii
 import hmac
 import json
 import logging
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,7 @@ from phasegate.metrics import Metrics
 from phasegate.orchestrator import CompletionResult
 from phasegate.runtime import Runtime
 from phasegate.service.dashboard import render_dashboard
+from phasegate.service.dashboard_run import read_run, render_run_page
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +355,24 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def get_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/runs/{run_key}",
+        response_class=HTMLResponse,
+        summary="Dashboard page of one run",
+        include_in_schema=False,
+    )
+    def get_run_page(run_key: str) -> HTMLResponse:
+        try:
+            records = read_run(runtime, run_key)
+        except ValidationError as exc:
+            return HTMLResponse(f"<p>{escape(exc.message)}</p>", status_code=422)
+        if records.empty:
+            return HTMLResponse(
+                f"<p>no records for run {escape(run_key)}</p><p><a href='../'>all runs</a></p>",
+                status_code=404,
+            )
+        return HTMLResponse(render_run_page(pipeline, records))
 
     @app.get("/", response_class=HTMLResponse, summary="Dashboard", include_in_schema=False)
     def get_dashboard(limit: int = 14) -> HTMLResponse:
