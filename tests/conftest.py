@@ -104,8 +104,15 @@ def make_store(store_url: Callable[[str], str]) -> Iterator[StoreFactory]:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
-    """A runtime on fresh SQLite stores, a fake clock and an in-memory transport."""
-    rig = Harness(tmp_path, clock)
+def harness_backend() -> str:
+    """The stores a :func:`harness` runs on; a test module overrides this fixture with
+    ``params`` to run on several backends."""
+    return "sqlite"
+
+
+@pytest.fixture
+def harness(harness_backend: str, tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
+    """A runtime on fresh stores, a fake clock and an in-memory transport."""
+    rig = Harness(tmp_path, clock, backend=harness_backend)
     yield rig
     rig.runtime.close()

@@ -19,6 +19,7 @@ from phasegate.errors import TransientDeliveryError
 from phasegate.events import Event, EventBus, EventKind
 from phasegate.model import Trigger
 from phasegate.runtime import open_runtime
+from phasegate.stores.memory import MemoryStore
 from phasegate.stores.sql import SqlStore
 from phasegate.testing import FakeClock, FaultSwitch
 
@@ -194,7 +195,12 @@ class Harness:
     """A runtime on two fresh SQLite stores with a fake clock and faults on demand."""
 
     def __init__(
-        self, tmp_path: Path, clock: FakeClock, text: str = PIPELINE_TEXT, synchronous: str = "FULL"
+        self,
+        tmp_path: Path,
+        clock: FakeClock,
+        text: str = PIPELINE_TEXT,
+        synchronous: str = "FULL",
+        backend: str = "sqlite",
     ) -> None:
         pipeline = loads_pipeline(text)
         options = f"?synchronous={synchronous}"
@@ -210,16 +216,32 @@ class Harness:
         self.events: list[Event] = []
         bus = EventBus()
         bus.subscribe(self.events.append)
+        self.primary_fault = FaultSwitch(clock)
+        self.backup_fault = FaultSwitch(clock)
+        stores = None
+        if backend == "memory":
+            # Any store fails the generic way: every call raises a transient error.
+            stores = (
+                self.primary_fault.wrap(MemoryStore(pipeline=pipeline.name, name="primary")),
+                self.backup_fault.wrap(MemoryStore(pipeline=pipeline.name, name="backup")),
+            )
         self.runtime = open_runtime(
-            pipeline, clock=clock, transport=self.transport, events=bus, rng=random.Random(3)
+            pipeline,
+            clock=clock,
+            transport=self.transport,
+            events=bus,
+            rng=random.Random(3),
+            stores=stores,
         )
         self.orchestrator = self.runtime.orchestrator
         self.tracker = self.runtime.tracker
-        primary, backup = self.tracker.primary, self.tracker.backup
-        assert isinstance(primary, SqlStore)
-        assert isinstance(backup, SqlStore)
-        self.primary_fault = FaultSwitch(clock).attach(primary)
-        self.backup_fault = FaultSwitch(clock).attach(backup)
+        if backend == "sqlite":
+            primary, backup = self.tracker.primary, self.tracker.backup
+            assert isinstance(primary, SqlStore)
+            assert isinstance(backup, SqlStore)
+            # SQL stores fail at the driver level, as a lost connection would.
+            self.primary_fault.attach(primary)
+            self.backup_fault.attach(backup)
 
     def complete(
         self, phase: str, processor: str, run_key: str = "2026-01-28", **kwargs: Any

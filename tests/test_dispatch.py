@@ -16,6 +16,13 @@ from phasegate.transports.http import HttpTransport
 from phasegate.transports.log import LogTransport
 from support import Harness, RecordingServer
 
+
+@pytest.fixture(params=["sqlite", "memory"])
+def harness_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the in-memory store."""
+    return str(request.param)
+
+
 RUN = "2026-01-28"
 
 

@@ -13,6 +13,13 @@ from phasegate.events import EventKind, Severity
 from phasegate.model import PhaseState, Status, TriggerReason, trigger_id_for
 from support import Harness
 
+
+@pytest.fixture(params=["sqlite", "memory"])
+def harness_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the in-memory store."""
+    return str(request.param)
+
+
 RUN = "2026-01-28"
 
 
@@ -236,3 +243,66 @@ def test_a_stale_backup_never_claims_what_the_primary_already_claimed(harness: H
     harness.clock.advance(31)
     assert harness.orchestrator.sweep() == []
     assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_a_batch_answers_each_item_and_records_the_good_ones(harness: Harness) -> None:
+    """Bad items are rejected with their index, field and code; the good ones are recorded
+    in one batch, which completes the phase and claims its trigger once."""
+    items = harness.orchestrator.record_completions(
+        [
+            {"phase": "extract", "run_key": RUN, "processor": "api"},
+            {"phase": "extract", "run_key": "yesterday", "processor": "files"},
+            "not an object",
+            {"phase": "extract", "run_key": RUN, "processor": "files"},
+            {"phase": "nope", "run_key": RUN, "processor": "files"},
+        ]
+    )
+    assert [item.index for item in items] == [0, 1, 2, 3, 4]
+    assert [item.ok for item in items] == [True, False, False, True, False]
+    errors = [item.to_dict()["error"] for item in items if not item.ok]
+    assert [(e["field"], e["code"]) for e in errors] == [
+        ("run_key", "bad_run_key"),
+        ("item", "wrong_type"),
+        ("phase", "unknown_phase"),
+    ]
+    first, last = items[0].result, items[3].result
+    assert first is not None
+    assert last is not None
+    # One claim per phase-run, answered on its first item; every item names the trigger.
+    assert (first.claimed, last.claimed) == (True, False)
+    assert first.trigger_id == last.trigger_id is not None
+    assert {c.processor for c in harness.tracker.completions(RUN)} == {"api", "files"}
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_the_async_path_records_and_claims_like_the_blocking_one(harness: Harness) -> None:
+    """arecord_completions (the service's path) gives the same answers and one claim."""
+    import asyncio
+
+    first = asyncio.run(
+        harness.orchestrator.arecord_completions(
+            [{"phase": "extract", "run_key": RUN, "processor": "api"}]
+        )
+    )
+    second = asyncio.run(
+        harness.orchestrator.arecord_completions(
+            [
+                {"phase": "extract", "run_key": RUN, "processor": "files"},
+                {"phase": "extract", "run_key": RUN, "processor": "files"},
+            ]
+        )
+    )
+    assert [i.result.phase_complete for i in first if i.result] == [False]
+    assert [(i.result.claimed, i.result.phase_complete) for i in second if i.result] == [
+        (True, True),
+        (False, True),
+    ]
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_metadata_is_serialised_once_and_kept_as_given(harness: Harness) -> None:
+    """The validated metadata's JSON text travels with the completion to the stores."""
+    result = harness.complete("extract", "api", metadata={"rows": 3, "tags": ("a", "b")})
+    assert result.completion.metadata_encoded == '{"rows":3,"tags":["a","b"]}'
+    [stored] = harness.tracker.completions(RUN)
+    assert dict(stored.metadata) == {"rows": 3, "tags": ["a", "b"]}

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,11 +46,12 @@ operations = st.lists(st.one_of(report, report, fault, advance), max_size=40)
 
 
 def play(
-    steps: list[tuple[Any, ...]],
-) -> tuple[Counter[tuple[str, str]], set[tuple[str, str, str]], Harness]:
+    steps: list[tuple[Any, ...]], backend: str, policy: str
+) -> tuple[Counter[tuple[str, str]], set[tuple[str, str, str]], Harness, Path]:
     directory = tempfile.mkdtemp(prefix="phasegate-prop-")
+    text = PIPELINE + f'\n[resilience]\nclaim_fallback = "{policy}"\n'
     # Durability is not what this property is about: skip the fsyncs to try more cases.
-    harness = Harness(Path(directory), FakeClock(), PIPELINE, synchronous="OFF")
+    harness = Harness(Path(directory), FakeClock(), text, synchronous="OFF", backend=backend)
     acknowledged: set[tuple[str, str, str]] = set()
     for step in steps:
         if step[0] == "report":
@@ -79,21 +81,24 @@ def play(
     claims: Counter[tuple[str, str]] = Counter(
         (e.phase or "", e.run_key or "") for e in harness.events_of(EventKind.TRIGGER_CLAIMED)
     )
-    return claims, acknowledged, harness
+    return claims, acknowledged, harness, Path(directory)
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+@pytest.mark.parametrize(
+    ("backend", "policy"), [("sqlite", "defer"), ("sqlite", "backup"), ("memory", "defer")]
 )
-@given(operations)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=operations)
 def test_exactly_one_trigger_per_complete_phase_under_any_interleaving(
-    steps: list[tuple[Any, ...]],
+    backend: str, policy: str, steps: list[tuple[Any, ...]]
 ) -> None:
-    """Complete phases are claimed exactly once; incomplete ones never; stores agree."""
-    claims, acknowledged, harness = play(steps)
-    directory = Path(str(harness.tracker.primary.url).split("///", 1)[1]).parent  # type: ignore[attr-defined]
+    """Complete phases are claimed exactly once; incomplete ones never; stores agree —
+    on every backend, under either claim policy (one process)."""
+    claims, acknowledged, harness, directory = play(steps, backend, policy)
     try:
         for run_key in RUNS:
             for phase, processors in (("a", ("p1", "p2")), ("b", ("q1",))):

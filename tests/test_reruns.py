@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from phasegate.cli_runs import cmd_rerun
+from phasegate.cli.runs import rerun_with
 from phasegate.errors import ValidationError
 from phasegate.model import (
     PhaseState,
@@ -194,16 +194,16 @@ def test_the_rerun_command_prints_the_start_signal_and_delivers_it(
 ) -> None:
     """``phasegate rerun --format json``: the signal's id and attempt; asked again, same id."""
     args = argparse.Namespace(phase="extract", run_key=RUN, format="json")
-    assert cmd_rerun(args, rig.runtime) == 0
+    assert rerun_with(args, rig.runtime) == 0
     first = json.loads(capsys.readouterr().out)
     assert (first["attempt"], first["claimed"], first["delivery"]) == (2, True, "delivered")
     assert rig.transport.delivered[-1].trigger_id == first["trigger_id"]
     text = argparse.Namespace(phase="extract", run_key=RUN, format="text")
-    assert cmd_rerun(text, rig.runtime) == 0
+    assert rerun_with(text, rig.runtime) == 0
     assert f"was already started by this rerun ({first['trigger_id']})" in capsys.readouterr().out
     bad = argparse.Namespace(phase="extract", run_key="yesterday", format="text")
-    assert cmd_rerun(bad, rig.runtime) == 1
-    assert "rejected: run_key" in capsys.readouterr().err
+    with pytest.raises(ValidationError, match="run_key"):  # main() prints it, exit 1
+        rerun_with(bad, rig.runtime)
 
 
 def test_post_rerun_answers_202_with_the_signal_and_the_same_id_when_repeated(

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from phasegate.events import EventKind, Severity
 from phasegate.model import PhaseState, TriggerReason
 from phasegate.timeouts import check_timeouts
 from support import Harness
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def harness_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the in-memory store."""
+    return str(request.param)
+
 
 RUN = "2026-01-28"
 

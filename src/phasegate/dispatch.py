@@ -1,16 +1,22 @@
 """The outbox dispatcher: deliver claimed triggers at least once, never drop one.
 
-Each pending trigger is delivered through the transport with retries; a trigger that
-still fails is given a later next-attempt time (exponential, capped) and alerted, and
-stays in the outbox until a transport accepts it. The same trigger id goes out every
-time, so receivers de-duplicate.
+Each pass leases the due triggers it will deliver (owner and expiry, decided by the
+store), so dispatchers of several replicas never deliver the same trigger at once; a
+lease left by a crashed replica expires and the trigger goes out again. Each trigger
+is delivered through the transport with retries; one that still fails is given a later
+next-attempt time (exponential, capped) and alerted, and stays in the outbox until a
+transport accepts it. The same trigger id goes out every time, so receivers
+de-duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
@@ -56,6 +62,8 @@ class Dispatcher:
         redelivery_max: float = 300.0,
         batch_size: int = 100,
         rng: random.Random | None = None,
+        lease_seconds: float = 60.0,
+        owner: str | None = None,
     ) -> None:
         self.tracker = tracker
         self.transport = transport
@@ -66,6 +74,8 @@ class Dispatcher:
         self.redelivery_max = redelivery_max
         self.batch_size = batch_size
         self._rng = rng or random.Random()
+        self.lease_seconds = lease_seconds
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pass_lock = threading.Lock()
         self._wake = threading.Event()
 
@@ -80,18 +90,30 @@ class Dispatcher:
             horizon += timedelta(days=36500)
         return self.tracker.pending_triggers(horizon, self.batch_size)
 
+    def lease(self) -> list[OutboxEntry]:
+        """Lease the due triggers this dispatcher will deliver now."""
+        now = self.clock.now()
+        return self.tracker.lease_triggers(
+            self.owner, now, now + timedelta(seconds=self.lease_seconds), self.batch_size
+        )
+
     def run_once(
         self, only: Collection[str] | None = None, *, include_deferred: bool = False
     ) -> DispatchReport:
         """Deliver every due trigger (or just the ids in ``only``) once, with retries.
 
         ``include_deferred`` also tries triggers whose next attempt is not due yet (an
-        operator running ``phasegate dispatch`` wants them tried now).
+        operator running ``phasegate dispatch`` wants them tried now). A plain pass leases
+        what it delivers; an operator's pass (``only`` or ``include_deferred``) does not.
         """
         with self._pass_lock:
             delivered: list[str] = []
             failed: list[tuple[str, str]] = []
-            for entry in self.pending(include_deferred=include_deferred):
+            if only is None and not include_deferred:
+                entries = self.lease()
+            else:
+                entries = self.pending(include_deferred=include_deferred)
+            for entry in entries:
                 trigger_id = entry.trigger.trigger_id
                 if only is not None and trigger_id not in only:
                     continue

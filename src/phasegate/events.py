@@ -40,6 +40,9 @@ class EventKind(StrEnum):
     PHASE_TIMED_OUT = "phase_timed_out"
     UNEXPECTED_ERROR = "unexpected_error"
     DOUBLE_CLAIM = "double_claim"
+    RECONCILE_DIVERGENCE = "reconcile_divergence"
+    RECONCILE_FAILED = "reconcile_failed"
+    RECONCILED = "reconciled"
 
 
 @dataclass(frozen=True, slots=True)

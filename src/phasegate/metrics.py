@@ -157,6 +157,16 @@ class _LibraryCollector(Collector):
         for outcome in ("sent", "failed", "dropped", "folded"):
             alerts.add_metric([outcome], alert_counts.get(outcome, 0))
         yield alerts
+        if alerter is not None:
+            failing = alerter.failing_sinks()
+            sinks = GaugeMetricFamily(
+                "phasegate_alert_sink_failures_in_a_row",
+                "Alerts each sink failed to deliver since its last success (0: working).",
+                labels=["sink"],
+            )
+            for sink in alerter.sinks:
+                sinks.add_metric([sink.name], failing.get(sink.name, 0))
+            yield sinks
         if self.health is not None:
             checks = CounterMetricFamily(
                 "phasegate_health_checks",

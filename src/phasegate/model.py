@@ -118,6 +118,8 @@ class Completion:
     correlation_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: frozen_metadata(None))
     attempt: int = 1
+    # ``metadata`` as validated JSON text, when the caller already has it: serialised once.
+    metadata_encoded: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -130,7 +132,9 @@ class Completion:
         return PhaseRun(self.phase, self.run_key, self.attempt)
 
     def metadata_json(self) -> str:
-        """``metadata`` as compact, key-sorted JSON."""
+        """``metadata`` as compact, key-sorted JSON (serialised once per report)."""
+        if self.metadata_encoded is not None:
+            return self.metadata_encoded
         return json.dumps(dict(self.metadata), sort_keys=True, separators=(",", ":"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -185,6 +186,7 @@ class Orchestrator:
                 raise ValidationError(
                     "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
                 )
+        decoded, encoded = _metadata(metadata)
         return Completion(
             phase=phase_name,
             run_key=run,
@@ -192,7 +194,8 @@ class Orchestrator:
             status=status_value,
             occurred_at=occurred_at or self.clock.now(),
             correlation_id=correlation,
-            metadata=frozen_metadata(_metadata(metadata)),
+            metadata=frozen_metadata(decoded),
+            metadata_encoded=encoded,
         )
 
     # -- the main path -------------------------------------------------------------------
@@ -224,14 +227,11 @@ class Orchestrator:
         )
         return self.record([completion])[0]
 
-    def record_completions(self, reports: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
-        """Validate each report on its own, record the valid ones as one batch, and trigger
-        what they complete.
-
-        A bad report is answered with its index and the field that is wrong; the good
-        ones are recorded all the same. Raises BothStoresFailed when the batch could not
-        be recorded at all (then nothing in it is acknowledged).
-        """
+    def validate_reports(
+        self, reports: Iterable[object]
+    ) -> tuple[list[BatchItem | None], list[tuple[int, Completion]]]:
+        """Validate each report on its own: a slot per report (an error item, or ``None``
+        for a valid one) and the valid completions with their indexes."""
         items: list[BatchItem | None] = []
         valid: list[tuple[int, Completion]] = []
         for index, report in enumerate(reports):
@@ -255,23 +255,116 @@ class Orchestrator:
                 continue
             items.append(None)
             valid.append((index, completion))
-        results = self.record([c for _, c in valid]) if valid else []
+        return items, valid
+
+    @staticmethod
+    def _answer(
+        items: list[BatchItem | None],
+        valid: list[tuple[int, Completion]],
+        results: list[CompletionResult],
+    ) -> list[BatchItem]:
         for (index, _), result in zip(valid, results, strict=True):
             items[index] = BatchItem(index, result=result)
         return [item for item in items if item is not None]
 
+    async def arecord_completions(self, reports: Iterable[object]) -> list[BatchItem]:
+        """:meth:`record_completions` for an event loop (the HTTP service's path)."""
+        items, valid = self.validate_reports(reports)
+        results = await self.arecord([c for _, c in valid]) if valid else []
+        return self._answer(items, valid, results)
+
+    async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
+        """:meth:`record` for an event loop: the batch write is awaited without a thread;
+        the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
+        completions = self._book.stamp(completions)
+        try:
+            write = await self.tracker.arecord_completions(completions)
+        except BothStoresFailed as exc:
+            self._stores_failed(completions, exc)
+            raise
+        self._stores_ok(completions)
+        if _superseded(write):
+            completions, write = await asyncio.to_thread(self._restamp, completions, write)
+        if not self._completed_by(write):
+            return self._settle(completions, write)
+        return await asyncio.to_thread(self._settle, completions, write)
+
+    def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
+        """Validate each report on its own, record the valid ones as one batch, and trigger
+        what they complete.
+
+        A bad report is answered with its index and the field that is wrong; the good
+        ones are recorded all the same. Raises BothStoresFailed when the batch could not
+        be recorded at all (then nothing in it is acknowledged).
+        """
+        items, valid = self.validate_reports(reports)
+        results = self.record([c for _, c in valid]) if valid else []
+        return self._answer(items, valid, results)
+
     def record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """Record validated completions as one dual-written batch, then claim the triggers
-        of every phase-run the batch completed; one result per completion, in order."""
-        completions, write, successes = self._write_stamped(completions)
+        of every phase-run the batch completed; one result per completion, in order.
+
+        Each report is stamped with the attempt it counts for (see :mod:`reruns`)."""
+        completions = self._book.stamp(completions)
+        write = self._write(completions)
+        if _superseded(write):
+            completions, write = self._restamp(completions, write)
+        return self._settle(completions, write)
+
+    def _write(self, completions: Sequence[Completion]) -> BatchWriteResult:
+        try:
+            write = self.tracker.record_completions(completions)
+        except BothStoresFailed as exc:
+            self._stores_failed(completions, exc)
+            raise
+        self._stores_ok(completions)
+        return write
+
+    def _restamp(
+        self, completions: list[Completion], write: BatchWriteResult
+    ) -> tuple[list[Completion], BatchWriteResult]:
+        """A rerun superseded phase-runs of this batch: learn the runs' current attempts and
+        record those reports again under them; the answer merges both writes."""
+        stale = {run for run, names in write.successes().items() if reruns.SUPERSEDED in names}
+        for run_key in sorted({run.run_key for run in stale}):
+            self.attempts(run_key)
+        restamped = self._book.stamp(completions)
+        moved = [c for c, before in zip(restamped, completions, strict=True) if c != before]
+        if not moved:
+            return completions, write
+        again = self._write(moved)
+
+        def merged(first: Any, second: Any) -> dict[PhaseRun, frozenset[str]]:
+            kept = {run: names for run, names in (first or {}).items() if run not in stale}
+            return {**kept, **(second or {})}
+
+        return restamped, BatchWriteResult(
+            again.primary_ok,
+            again.backup_ok,
+            again.primary_error,
+            again.backup_error,
+            merged(write.primary_value, again.primary_value),
+            merged(write.backup_value, again.backup_value),
+        )
+
+    def _completed_by(self, write: BatchWriteResult) -> set[PhaseRun]:
+        successes = write.successes()
+        return {
+            run
+            for run in successes
+            if set(self.pipeline.phase(run.phase).processors) <= successes[run]
+        }
+
+    def _settle(
+        self, completions: Sequence[Completion], write: BatchWriteResult
+    ) -> list[CompletionResult]:
+        """After a batch is durable: report failures, claim what it completed, answer."""
+        successes = write.successes()
         for completion in completions:
             if completion.status is Status.FAILED:
                 self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
-        complete = {
-            run
-            for run in {c.phase_run for c in completions}
-            if set(self.pipeline.phase(run.phase).processors) <= successes.get(run, frozenset())
-        }
+        complete = self._completed_by(write)
         # Triggers are read only when they matter: most reports do not complete a phase.
         claimed = {run: self._trigger_complete(run, completions) for run in sorted(complete)}
         results: list[CompletionResult] = []
@@ -293,53 +386,26 @@ class Orchestrator:
             first_of.add(run)
         return results
 
-    def _write_stamped(
-        self, completions: Sequence[Completion]
-    ) -> tuple[list[Completion], BatchWriteResult, dict[PhaseRun, frozenset[str]]]:
-        """Write ``completions`` under the attempts they count for (see :mod:`reruns`).
+    def _stores_failed(self, completions: Sequence[Completion], exc: BothStoresFailed) -> None:
+        first = completions[0]
+        self.events.emit(
+            Event(
+                EventKind.BOTH_STORES_FAILED,
+                Severity.CRITICAL,
+                _component(self.pipeline.phase(first.phase)),
+                f"{len(completions)} completion(s) (first: {first.processor} for "
+                f"{first.run_key}) were not recorded: both stores failed ({exc})",
+                run_key=first.run_key,
+                phase=first.phase,
+                correlation_id=first.correlation_id,
+                error=exc,
+            ),
+            already_logged=True,
+        )
+        with self._state_lock:
+            self._stores_down = True
 
-        Returns the completions as recorded, the write, and each phase-run's successes.
-        """
-        stamped = self._book.stamp(completions)
-        write = self._write(stamped)
-        successes = write.successes()
-        stale = {run for run, names in successes.items() if reruns.SUPERSEDED in names}
-        if not stale:
-            return stamped, write, successes
-        # A rerun superseded some of these phase-runs: learn the run's current attempts
-        # and record those reports again under them.
-        for run_key in sorted({run.run_key for run in stale}):
-            self.attempts(run_key)
-        restamped = self._book.stamp(stamped)
-        moved = [c for c, before in zip(restamped, stamped, strict=True) if c != before]
-        if moved:
-            again = self._write(moved)
-            successes.update(again.successes())
-            write = again
-        return restamped, write, successes
-
-    def _write(self, completions: Sequence[Completion]) -> BatchWriteResult:
-        try:
-            write = self.tracker.record_completions(completions)
-        except BothStoresFailed as exc:
-            first = completions[0]
-            self.events.emit(
-                Event(
-                    EventKind.BOTH_STORES_FAILED,
-                    Severity.CRITICAL,
-                    _component(self.pipeline.phase(first.phase)),
-                    f"{len(completions)} completion(s) (first: {first.processor} for "
-                    f"{first.run_key}) were not recorded: both stores failed ({exc})",
-                    run_key=first.run_key,
-                    phase=first.phase,
-                    correlation_id=first.correlation_id,
-                    error=exc,
-                ),
-                already_logged=True,
-            )
-            with self._state_lock:
-                self._stores_down = True
-            raise
+    def _stores_ok(self, completions: Sequence[Completion]) -> None:
         with self._state_lock:
             recovered, self._stores_down = self._stores_down, False
         if recovered:
@@ -354,7 +420,6 @@ class Orchestrator:
                     phase=first.phase,
                 )
             )
-        return write
 
     def _trigger_complete(self, run: PhaseRun, completions: Sequence[Completion]) -> _Claimed:
         status_now, attempts = self._phase_state(run.phase, run.run_key)
@@ -697,9 +762,10 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _metadata(value: object) -> dict[str, Any]:
+def _metadata(value: object) -> tuple[dict[str, Any], str]:
+    """The metadata as a plain dict and as the compact JSON stored; checked once."""
     if value is None:
-        return {}
+        return {}, "{}"
     if not isinstance(value, Mapping):
         raise ValidationError(
             "metadata", f"expected a JSON object, got {_json_type(value)}", code="wrong_type"
@@ -715,5 +781,13 @@ def _metadata(value: object) -> dict[str, Any]:
             f"{size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed",
             code="too_large",
         )
+    if not value:
+        return {}, "{}"
+    # Decoding what was encoded yields plain JSON types (tuples become lists, ...).
     decoded: dict[str, Any] = json.loads(encoded)
-    return decoded
+    return decoded, encoded
+
+
+def _superseded(write: BatchWriteResult) -> bool:
+    """Whether a rerun marked any phase-run of this write as superseded (see reruns.py)."""
+    return any(reruns.SUPERSEDED in names for names in write.successes().values())

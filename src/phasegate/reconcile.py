@@ -5,6 +5,11 @@ Repair is a merge in both directions through ``import_records``: idempotent, and
 ``success`` wins over ``failed``. A trigger claimed separately on each store (possible
 only during a primary outage, across replicas) cannot be repaired away: it is reported
 as a double claim and alerted.
+
+Every outcome is an event (alerted through the bus, or logged when there is none):
+differences found are a WARNING with the counts per kind, differences left after a
+repair are CRITICAL, a pass that fails (a store down) is a WARNING, and a pass that
+ends with the stores in agreement resolves the last two.
 """
 
 from __future__ import annotations
@@ -22,7 +27,28 @@ from phasegate.stores.base import CompletionStore
 log = logging.getLogger(__name__)
 
 FIRST_KEY, LAST_KEY = "", "\U0010ffff"
+KINDS = ("completion", "history", "trigger", "execution", "timeout")
 T = TypeVar("T")
+_LEVELS = {Severity.CRITICAL: logging.CRITICAL, Severity.WARNING: logging.WARNING}
+
+
+def count_by_kind(differences: Iterable[Difference]) -> dict[str, int]:
+    """How many of ``differences`` there are of each kind (every kind listed)."""
+    counts = Counter(d.kind for d in differences)
+    return {kind: counts.get(kind, 0) for kind in KINDS}
+
+
+def describe_range(first_run_key: str, last_run_key: str) -> str:
+    """``first to last`` for messages, with the open ends named."""
+    if not first_run_key and not last_run_key:
+        return "no runs"
+    first = first_run_key or "the first run"
+    last = "the last run" if last_run_key == LAST_KEY else last_run_key
+    return f"{first} to {last}"
+
+
+def _describe_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in counts.items() if n) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +83,11 @@ class ReconcileReport:
 
     def counts(self) -> dict[str, int]:
         """Differences per kind (before repair)."""
-        counts = Counter(d.kind for d in self.differences)
-        return {
-            kind: counts.get(kind, 0)
-            for kind in ("completion", "history", "trigger", "execution", "timeout")
-        }
+        return count_by_kind(self.differences)
+
+    def remaining_counts(self) -> dict[str, int]:
+        """Differences per kind left after the repair."""
+        return count_by_kind(self.remaining)
 
     @property
     def clean(self) -> bool:
@@ -205,28 +231,44 @@ def reconcile(
     repair: bool = False,
     events: EventBus | None = None,
 ) -> ReconcileReport:
-    """Compare both stores over ``[first_run_key, last_run_key]``; repair on request."""
+    """Compare both stores over ``[first_run_key, last_run_key]``; repair on request.
+
+    The outcome is announced on ``events`` (see the module docstring); a failure is
+    announced, then raised.
+    """
+    try:
+        report = _compare(primary, backup, first_run_key, last_run_key, repair, events)
+    except Exception as exc:
+        announce_failure(exc, describe_range(first_run_key, last_run_key), events)
+        raise
+    announce_outcome(report, events)
+    return report
+
+
+def _compare(
+    primary: CompletionStore,
+    backup: CompletionStore,
+    first_run_key: str,
+    last_run_key: str,
+    repair: bool,
+    events: EventBus | None,
+) -> ReconcileReport:
     primary_records = primary.export_records(first_run_key, last_run_key)
     backup_records = backup.export_records(first_run_key, last_run_key)
     differences, double = diff(primary_records, backup_records)
     for claim in double:
-        message = (
-            f"possible double trigger of {claim.key[0]} for {claim.key[1]}: {claim.detail}; "
-            "receivers de-duplicate on the trigger id"
+        _announce(
+            Event(
+                EventKind.DOUBLE_CLAIM,
+                Severity.CRITICAL,
+                "reconciler",
+                f"possible double trigger of {claim.key[0]} for {claim.key[1]}: {claim.detail}; "
+                "receivers de-duplicate on the trigger id",
+                run_key=claim.key[1],
+                phase=claim.key[0],
+            ),
+            events,
         )
-        if events is not None:
-            events.emit(
-                Event(
-                    EventKind.DOUBLE_CLAIM,
-                    Severity.CRITICAL,
-                    "reconciler",
-                    message,
-                    run_key=claim.key[1],
-                    phase=claim.key[0],
-                )
-            )
-        else:
-            log.critical("%s", message)
     if not repair or not differences:
         return ReconcileReport(
             first_run_key, last_run_key, tuple(differences), False, (), tuple(double)
@@ -245,6 +287,64 @@ def reconcile(
     return ReconcileReport(
         first_run_key, last_run_key, tuple(differences), True, tuple(remaining), tuple(double)
     )
+
+
+def announce_outcome(report: ReconcileReport, events: EventBus | None) -> None:
+    """WARNING for differences found, CRITICAL for any left after repair, else resolved."""
+    where = describe_range(report.first_run_key, report.last_run_key)
+    found = report.counts()
+    details: dict[str, Any] = {
+        "counts": found,
+        "repaired": report.repaired,
+        "remaining": report.remaining_counts(),
+    }
+    if report.repaired and report.remaining:
+        message = (
+            f"{len(report.remaining)} difference(s) between the stores remain after repair "
+            f"over {where} ({_describe_counts(report.remaining_counts())}); "
+            f"{len(report.differences)} were found ({_describe_counts(found)})"
+        )
+        severity = Severity.CRITICAL
+    elif report.differences:
+        outcome = "all repaired" if report.repaired else "not repaired (run with --repair)"
+        message = (
+            f"reconciliation found {len(report.differences)} difference(s) between the stores "
+            f"over {where} ({_describe_counts(found)}); {outcome}"
+        )
+        severity = Severity.WARNING
+    else:
+        severity = Severity.RESOLVED
+        message = f"the stores agree over {where}"
+    if severity is not Severity.RESOLVED:
+        kind = EventKind.RECONCILE_DIVERGENCE
+        _announce(Event(kind, severity, "reconciler", message, details=details), events)
+    if report.remaining if report.repaired else report.differences:
+        return
+    _announce(
+        Event(EventKind.RECONCILED, Severity.RESOLVED, "reconciler", message, details=details),
+        events,
+    )
+
+
+def announce_failure(error: BaseException, where: str, events: EventBus | None) -> None:
+    """A reconciliation pass that could not finish (a store down, most often): WARNING."""
+    _announce(
+        Event(
+            EventKind.RECONCILE_FAILED,
+            Severity.WARNING,
+            "reconciler",
+            f"reconciliation of {where} failed: {type(error).__name__}: {error}",
+            error=error,
+        ),
+        events,
+    )
+
+
+def _announce(event: Event, events: EventBus | None) -> None:
+    if events is not None:
+        events.emit(event)
+    elif event.severity in _LEVELS:
+        log.log(_LEVELS[event.severity], "%s: %s", event.component, event.message)
 
 
 class Reconciler:
@@ -266,12 +366,20 @@ class Reconciler:
         self.last_report: ReconcileReport | None = None
 
     def run_once(self) -> ReconcileReport:
-        """Reconcile and repair the ``runs`` most recent run keys of either store."""
-        keys = sorted(
-            set(self.primary.list_runs(self.runs)) | set(self.backup.list_runs(self.runs))
-        )
+        """Reconcile and repair the ``runs`` most recent run keys of either store.
+
+        Its outcome and any failure are announced on ``events``; a failure is then raised.
+        """
+        try:
+            keys = sorted(
+                set(self.primary.list_runs(self.runs)) | set(self.backup.list_runs(self.runs))
+            )
+        except Exception as exc:
+            announce_failure(exc, f"the {self.runs} most recent runs", self.events)
+            raise
         if not keys:
             report = ReconcileReport(FIRST_KEY, FIRST_KEY, ())
+            announce_outcome(report, self.events)
         else:
             report = reconcile(
                 self.primary, self.backup, keys[0], keys[-1], repair=True, events=self.events

@@ -6,6 +6,10 @@ copies those run keys over (export from the store that has them, idempotent impo
 into the one that lacks them) once the lacking store answers again; a background
 thread started with :meth:`Replicator.start` calls it every ``interval`` seconds, and
 :meth:`Replicator.wake` makes it run at once. No request thread ever waits for it.
+
+A store that stays behind for ``degraded_after`` seconds is reported once as degraded
+(``STORE_DEGRADED``, a warning that is alerted), and once more as resolved when it has
+caught up.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import StoreError
+from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import RecordSet
 from phasegate.resilience.breaker import BreakerState
 from phasegate.stores.base import Capability
@@ -43,12 +49,21 @@ class Replicator:
         *,
         counters: Counters,
         interval: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+        events: EventBus | None = None,
+        degraded_after: float = 300.0,
     ) -> None:
         self._stores = {StoreRole.PRIMARY: primary, StoreRole.BACKUP: backup}
         self._counters = counters
         self._interval = interval
+        self._clock = clock
+        self.events = events or EventBus()
+        self._degraded_after = degraded_after
         self._lock = threading.Lock()
         self._missed: dict[StoreRole, set[str]] = {role: set() for role in StoreRole}
+        self._behind_since: dict[StoreRole, float | None] = dict.fromkeys(StoreRole)
+        self._degraded: set[StoreRole] = set()
+        self._last_error: dict[StoreRole, str] = {}
         self._listeners: list[CaughtUpListener] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -60,6 +75,8 @@ class Replicator:
         if not keys:
             return
         with self._lock:
+            if not self._missed[role] and self._behind_since[role] is None:
+                self._behind_since[role] = self._clock.monotonic()
             self._missed[role].update(keys)
         self._wake.set()
 
@@ -85,7 +102,49 @@ class Replicator:
             if done:
                 for listener in self._listeners:
                     listener(role, done)
+            self._judge(role)
         return {role: self.missed(role) for role in StoreRole}
+
+    def _judge(self, role: StoreRole) -> None:
+        """Report a store that stays behind, once, and its recovery, once."""
+        with self._lock:
+            missed = len(self._missed[role])
+            since = self._behind_since[role]
+            if not missed:
+                self._behind_since[role] = None
+            recovered = not missed and role in self._degraded
+            degraded = (
+                missed > 0
+                and since is not None
+                and role not in self._degraded
+                and self._clock.monotonic() - since >= self._degraded_after
+            )
+            if recovered:
+                self._degraded.discard(role)
+            if degraded:
+                self._degraded.add(role)
+        if degraded and since is not None:
+            minutes = (self._clock.monotonic() - since) / 60
+            reason = self._last_error.get(role, "it has not answered since")
+            self.events.emit(
+                Event(
+                    EventKind.STORE_DEGRADED,
+                    Severity.WARNING,
+                    f"{role}_store",
+                    f"the {role} store has missed writes of {missed} run(s) for "
+                    f"{minutes:.0f} min and cannot be caught up yet: {reason}",
+                    details={"missed_runs": missed},
+                )
+            )
+        elif recovered:
+            self.events.emit(
+                Event(
+                    EventKind.STORE_DEGRADED,
+                    Severity.RESOLVED,
+                    f"{role}_store",
+                    f"the {role} store has caught up with every write it missed",
+                )
+            )
 
     def _catch_up(self, role: StoreRole) -> frozenset[str]:
         target = self._stores[role]
@@ -94,6 +153,7 @@ class Replicator:
         if not (target.can(Capability.REPLICATION) and source.can(Capability.REPLICATION)):
             return frozenset()
         if target.breaker.state is BreakerState.OPEN:
+            self._last_error[role] = "its circuit breaker is open"
             return frozenset()
         with self._lock:
             pending = sorted(self._missed[role])
@@ -102,16 +162,13 @@ class Replicator:
             try:
                 records = source.store.export_records(run_key, run_key)
             except StoreError as exc:
-                log.warning(
-                    "cannot catch up the %s store yet: reading the %s store failed: %s",
-                    role,
-                    source.role,
-                    exc,
-                )
+                self._last_error[role] = f"reading the {source.role} store failed: {exc}"
+                log.warning("cannot catch up the %s store yet: %s", role, self._last_error[role])
                 break
             try:
                 target.call(_importer(records))
             except StoreError as exc:
+                self._last_error[role] = str(exc)
                 log.warning("catching up the %s store failed: %s", role, exc)
                 break
             done.add(run_key)

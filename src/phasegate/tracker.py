@@ -23,6 +23,7 @@ from typing import Any
 from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import BothStoresFailed, StoreError
+from phasegate.events import EventBus
 from phasegate.model import (
     Completion,
     OutboxEntry,
@@ -119,6 +120,7 @@ class CompletionTracker:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         replicate_every: float = 1.0,
+        events: EventBus | None = None,
     ) -> None:
         self._clock = clock
         self._counters = Counters()
@@ -142,7 +144,12 @@ class CompletionTracker:
             rng=rng,
         )
         self.replicator = Replicator(
-            self._primary, self._backup, counters=self._counters, interval=replicate_every
+            self._primary,
+            self._backup,
+            counters=self._counters,
+            interval=replicate_every,
+            clock=clock,
+            events=events,
         )
         self.arbiter = ClaimArbiter(
             self._primary,
@@ -209,10 +216,23 @@ class CompletionTracker:
         """
         primary = self._primary.begin_completions(completions, self._pool.submit)
         backup = self._backup.begin_completions(completions, self._pool.submit)
-        primary_ok, primary_value, primary_error = primary.result()
-        backup_ok, backup_value, backup_error = backup.result()
+        return self._batch_result(completions, primary.result(), backup.result())
+
+    async def arecord_completions(self, completions: Sequence[Completion]) -> BatchWriteResult:
+        """:meth:`record_completions` for an event loop: the writes are queued on each
+        store's writer and awaited, with no thread hand-off of the caller's own."""
+        primary = self._primary.begin_completions(completions, self._pool.submit)
+        backup = self._backup.begin_completions(completions, self._pool.submit)
+        return self._batch_result(completions, await primary.wait(), await backup.wait())
+
+    def _batch_result(
+        self,
+        completions: Sequence[Completion],
+        primary: tuple[bool, Any, BaseException | None],
+        backup: tuple[bool, Any, BaseException | None],
+    ) -> BatchWriteResult:
         result = BatchWriteResult(
-            primary_ok, backup_ok, primary_error, backup_error, primary_value, backup_value
+            primary[0], backup[0], primary[2], backup[2], primary[1], backup[1]
         )
         keys = sorted({c.run_key for c in completions})
         self._report(f"record {len(completions)} completion(s)", keys, result)

@@ -3,5 +3,15 @@
 from phasegate.alerts.alerter import Alerter
 from phasegate.alerts.base import Alert, AlertDeliveryError, AlertSink, alert_from_event
 from phasegate.alerts.log import LogSink
+from phasegate.alerts.selftest import SinkResult, send_test_alert
 
-__all__ = ["Alert", "AlertDeliveryError", "AlertSink", "Alerter", "LogSink", "alert_from_event"]
+__all__ = [
+    "Alert",
+    "AlertDeliveryError",
+    "AlertSink",
+    "Alerter",
+    "LogSink",
+    "SinkResult",
+    "alert_from_event",
+    "send_test_alert",
+]

@@ -1,9 +1,14 @@
 """Alert delivery that can never hurt the orchestrator.
 
 Callers only enqueue (never block, never see a sink's errors). A background thread
-drains the bounded queue: at most one message per second per sink, repeats of the
-same fingerprint within ``repeat_interval`` folded into one message with a count,
-one ``resolved`` message when a condition clears. Overflow is counted and logged.
+(:meth:`Alerter.start` / :meth:`Alerter.stop`) drains the bounded queue: at most one
+message per second per sink, repeats of the same fingerprint within ``repeat_interval``
+folded into one message with a count, one ``resolved`` message when a condition clears.
+Overflow is counted and logged.
+
+A sink that fails is logged CRITICAL once per failure streak (then WARNING per alert it
+misses) and once more, at INFO, when it delivers again; every failed send is counted
+(``counts["failed"]``, exported as ``phasegate_alerts_total{outcome="failed"}``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from phasegate.alerts.base import (
 )
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.events import Event, Severity
+from phasegate.redact import SCRUBBER
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +62,34 @@ class Alerter:
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
         self._last_sent: dict[str, float] = {}
+        self._failing: dict[str, int] = {}  # sink name -> alerts failed in a row
         self.counts: Counter[str] = Counter()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._thread = threading.Thread(target=self._run, name="phasegate-alerts", daemon=True)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the delivery thread; until then alerts only queue up."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="phasegate-alerts", daemon=True)
         self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (at most ``timeout`` real seconds), then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if not self.drain(timeout):
+            log.error("closing with %d alert(s) undelivered after %.0fs", self._in_flight, timeout)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        else:
+            thread.join(1.0)
 
     # -- the caller's side: never blocks ---------------------------------------------------
 
@@ -147,16 +176,51 @@ class Alerter:
                 self.clock.sleep(wait)
         try:
             sink.send(alert)
-        except AlertDeliveryError as exc:
+        except Exception as exc:  # noqa: BLE001 - a sink's failure must never reach the caller
             self.counts["failed"] += 1
-            log.error("alert not delivered to %s: %s", sink.name, exc)
-        except Exception:
-            self.counts["failed"] += 1
-            log.exception("alert sink %s crashed", sink.name)
+            self._sink_failed(sink, alert, exc)
         else:
             self.counts["sent"] += 1
+            self._sink_delivered(sink)
         finally:
             self._last_sent[key] = self.clock.monotonic()
+
+    def _sink_failed(self, sink: AlertSink, alert: Alert, exc: Exception) -> None:
+        with self._lock:
+            streak = self._failing.get(sink.name, 0) + 1
+            self._failing[sink.name] = streak
+        if isinstance(exc, AlertDeliveryError):
+            reason, trace = str(exc), None
+        else:
+            reason, trace = SCRUBBER.scrub(f"sink crashed: {type(exc).__name__}: {exc}"), exc
+        if streak == 1:
+            log.critical(
+                "alert not delivered to %s: %s; alert sink %s is failing: alerts are not "
+                "reaching it (each alert's event is still in the log)",
+                sink.name,
+                reason,
+                sink.name,
+                exc_info=trace,
+            )
+        else:
+            log.warning(
+                "alert %r not delivered to %s (%d in a row): %s",
+                alert.title,
+                sink.name,
+                streak,
+                reason,
+            )
+
+    def _sink_delivered(self, sink: AlertSink) -> None:
+        with self._lock:
+            streak = self._failing.pop(sink.name, 0)
+        if streak:
+            log.info("alert sink %s delivers again, after %d failed alert(s)", sink.name, streak)
+
+    def failing_sinks(self) -> dict[str, int]:
+        """Sinks whose last send failed, with how many sends failed in a row."""
+        with self._lock:
+            return dict(self._failing)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait (at most ``timeout`` real seconds) until every queued alert is handled."""
@@ -164,14 +228,7 @@ class Alerter:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain within ``timeout``, then stop the thread and close the sinks."""
-        if not self.drain(timeout):
-            log.error("closing with %d alert(s) undelivered after %.0fs", self._in_flight, timeout)
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        else:
-            self._thread.join(1.0)
+        """:meth:`stop` (draining within ``timeout``), then close the sinks."""
+        self.stop(timeout)
         for sink in self.sinks:
             sink.close()

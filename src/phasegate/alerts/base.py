@@ -26,6 +26,10 @@ _HINTS = {
     EventKind.CLAIM_DEFERRED: "Run `phasegate check-timeouts` once a store is back.",
     EventKind.UNEXPECTED_ERROR: "Check the service logs around this time.",
     EventKind.DOUBLE_CLAIM: "A phase may have triggered twice: check the receiver de-duplicates.",
+    EventKind.RECONCILE_DIVERGENCE: (
+        "See the records with `phasegate reconcile --format json`; `--repair` copies them."
+    ),
+    EventKind.RECONCILE_FAILED: "Check both stores are reachable; the next pass tries again.",
 }
 
 
@@ -89,6 +93,9 @@ def fingerprint(event: Event) -> str:
             return f"processor:{event.phase}:{details.get('processor')}:{event.run_key}"
         case EventKind.UNEXPECTED_ERROR:
             return f"unexpected:{event.component}:{type(event.error).__name__}"
+        case EventKind.RECONCILE_DIVERGENCE | EventKind.RECONCILE_FAILED:
+            # by severity: a divergence left after repair must not fold into one repaired
+            return f"{event.kind.value}:{event.severity.value}"
         case _:
             return f"{event.kind.value}:{event.phase}:{event.run_key}"
 
@@ -98,6 +105,11 @@ def resolved_fingerprints(event: Event) -> list[str]:
     match event.kind:
         case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED | EventKind.TRIGGER_DELIVERED:
             return [fingerprint(event)]
+        case EventKind.RECONCILED:
+            return [
+                f"{EventKind.RECONCILE_FAILED.value}:{Severity.WARNING.value}",
+                f"{EventKind.RECONCILE_DIVERGENCE.value}:{Severity.CRITICAL.value}",
+            ]
         case EventKind.TRIGGER_CLAIMED:
             return [
                 f"timeout:{event.phase}:{event.run_key}",

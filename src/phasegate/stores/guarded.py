@@ -8,6 +8,7 @@ built once; a half-open breaker gets exactly one trial call, never a retried one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -202,6 +203,15 @@ class PendingWrite:
             return True, self._guarded.run(self._permit, attempt), None
         except StoreError as exc:
             return False, None, exc
+
+    async def wait(self) -> tuple[bool, Answer | None, BaseException | None]:
+        """:meth:`result` for an event loop: awaits the first attempt without blocking it;
+        only a failed first attempt's retries (which sleep) move to a thread."""
+        if self._first is not None:
+            await asyncio.wait([asyncio.wrap_future(self._first)])
+            if self._first.exception() is not None:
+                return await asyncio.to_thread(self.result)
+        return self.result()
 
 
 def guard(

@@ -3,44 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from phasegate.backfill import Backfill, BackfillItem, days_between, parse_rate, read_run_keys
-from phasegate.errors import BothStoresFailed, ValidationError
+from phasegate.cli.common import EXIT_OK, EXIT_REJECTED, Adder, emit_json, open_for
+from phasegate.errors import ValidationError
 from phasegate.model import Trigger
 from phasegate.runtime import Runtime
 
-EXIT_OK, EXIT_REJECTED, EXIT_STORES_DOWN = 0, 1, 3
 
-Opener = Callable[[argparse.Namespace], Runtime]
-Adder = Callable[..., argparse.ArgumentParser]
-
-
-def register(add: Adder, opener: Opener, *parents: argparse.ArgumentParser) -> None:
-    """Add ``rerun`` and ``backfill`` to the CLI; ``add`` is ``cli.main``'s helper."""
-
-    def rerun_command(args: argparse.Namespace) -> int:
-        return cmd_rerun(args, opener(args))
-
-    def backfill_command(args: argparse.Namespace) -> int:
-        return cmd_backfill(args, opener(args))
-
+def register(add: Adder, common: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
+    """Add this group's subcommands."""
     rerun = add(
         "rerun",
-        rerun_command,
+        cmd_rerun,
         "start attempt N+1 of a phase and everything downstream for a run key",
-        *parents,
+        common,
+        output,
     )
     rerun.add_argument("--run-key", required=True)
     rerun.add_argument("--phase", required=True)
     backfill = add(
         "backfill",
-        backfill_command,
+        cmd_backfill,
         "send a phase's start signal for every run key of a range, once each",
-        *parents,
+        common,
+        output,
     )
     backfill.add_argument("--phase", required=True)
     backfill.add_argument("--from", dest="first", metavar="DATE", help="first day (YYYY-MM-DD)")
@@ -51,41 +41,40 @@ def register(add: Adder, opener: Opener, *parents: argparse.ArgumentParser) -> N
     )
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Rerun a phase for a run key and deliver its start signal."""
+    return rerun_with(args, open_for(args))
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Send the start signal of a phase for each run key of a range or a file."""
+    return backfill_with(args, open_for(args))
+
+
 def _deliver(runtime: Runtime) -> Callable[[Trigger], str]:
     def deliver(trigger: Trigger) -> str:
-        report = runtime.dispatcher.run_once(only={trigger.trigger_id})
-        return "delivered" if report.ok else f"pending ({report.failed[0][1]})"
+        return runtime.deliver([trigger.trigger_id])[trigger.trigger_id].describe()
 
     return deliver
 
 
-def cmd_rerun(args: argparse.Namespace, runtime: Runtime) -> int:
-    """Rerun a phase for a run key and deliver its start signal."""
+def rerun_with(args: argparse.Namespace, runtime: Runtime) -> int:
+    """``phasegate rerun`` on an open runtime (closed before returning)."""
     try:
-        try:
-            result = runtime.orchestrator.rerun(args.phase, args.run_key)
-        except ValidationError as exc:
-            print(f"rejected: {exc}", file=sys.stderr)
-            return EXIT_REJECTED
-        except BothStoresFailed as exc:
-            print(f"not rerun: {exc}", file=sys.stderr)
-            return EXIT_STORES_DOWN
+        result = runtime.orchestrator.rerun(args.phase, args.run_key)
         signal = result.trigger
         delivery = _deliver(runtime)(signal) if result.claimed else None
         if args.format == "json":
-            print(
-                json.dumps(
-                    {
-                        "trigger_id": signal.trigger_id,
-                        "phase": signal.phase,
-                        "run_key": signal.run_key,
-                        "attempt": signal.attempt,
-                        "claimed": result.claimed,
-                        "deferred": result.deferred,
-                        "delivery": delivery,
-                    },
-                    indent=2,
-                )
+            emit_json(
+                {
+                    "trigger_id": signal.trigger_id,
+                    "phase": signal.phase,
+                    "run_key": signal.run_key,
+                    "attempt": signal.attempt,
+                    "claimed": result.claimed,
+                    "deferred": result.deferred,
+                    "delivery": delivery,
+                }
             )
         elif result.deferred:
             print("deferred: no store can decide the claim safely right now; ask again later")
@@ -104,31 +93,22 @@ def cmd_rerun(args: argparse.Namespace, runtime: Runtime) -> int:
         runtime.close()
 
 
-def cmd_backfill(args: argparse.Namespace, runtime: Runtime) -> int:
-    """Send the start signal of a phase for each run key of a range or a file."""
+def backfill_with(args: argparse.Namespace, runtime: Runtime) -> int:
+    """``phasegate backfill`` on an open runtime (closed before returning)."""
     try:
-        try:
-            keys = _run_keys(args)
-            rate = parse_rate(args.rate) if args.rate else None
-            deliver = _deliver(runtime)
-            with _progress(args.format == "text" and sys.stdout.isatty(), len(keys)) as advance:
-                backfill = Backfill(
-                    runtime.orchestrator,
-                    args.phase,
-                    keys,
-                    rate=rate,
-                    deliver=deliver,
-                    progress=advance if args.format == "text" else None,
-                )
-                report = backfill.run()
-        except ValidationError as exc:
-            print(f"rejected: {exc}", file=sys.stderr)
-            return EXIT_REJECTED
-        except BothStoresFailed as exc:
-            print(f"stopped: {exc}; run the same backfill again to resume", file=sys.stderr)
-            return EXIT_STORES_DOWN
+        keys = _run_keys(args)
+        rate = parse_rate(args.rate) if args.rate else None
+        with _progress(args.format == "text" and sys.stdout.isatty(), len(keys)) as advance:
+            report = Backfill(
+                runtime.orchestrator,
+                args.phase,
+                keys,
+                rate=rate,
+                deliver=_deliver(runtime),
+                progress=advance if args.format == "text" else None,
+            ).run()
         if args.format == "json":
-            print(json.dumps(report.to_dict(), indent=2))
+            emit_json(report.to_dict())
         else:
             counts = report.to_dict()
             print(
