@@ -193,7 +193,7 @@ def test_the_cloud_and_bus_schemes_name_their_extra_too(
     ("primary", "transport", "message"),
     [
         ("firestore://my-project", "log:", "firestore:// is not available in this release"),
-        ("sqlite:///{dir}/p.db", "nats://127.0.0.1:4222/t", "nats:// is not available"),
+        ("sqlite:///{dir}/p.db", "pubsub://my-project/triggers", "pubsub:// is not available"),
     ],
 )
 def test_a_scheme_without_a_backend_yet_says_so_rather_than_naming_a_driver(

@@ -1,12 +1,13 @@
-"""Trigger transports by URL: ``log:``, ``log:/path``, ``http(s)://...``, ``nats://...``."""
+"""Trigger transports by URL: ``log:``, ``log:/path``, ``http(s)://...``, ``nats://...``,
+``pubsub://PROJECT/TOPIC``."""
 
 from __future__ import annotations
 
 from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError
-from phasegate.transports.base import TriggerTransport
+from phasegate.transports.base import BatchTriggerTransport, TriggerTransport, deliver_each
 
-_NOT_YET = frozenset({"pubsub"})
+_NOT_YET: frozenset[str] = frozenset()
 
 
 def open_transport(url: str) -> TriggerTransport:
@@ -34,9 +35,14 @@ def open_transport(url: str) -> TriggerTransport:
         from phasegate.transports.nats import NatsTransport  # noqa: PLC0415
 
         return NatsTransport(url)
+    if scheme == "pubsub":
+        from phasegate.transports.pubsub import PubSubTransport  # noqa: PLC0415
+
+        return PubSubTransport(url)
     raise ConfigError(
-        f"unsupported trigger transport {scheme!r}; expected log:, http(s):// or nats://"
+        f"unsupported trigger transport {scheme!r}; expected log:, http(s)://, nats:// or "
+        "pubsub://"
     )
 
 
-__all__ = ["TriggerTransport", "open_transport"]
+__all__ = ["BatchTriggerTransport", "TriggerTransport", "deliver_each", "open_transport"]
