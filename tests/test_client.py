@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from phasegate.client import (
@@ -154,24 +155,40 @@ def test_a_server_that_is_not_there_raises_unreachable_after_every_attempt() -> 
     assert len(sleeps.waits) == POLICY.attempts - 1
 
 
-def test_complete_many_falls_back_to_one_by_one_and_keeps_going_past_a_rejection(
+class PathRecorder(httpx.HTTPTransport):
+    """A real transport that notes the path of every request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return super().handle_request(request)
+
+
+def test_complete_many_sends_one_batch_and_keeps_going_past_a_rejection(
     service: str, harness: Harness
 ) -> None:
-    """Without a batch endpoint every report is sent alone; a bad one is answered in place."""
+    """The service has ``:batch``: one request; a bad report is answered in its place."""
     reports = [
         Report("extract", RUN, "api"),
         {"phase": "extract", "run_key": "yesterday", "processor": "files"},
         Report("extract", RUN, "files", correlation_id="corr-3"),
     ]
-    with client_for(service, Sleeps(), batch_size=2) as client:
+    transport = PathRecorder()
+    with client_for(service, Sleeps(), transport=transport) as client:
         results = client.complete_many(reports)
+    assert transport.paths == ["/v1/completions:batch"]
     assert [r.index for r in results] == [0, 1, 2]
     assert [r.ok for r in results] == [True, False, True]
     assert results[1].error is not None
-    assert results[1].error.field == "run_key"
-    assert results[2].receipt is not None
-    assert results[2].receipt.claimed
-    assert results[2].report.correlation_id == "corr-3"
+    assert (results[1].error.field, results[1].error.code) == ("run_key", "bad_run_key")
+    first, last = results[0].receipt, results[2].receipt
+    assert first is not None
+    assert last is not None
+    assert (first.claimed, last.phase_complete, last.correlation_id) == (True, True, "corr-3")
+    assert first.trigger_id == last.trigger_id
     assert len(harness.tracker.triggers(RUN)) == 1
 
 
