@@ -127,9 +127,7 @@ def record_report(
     report = message.report
     if default_phase and isinstance(report, Mapping) and "phase" not in report:
         report = {**report, "phase": default_phase}
-    completion = orchestrator.validate_report(
-        report, default_correlation_id=message.correlation_id
-    )
+    completion = orchestrator.validate_report(report, default_correlation_id=message.correlation_id)
     [result] = orchestrator.record([completion])
     return result
 

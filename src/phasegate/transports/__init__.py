@@ -40,8 +40,7 @@ def open_transport(url: str) -> TriggerTransport:
 
         return PubSubTransport(url)
     raise ConfigError(
-        f"unsupported trigger transport {scheme!r}; expected log:, http(s)://, nats:// or "
-        "pubsub://"
+        f"unsupported trigger transport {scheme!r}; expected log:, http(s)://, nats:// or pubsub://"
     )
 
 
