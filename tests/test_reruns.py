@@ -10,18 +10,24 @@ import pytest
 from fastapi.testclient import TestClient
 
 from phasegate.cli.runs import rerun_with
-from phasegate.errors import ValidationError
+from phasegate.config import loads_pipeline
+from phasegate.errors import StoreError, ValidationError
+from phasegate.events import Event, EventBus, EventKind
 from phasegate.model import (
     PhaseState,
+    Trigger,
     TriggerReason,
     rerun_signal_id_for,
     trigger_id_for,
 )
 from phasegate.orchestrator import Orchestrator
 from phasegate.reruns import SUPERSEDED
+from phasegate.runtime import open_runtime
 from phasegate.service import create_app
+from phasegate.stores.memory import MemoryStore
 from phasegate.testing import FakeClock
 from rigs import MemoryRig
+from support import PIPELINE_TEXT
 
 RUN = "2026-01-28"
 
@@ -231,3 +237,31 @@ def test_post_rerun_answers_202_with_the_signal_and_the_same_id_when_repeated(
         "transform": 2,
         "load": 2,
     }
+
+
+class PhaseKeyedStore(MemoryStore):
+    """An outbox keyed by phase and run key, as the SQL store's schema version 1 is."""
+
+    def claim_trigger(self, trigger: Trigger) -> bool:
+        taken = any(e.trigger.phase == trigger.phase for e in self.triggers(trigger.run_key))
+        return False if taken else super().claim_trigger(trigger)
+
+
+def test_a_store_that_cannot_hold_a_start_signal_says_so_loudly(clock: FakeClock) -> None:
+    """On a phase-keyed outbox a rerun fails naming the upgrade, and a critical event says so."""
+    pipeline = loads_pipeline(PIPELINE_TEXT)
+    stores = (PhaseKeyedStore(pipeline=pipeline.name), PhaseKeyedStore(pipeline=pipeline.name))
+    events: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    runtime = open_runtime(pipeline, clock=clock, stores=stores, events=bus)
+    try:
+        runtime.orchestrator.handle_completion("extract", RUN, "api")
+        runtime.orchestrator.handle_completion("extract", RUN, "files")
+        with pytest.raises(StoreError, match="outbox keyed by trigger id"):
+            runtime.orchestrator.rerun("extract", RUN)
+    finally:
+        runtime.close()
+    critical = [e for e in events if e.kind is EventKind.UNEXPECTED_ERROR]
+    assert len(critical) == 1
+    assert "lost its claim to another trigger of the same phase" in critical[0].message

@@ -518,6 +518,7 @@ class Orchestrator:
                 self._deferred.add(run_key)
             return TriggerResult(trigger, claimed=False, deferred=True)
         if not outcome.won:
+            self._check_held(trigger)
             return TriggerResult(trigger, claimed=False, deferred=False)
         execution = PhaseExecution(
             phase=phase.name,
@@ -592,6 +593,7 @@ class Orchestrator:
                 self._deferred.add(signal.run_key)
             return TriggerResult(signal, claimed=False, deferred=True)
         if not outcome.won:
+            self._check_held(signal)
             return TriggerResult(signal, claimed=False, deferred=False)
         self.events.emit(
             Event(
@@ -609,6 +611,34 @@ class Orchestrator:
         if self._on_claimed is not None:
             self._on_claimed(signal)
         return TriggerResult(signal, claimed=True, deferred=False)
+
+    def held(self, trigger: Trigger) -> bool:
+        """Whether the outbox holds ``trigger``'s id (read after a lost claim)."""
+        return any(
+            e.trigger.trigger_id == trigger.trigger_id
+            for e in self.tracker.triggers(trigger.run_key)
+        )
+
+    def _check_held(self, trigger: Trigger) -> None:
+        # A lost claim means the store holds this id. A store that keys claims by phase
+        # and run key (SQL schema version 1) may hold another trigger there instead: a
+        # start signal beside the phase's own trigger. Say so loudly, once per claim.
+        if self.held(trigger):
+            return
+        self.events.emit(
+            Event(
+                EventKind.UNEXPECTED_ERROR,
+                Severity.CRITICAL,
+                _component(self.pipeline.phase(trigger.phase)),
+                f"{trigger.reason.value} trigger {trigger.trigger_id} of {trigger.phase} for "
+                f"{trigger.run_key} (attempt {trigger.attempt}) lost its claim to another "
+                "trigger of the same phase and run: the store keys claims by phase and run "
+                f"key; {reruns.OUTBOX_UPGRADE}",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                details={"trigger_id": trigger.trigger_id, "reason": trigger.reason.value},
+            )
+        )
 
     def announce_ready(self, run_key: str) -> list[TriggerResult]:
         """Claim a ``ready`` start signal for each phase of ``run_key`` that is ready but

@@ -38,6 +38,11 @@ from phasegate.model import (
 if TYPE_CHECKING:
     from phasegate.orchestrator import Orchestrator, TriggerResult
 
+OUTBOX_UPGRADE = (
+    "reruns, backfills and ready signals need an outbox keyed by trigger id "
+    "(the in-memory store; the SQL store from schema version 2)"
+)
+
 # Not a valid processor name, so it can never be a real processor's report.
 SUPERSEDED = "@superseded"
 MAX_RERUN_TRIES = 10
@@ -145,6 +150,11 @@ def rerun(
         if result.claimed or result.deferred:
             orchestrator.attempts(run_key)  # the book learns the new attempts
             return result
+        if not orchestrator.held(signal):
+            raise StoreError(
+                f"rerun of {phase} for {run_key}: the store refused the start signal beside "
+                f"the phase's own trigger; {OUTBOX_UPGRADE}"
+            )
     raise StoreError(
         f"rerun of {phase} for {run_key}: lost the race for a rerun number "
         f"{MAX_RERUN_TRIES} times; too many concurrent reruns of one run"
