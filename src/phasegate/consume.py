@@ -91,7 +91,7 @@ class PubSubConsumer:
         self.pull_timeout = pull_timeout
         self.default_phase = default_phase
         if subscriber is None:
-            from google.cloud import pubsub_v1  # noqa: PLC0415
+            from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]  # noqa: PLC0415
 
             subscriber = pubsub_v1.SubscriberClient()
         self._subscriber = subscriber

@@ -7,19 +7,10 @@ from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError
 from phasegate.transports.base import BatchTriggerTransport, TriggerTransport, deliver_each
 
-_NOT_YET: frozenset[str] = frozenset()
-
 
 def open_transport(url: str) -> TriggerTransport:
     """Open the transport named by ``url``."""
     scheme = url.split(":", 1)[0].lower()
-    if scheme in _NOT_YET:
-        # Said first: installing a driver would not help. Remove a scheme from
-        # _NOT_YET when its transport lands; the driver check below then covers it.
-        raise ConfigError(
-            f"trigger transport {scheme}:// is not available in this release yet; "
-            "use log:, http(s):// or nats://"
-        )
     # Before importing the transport: a missing driver is a clear error, not a traceback.
     require_driver(scheme)
     if scheme == "log":

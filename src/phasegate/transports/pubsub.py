@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
 from phasegate.errors import ConfigError, DeliveryError, TransientDeliveryError
 from phasegate.model import Trigger
