@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,17 +28,19 @@ from phasegate.service import create_app
 from phasegate.stores.memory import MemoryStore
 from phasegate.testing import FakeClock
 from rigs import MemoryRig
-from support import PIPELINE_TEXT
+from support import PIPELINE_TEXT, Harness
 
 RUN = "2026-01-28"
 
 
-@pytest.fixture
-def harness(clock: FakeClock) -> Iterator[MemoryRig]:
-    """The orders pipeline (extract → transform → load) on in-memory stores."""
-    rig = MemoryRig(clock)
+@pytest.fixture(params=["memory", "sqlite"])
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[MemoryRig | Harness]:
+    """The orders pipeline (extract → transform → load) in memory or on SQLite."""
+    rig = MemoryRig(clock) if request.param == "memory" else Harness(tmp_path, clock)
     yield rig
-    rig.close()
+    rig.runtime.close()
 
 
 @pytest.fixture
