@@ -46,10 +46,11 @@ class TimeoutChecker:
                     started_at=status.started_at,
                     reported_at=now,
                     missing=status.missing,
+                    attempt=status.attempt,
                 )
                 outcome = orchestrator.tracker.record_timeout(report)
                 if outcome.won:
-                    self._alert(phase, report)
+                    self._alert(phase, report, status.optional_missing)
                 trigger = None
                 if phase.on_timeout is TimeoutPolicy.TRIGGER:
                     trigger = orchestrator.trigger(
@@ -58,24 +59,37 @@ class TimeoutChecker:
                 findings.append(TimeoutFinding(report, outcome.won, trigger))
         return findings
 
-    def _alert(self, phase: Phase, report: TimeoutReport) -> None:
+    def _alert(
+        self, phase: Phase, report: TimeoutReport, optional_missing: tuple[str, ...]
+    ) -> None:
         waited = (report.reported_at - report.started_at).total_seconds()
         limit = format_duration(phase.timeout) if phase.timeout else "none"
+        attempt = f" (attempt {report.attempt})" if report.attempt != 1 else ""
         then = (
             "; triggering the next phase anyway"
             if phase.on_timeout is TimeoutPolicy.TRIGGER
             else ""
         )
+        optional = (
+            f"; optional, not reported: {', '.join(optional_missing)}" if optional_missing else ""
+        )
         self.orchestrator.events.emit(
             Event(
                 EventKind.PHASE_TIMED_OUT,
                 Severity.WARNING,
-                f"{phase.name}_to_{phase.next}" if phase.next else phase.name,
-                f"{phase.name} for {report.run_key} timed out after {waited:.0f}s "
-                f"(limit {limit}); missing: {', '.join(report.missing)}{then}",
+                f"{phase.name}_to_{'+'.join(phase.next_phases)}"
+                if phase.next_phases
+                else phase.name,
+                f"{phase.name} for {report.run_key}{attempt} timed out after {waited:.0f}s "
+                f"(limit {limit}); missing: {', '.join(report.missing)}"
+                f"{optional}{then}",
                 run_key=report.run_key,
                 phase=phase.name,
-                details={"missing": list(report.missing)},
+                details={
+                    "missing": list(report.missing),
+                    "optional_missing": list(optional_missing),
+                    "attempt": report.attempt,
+                },
             )
         )
 
