@@ -115,7 +115,10 @@ class ClaimArbiter:
 
     def _mirror(self, request: ClaimRequest) -> bool:
         try:
-            if self._backup.can(Capability.CLAIMS):
+            # Under "defer" the backup never decides, so the claim is copied (an idempotent
+            # import: a delivery the dispatcher already recorded there is kept). Under
+            # "backup" it is claimed there too, which tells when the backup held it first.
+            if self.policy is ClaimPolicy.BACKUP and self._backup.can(Capability.CLAIMS):
                 if not self._backup.call(request.claim):
                     # The backup already held this claim: made there during a primary outage
                     # under the "backup" policy, or replayed. Reconciliation checks it.

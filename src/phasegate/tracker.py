@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -308,12 +308,36 @@ class CompletionTracker:
         )
 
     def mark_delivered(self, entry: OutboxEntry, delivered_at: datetime) -> DualWriteResult:
-        """Record in both stores that a trigger was delivered."""
+        """Record in both stores that a trigger was delivered.
+
+        The store the trigger was leased from marks it; the other receives the delivered
+        entry as an idempotent import, so the mark lands even where the claim's own copy
+        has not arrived yet (the claim's mirror and the delivery race).
+        """
         trigger = entry.trigger
+        delivered = RecordSet(
+            triggers=(
+                replace(
+                    entry,
+                    delivered_at=delivered_at,
+                    last_error=None,
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                ),
+            )
+        )
+
+        def mark(store: Any) -> None:
+            if store is self._primary.store or Capability.REPLICATION not in store.capabilities:
+                store.mark_delivered(trigger.trigger_id, delivered_at)
+            else:
+                store.import_records(delivered)
+
         return self.dual_write(
             f"mark trigger {trigger.trigger_id} delivered",
             (trigger.run_key,),
-            lambda store: store.mark_delivered(trigger.trigger_id, delivered_at),
+            mark,
             Capability.OUTBOX,
         )
 
