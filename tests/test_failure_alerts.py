@@ -347,9 +347,7 @@ def _raise_boom(*_args: Any, **_kwargs: Any) -> Any:
 
 
 ENTRY_POINTS: dict[str, Callable[[Rig], Any]] = {
-    "Runtime.record": lambda rig: rig.runtime.record(
-        "extract", RUN, "api", deliver=False, occurred_at=None
-    ),
+    "Runtime.record": lambda rig: rig.runtime.record("extract", RUN, "api"),
     "Runtime.record_report": lambda rig: rig.runtime.record_report(
         {"phase": "extract", "run_key": RUN, "processor": "api"}
     ),
@@ -386,6 +384,7 @@ def test_an_unexpected_error_in_a_library_call_is_alerted_once_and_reraised_unch
     assert record.exc_info[1] is raised.value
     [(colour, message)] = rig.messages("unexpected Boom in")
     assert colour == RED
+    assert f"unexpected Boom in {entry_point}: driver exploded" in message
     assert "Stack trace" in message
     assert "driver exploded" in message
     [event] = rig.harness.events_of(EventKind.UNEXPECTED_ERROR)
