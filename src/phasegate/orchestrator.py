@@ -33,6 +33,7 @@ from phasegate.model import (
 from phasegate.reports import parse_report
 from phasegate.status import PhaseStatus, evaluate_phase
 from phasegate.tracker import BatchWriteResult, ClaimOutcome, CompletionTracker
+from phasegate.unexpected import alerts_unexpected
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
 __all__ = ["BatchItem", "CompletionResult", "Orchestrator", "PhaseStatus", "TriggerResult"]
@@ -201,6 +202,7 @@ class Orchestrator:
 
     # -- the main path -------------------------------------------------------------------
 
+    @alerts_unexpected("orchestrator")
     def handle_completion(
         self,
         phase: object,
@@ -276,12 +278,14 @@ class Orchestrator:
             items[index] = BatchItem(index, result=result)
         return [item for item in items if item is not None]
 
+    @alerts_unexpected("orchestrator")
     async def arecord_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """:meth:`record_completions` for an event loop (the HTTP service's path)."""
         items, valid = self.validate_reports(reports)
         results = await self.arecord([c for _, c in valid]) if valid else []
         return self._answer(items, valid, results)
 
+    @alerts_unexpected("orchestrator")
     async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """:meth:`record` for an event loop: the batch write is awaited without a thread;
         the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
@@ -298,6 +302,7 @@ class Orchestrator:
             return self._settle(completions, write)
         return await asyncio.to_thread(self._settle, completions, write)
 
+    @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """Validate each report on its own, record the valid ones as one batch, and trigger
         what they complete.
@@ -310,6 +315,7 @@ class Orchestrator:
         results = self.record([c for _, c in valid]) if valid else []
         return self._answer(items, valid, results)
 
+    @alerts_unexpected("orchestrator")
     def record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """Record validated completions as one dual-written batch, then claim the triggers
         of every phase-run the batch completed; one result per completion, in order.
@@ -702,6 +708,7 @@ class Orchestrator:
         status = evaluate_phase(definition, run_key, completions, attempts, self.clock.now())
         return status, attempts
 
+    @alerts_unexpected("orchestrator")
     def run_status(self, run_key: str) -> list[PhaseStatus]:
         """Every phase of ``run_key``, in pipeline order, from one read of each kind."""
         return self._run_state(run_key)[0]
@@ -722,6 +729,7 @@ class Orchestrator:
 
     # -- overrides and sweeps ------------------------------------------------------------
 
+    @alerts_unexpected("orchestrator")
     def trigger(
         self,
         phase: str,
@@ -740,18 +748,21 @@ class Orchestrator:
             definition, run_key, reason, correlation_id or uuid.uuid4().hex, status, attempts
         )
 
+    @alerts_unexpected("orchestrator")
     def sweep(self, runs: int = 50) -> list[TriggerResult]:
         """Claim phases that are complete but not triggered (after a crash or a deferral)."""
         with self._state_lock:
             deferred = set(self._deferred)
         return self.sweep_runs(sorted(set(self.tracker.list_runs(runs)) | deferred))
 
+    @alerts_unexpected("orchestrator")
     def retry_deferred(self) -> list[TriggerResult]:
         """Sweep the runs whose claims this process deferred (the primary is back)."""
         with self._state_lock:
             deferred = sorted(self._deferred)
         return self.sweep_runs(deferred) if deferred else []
 
+    @alerts_unexpected("orchestrator")
     def sweep_runs(self, run_keys: Iterable[str]) -> list[TriggerResult]:
         """Claim the phases of ``run_keys`` that are complete but not triggered, and the
         ``ready`` signals of phases ready but never named (after a crash or a deferral)."""

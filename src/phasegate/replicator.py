@@ -9,7 +9,8 @@ thread started with :meth:`Replicator.start` calls it every ``interval`` seconds
 
 A store that stays behind for ``degraded_after`` seconds is reported once as degraded
 (``STORE_DEGRADED``, a warning that is alerted), and once more as resolved when it has
-caught up.
+caught up. An unexpected error in a pass is alerted (``unexpected_error``) and the
+background thread keeps going.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from phasegate.model import RecordSet
 from phasegate.resilience.breaker import BreakerState
 from phasegate.stores.base import Capability
 from phasegate.stores.guarded import Counters, GuardedStore, StoreRole
+from phasegate.unexpected import alerts_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Replicator:
         """Call ``listener(role, run_keys)`` after ``role`` was caught up on ``run_keys``."""
         self._listeners.append(listener)
 
+    @alerts_unexpected("replicator")
     def run_once(self, *, force: bool = False) -> dict[StoreRole, frozenset[str]]:
         """Catch up every store that missed run keys and answers again; return what is
         still missed. ``force`` tries a store whose breaker is open too (an operator's or
@@ -212,5 +215,8 @@ class Replicator:
             if any(self.missed(role) for role in StoreRole):
                 try:
                     self.run_once()
-                except Exception:
-                    log.exception("the replicator failed; it will try again")
+                except Exception as exc:  # noqa: BLE001 - alerted by run_once; keep going
+                    log.warning(
+                        "the replicator failed: unexpected %s (alerted); it will try again",
+                        type(exc).__name__,
+                    )

@@ -10,6 +10,7 @@ from phasegate.config import Phase, TimeoutPolicy, format_duration
 from phasegate.events import Event, EventKind, Severity
 from phasegate.model import PhaseState, TimeoutReport, TriggerReason
 from phasegate.orchestrator import Orchestrator, TriggerResult
+from phasegate.unexpected import alerts_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class TimeoutChecker:
         self.orchestrator = orchestrator
         self.runs = runs
 
+    @alerts_unexpected("timeouts", events=lambda checker: checker.orchestrator.events)
     def run_once(self) -> list[TimeoutFinding]:
         """Check every phase with a timeout in the most recent runs."""
         orchestrator = self.orchestrator
@@ -145,6 +147,7 @@ class MaintenancePass:
         return "\n".join(lines)
 
 
+@alerts_unexpected("timeouts")
 def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:
     """Claim complete phases left untriggered, then check timeouts, over recent runs."""
     swept = orchestrator.sweep(runs)
@@ -152,6 +155,7 @@ def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> Maintenanc
     return MaintenancePass(tuple(swept), tuple(findings))
 
 
+@alerts_unexpected("timeouts")
 def check_timeouts(orchestrator: Orchestrator, *, runs: int = 50) -> list[TimeoutFinding]:
     """One timeout pass over the ``runs`` most recent runs."""
     return TimeoutChecker(orchestrator, runs=runs).run_once()

@@ -158,7 +158,7 @@ class CompletionTracker:
             policy=claim_policy,
             counters=self._counters,
         )
-        self.reads = MergedReads(self._primary, self._backup)
+        self.reads = MergedReads(self._primary, self._backup, events=self.replicator.events)
         # Threads start on first use only: stores with their own writer never need them.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="phasegate-write")
 
