@@ -274,14 +274,16 @@ def test_a_trigger_delivered_but_not_marked_is_critical_and_resolved_when_marked
 ) -> None:
     """Neither store marks a delivered trigger: CRITICAL, red (it goes out again); marked: resolved."""
     result = rig.complete_extract()
-    real = [store.mark_delivered for store in rig.inner]
-    for store in rig.inner:
-        monkeypatch.setattr(store, "mark_delivered", failing("outbox"))
+    # The primary marks it; the backup takes the delivered entry as an import.
+    names = ("mark_delivered", "import_records")
+    real = [(store, name, getattr(store, name)) for store in rig.inner for name in names]
+    for store, name, _ in real:
+        monkeypatch.setattr(store, name, failing("outbox"))
     assert rig.runtime.dispatcher.run_once().delivered == (result.trigger_id,)
     [line] = logged(caplog, logging.CRITICAL, "was delivered but not marked delivered")
     assert result.trigger_id in line
-    for store, mark in zip(rig.inner, real, strict=True):
-        monkeypatch.setattr(store, "mark_delivered", mark)
+    for store, name, method in real:
+        monkeypatch.setattr(store, name, method)
     clock.advance(61)  # the lease and the breakers expire
     assert rig.runtime.dispatcher.run_once().delivered == (result.trigger_id,)
     assert [t.trigger_id for t in rig.harness.transport.delivered] == [result.trigger_id] * 2
