@@ -1,0 +1,119 @@
+"""Checking a completion report's values, once, in the library: each error names the field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from phasegate.clock import Clock
+from phasegate.config import Pipeline
+from phasegate.errors import ValidationError
+from phasegate.model import Completion, Status, frozen_metadata
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_CORRELATION_ID_LENGTH = 256
+
+
+def build_completion(
+    pipeline: Pipeline,
+    clock: Clock,
+    phase: object,
+    run_key: object,
+    processor: object,
+    *,
+    status: object = Status.SUCCESS.value,
+    correlation_id: object = None,
+    metadata: object = None,
+    occurred_at: datetime | None = None,
+) -> Completion:
+    """Check a report and build its :class:`Completion`; a ValidationError names the field."""
+    phase_name = _string("phase", phase)
+    definition = pipeline.phase(phase_name)
+    run = pipeline.validate_run_key(_string("run_key", run_key))
+    processor_name = _string("processor", processor)
+    if processor_name not in definition.all_processors:
+        raise ValidationError(
+            "processor",
+            f"{processor_name!r} is not expected in phase {phase_name!r}; "
+            f"expected one of: {', '.join(definition.all_processors)}",
+            code="unknown_processor",
+        )
+    status_text = _string("status", status)
+    try:
+        status_value = Status(status_text)
+    except ValueError:
+        raise ValidationError(
+            "status", f"{status_text!r}; expected one of: success, failed"
+        ) from None
+    if correlation_id is None or correlation_id == "":
+        correlation = uuid.uuid4().hex
+    else:
+        correlation = _string("correlation_id", correlation_id)
+        if len(correlation) > MAX_CORRELATION_ID_LENGTH:
+            raise ValidationError(
+                "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
+            )
+    decoded, encoded = _metadata(metadata)
+    return Completion(
+        phase=phase_name,
+        run_key=run,
+        processor=processor_name,
+        status=status_value,
+        occurred_at=occurred_at or clock.now(),
+        correlation_id=correlation,
+        metadata=frozen_metadata(decoded),
+        metadata_encoded=encoded,
+    )
+
+
+def _string(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(
+            field, f"expected a string, got {json_type(value)}", code="wrong_type"
+        )
+    if not value:
+        raise ValidationError(field, "must not be empty", code="wrong_type")
+    return value
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _metadata(value: object) -> tuple[dict[str, Any], str]:
+    """The metadata as a plain dict and as the compact JSON stored; checked once."""
+    if value is None:
+        return {}, "{}"
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "metadata", f"expected a JSON object, got {json_type(value)}", code="wrong_type"
+        )
+    try:
+        encoded = json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("metadata", f"not JSON-serialisable: {exc}") from exc
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(
+            "metadata",
+            f"{size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed",
+            code="too_large",
+        )
+    if not value:
+        return {}, "{}"
+    # Decoding what was encoded yields plain JSON types (tuples become lists, ...).
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded, encoded
