@@ -146,7 +146,22 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         "",
     )
 
-    head = reader.table(data, "pipeline", "pipeline")
+    name, pattern = _parse_head(reader, reader.table(data, "pipeline", "pipeline"))
+    return Pipeline(
+        name=name,
+        phases=_parse_phases(reader, data.get("phases")),
+        run_key_pattern=pattern,
+        stores=_parse_stores(reader, reader.table(data, "stores", "stores"), source),
+        triggers=_parse_triggers(reader, reader.table(data, "triggers", "triggers"), source),
+        server=_parse_server(reader, reader.table(data, "server", "server"), source),
+        resilience=_parse_resilience(reader, reader.table(data, "resilience", "resilience")),
+        alerts=_parse_alerts(reader, reader.table(data, "alerts", "alerts"), source),
+        source=None if source.startswith("<") else Path(source),
+    )
+
+
+def _parse_head(reader: _Reader, head: Mapping[str, Any]) -> tuple[str, str]:
+    """``[pipeline]``: the name and the run-key pattern."""
     reader.known_keys(head, {"name", "run_key_pattern"}, "pipeline")
     name = reader.string(head, "name", "pipeline.name")
     if not NAME_PATTERN.match(name):
@@ -158,74 +173,58 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         re.compile(pattern)
     except re.error as exc:
         raise reader.fail("pipeline.run_key_pattern", f"invalid regular expression: {exc}") from exc
+    return name, pattern
 
-    stores_table = reader.table(data, "stores", "stores")
-    reader.known_keys(stores_table, {"primary", "backup"}, "stores")
+
+def _parse_stores(reader: _Reader, table: Mapping[str, Any], source: str) -> StoresConfig:
+    """``[stores]``: two URLs that must differ."""
+    reader.known_keys(table, {"primary", "backup"}, "stores")
     urls = {}
     for role, default in (("primary", DEFAULT_PRIMARY_URL), ("backup", DEFAULT_BACKUP_URL)):
-        raw = reader.string(stores_table, role, f"stores.{role}", default)
+        raw = reader.string(table, role, f"stores.{role}", default)
         url, _ = resolve_secret(raw, f"{source}: stores.{role}")
         _check_url(reader, url, f"stores.{role}", STORE_SCHEMES)
         urls[role] = url
     if urls["primary"] == urls["backup"]:
         raise reader.fail("stores.backup", "must differ from stores.primary (they must fail apart)")
+    return StoresConfig(primary=urls["primary"], backup=urls["backup"])
 
-    triggers_table = reader.table(data, "triggers", "triggers")
-    reader.known_keys(triggers_table, {"transport"}, "triggers")
+
+def _parse_triggers(reader: _Reader, table: Mapping[str, Any], source: str) -> TriggersConfig:
+    """``[triggers]``: the transport URL."""
+    reader.known_keys(table, {"transport"}, "triggers")
     transport, _ = resolve_secret(
-        reader.string(triggers_table, "transport", "triggers.transport", DEFAULT_TRANSPORT),
+        reader.string(table, "transport", "triggers.transport", DEFAULT_TRANSPORT),
         f"{source}: triggers.transport",
     )
     _check_url(reader, transport, "triggers.transport", TRANSPORT_SCHEMES)
+    return TriggersConfig(transport=transport)
 
-    server_table = reader.table(data, "server", "server")
-    reader.known_keys(
-        server_table,
-        {
-            "token",
-            "read_token",
-            "health_cache",
-            "health_timeout",
-            "timeout_check_interval",
-            "reconcile_interval",
-            "pubsub_push",
-        },
-        "server",
-    )
-    token = _server_secret(reader, server_table, "token", source)
-    read_token = _server_secret(reader, server_table, "read_token", source)
+
+_SERVER_DURATIONS = {
+    "health_cache": timedelta(seconds=30),
+    "health_timeout": timedelta(seconds=2),
+    "timeout_check_interval": timedelta(minutes=1),
+    "reconcile_interval": timedelta(minutes=10),
+}
+
+
+def _parse_server(reader: _Reader, table: Mapping[str, Any], source: str) -> ServerConfig:
+    """``[server]``: tokens, cache and loop intervals, Pub/Sub push."""
+    reader.known_keys(table, {"token", "read_token", "pubsub_push", *_SERVER_DURATIONS}, "server")
+    token = _server_secret(reader, table, "token", source)
+    read_token = _server_secret(reader, table, "read_token", source)
     if read_token is not None and token is None:
         raise reader.fail("server.read_token", "needs server.token (the token for writes) too")
-
-    phases = _parse_phases(reader, data.get("phases"))
-    resilience = _parse_resilience(reader, reader.table(data, "resilience", "resilience"))
-    alerts = _parse_alerts(reader, reader.table(data, "alerts", "alerts"), source)
-    return Pipeline(
-        name=name,
-        phases=phases,
-        run_key_pattern=pattern,
-        stores=StoresConfig(primary=urls["primary"], backup=urls["backup"]),
-        triggers=TriggersConfig(transport=transport),
-        server=ServerConfig(
-            token=token,
-            read_token=read_token,
-            pubsub_push=_parse_pubsub_push(reader, server_table),
-            health_cache=_duration(
-                reader, server_table, "health_cache", "server", timedelta(seconds=30)
-            ),
-            health_timeout=_duration(
-                reader, server_table, "health_timeout", "server", timedelta(seconds=2)
-            ),
-            timeout_check_interval=_duration(
-                reader, server_table, "timeout_check_interval", "server", timedelta(minutes=1)
-            ),
-            reconcile_interval=_duration(
-                reader, server_table, "reconcile_interval", "server", timedelta(minutes=10)
-            ),
-        ),
-        resilience=resilience,
-        alerts=alerts,
-        source=None if source.startswith("<") else Path(source),
+    durations = {
+        key: _duration(reader, table, key, "server", default)
+        for key, default in _SERVER_DURATIONS.items()
+    }
+    return ServerConfig(
+        token=token,
+        read_token=read_token,
+        pubsub_push=_parse_pubsub_push(reader, table),
+        **durations,
     )
 
 
