@@ -49,9 +49,12 @@ class BackgroundLoops:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start the three loops."""
+        """Start the three loops, and the runtime's own background parts (the replicator
+        that catches a recovered store up, without which claims deferred during an outage
+        would wait for the next sweep of their run)."""
         if self._threads:
             return
+        self.runtime.start()
         self._stop.clear()
         self._threads = [
             threading.Thread(target=target, name=name, daemon=True)
