@@ -45,6 +45,7 @@ def plan_faults(
     receiver_outages: int,
     replicas: int,
     outage_seconds: tuple[float, float] = (3.0, 8.0),
+    receiver_outage_seconds: tuple[float, float] = (5.0, 12.0),
 ) -> list[Fault]:
     """Faults spread over 10–90 % of the load, in a seeded order."""
     plan = [
@@ -56,14 +57,15 @@ def plan_faults(
         for _ in range(kills)
     ]
     plan += [
-        Fault(rng.uniform(0.1, 0.9), RECEIVER_OUTAGE, rng.uniform(*outage_seconds))
+        Fault(rng.uniform(0.1, 0.9), RECEIVER_OUTAGE, rng.uniform(*receiver_outage_seconds))
         for _ in range(receiver_outages)
     ]
     return sorted(plan, key=lambda fault: fault.at)
 
 
 class FaultRunner:
-    """Starts each planned fault when the load reaches it; one fault per target at a time."""
+    """Starts each planned fault when the load reaches it; one fault per target at a time
+    (``serial``: one fault at a time, so a small run's faults never overlap)."""
 
     def __init__(
         self,
@@ -72,8 +74,10 @@ class FaultRunner:
         cluster: PrivatePostgres,
         replicas: Sequence[Replica],
         receiver: TriggerReceiver,
+        serial: bool = False,
     ) -> None:
         self.plan = list(plan)
+        self.serial = serial
         self.cluster = cluster
         self.replicas = list(replicas)
         self.receiver = receiver
@@ -91,7 +95,7 @@ class FaultRunner:
 
     async def _inject(self, fault: Fault) -> None:
         target = f"replica r{fault.replica}" if fault.kind == REPLICA_KILL else fault.kind
-        lock = self._locks.setdefault(target, asyncio.Lock())
+        lock = self._locks.setdefault("all" if self.serial else target, asyncio.Lock())
         async with lock:
             started = time.monotonic()
             if fault.kind == PRIMARY_OUTAGE:
@@ -105,7 +109,14 @@ class FaultRunner:
                 await asyncio.sleep(fault.seconds)
                 await asyncio.to_thread(replica.start)
             else:
+                # The stretch counts from the first refusal: an outage no trigger meets
+                # exercises nothing.
+                refused = self.receiver.refused
                 self.receiver.failing = True
+                for _ in range(400):
+                    if self.receiver.refused > refused:
+                        break
+                    await asyncio.sleep(0.05)
                 await asyncio.sleep(fault.seconds)
                 self.receiver.failing = False
             self.records.append(FaultRecord(fault.kind, target, started, time.monotonic()))

@@ -104,6 +104,7 @@ class TriggerReceiver:
     def __init__(self, seed: int, lost_ack_ratio: float = 0.05) -> None:
         self.deliveries: list[Delivery] = []
         self.failing = False
+        self.refused = 0
         self.lost_ack_ratio = lost_ack_ratio
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -120,6 +121,7 @@ class TriggerReceiver:
         with self._lock:
             if self.failing:
                 status, processed = 503, self._rng.random() < self.lost_ack_ratio
+                self.refused += 1
             else:
                 status, processed = 200, True
             self.deliveries.append(

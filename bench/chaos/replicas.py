@@ -115,6 +115,11 @@ class Replica:
 
     def start(self, wait: float = 60.0) -> None:
         """Start the process and wait until ``/livez`` answers."""
+        self.launch()
+        self.wait_ready(wait)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*phasegate_command(), "--log-level", "WARNING", "serve", "--config",
@@ -122,9 +127,12 @@ class Replica:
                 env=self.env, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         self.starts += 1
+
+    def wait_ready(self, wait: float = 60.0) -> None:
+        """Wait until ``/livez`` answers."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"replica {self.name} exited at start; see {self.log}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/livez", timeout=2).status_code == 200:
@@ -142,12 +150,17 @@ class Replica:
         self.kills.append(time.monotonic())
         self.process = None
 
+    def terminate(self) -> None:
+        """Send SIGTERM: the service drains, delivers its queued alerts and exits."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 40.0) -> None:
         """SIGTERM (drain, deliver queued alerts), SIGKILL after ``timeout``."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -20,7 +20,7 @@ import httpx
 
 from chaos import verify
 from chaos.cluster import BackupSchema, PrivatePostgres
-from chaos.faults import FaultRunner, plan_faults
+from chaos.faults import Fault, FaultRunner, plan_faults
 from chaos.load import LoadStats, drive, plan_reports
 from chaos.receivers import SlackReceiver, TriggerReceiver
 from chaos.replicas import (
@@ -53,6 +53,10 @@ class Settings:
     max_redelivery_share: float = 0.05
     sweep_interval: str = "5s"
     reconcile_interval: str = "30s"
+    serial_faults: bool = False
+    outage_seconds: tuple[float, float] = (3.0, 8.0)
+    receiver_outage_seconds: tuple[float, float] = (5.0, 12.0)
+    plan: tuple[Fault, ...] | None = None  # an explicit fault plan instead of a seeded one
     keep: bool = False
 
 
@@ -100,8 +104,11 @@ def start_rig(settings: Settings) -> Rig:
             Replica(f"r{i}", workdir, rig.endpoints, rig.token, intervals)
             for i in range(settings.replicas)
         ]
-        for replica in rig.replicas:  # one at a time: the first creates both schemas
-            replica.start()
+        rig.replicas[0].start()  # first alone: it creates both schemas
+        for replica in rig.replicas[1:]:
+            replica.launch()
+        for replica in rig.replicas[1:]:
+            replica.wait_ready()
     except BaseException:
         rig.close(settings.keep)
         raise
@@ -112,14 +119,26 @@ async def _load_and_break(rig: Rig, settings: Settings, deadline: float) -> tupl
     rng = random.Random(settings.seed)
     distinct, sends = plan_reports(settings.completions, settings.copies, rng)
     stats = LoadStats(total=len(sends))
-    plan = plan_faults(
-        rng,
-        primary_outages=settings.primary_outages,
-        kills=settings.kills,
-        receiver_outages=settings.receiver_outages,
-        replicas=settings.replicas,
+    plan = (
+        list(settings.plan)
+        if settings.plan is not None
+        else plan_faults(
+            rng,
+            primary_outages=settings.primary_outages,
+            kills=settings.kills,
+            receiver_outages=settings.receiver_outages,
+            replicas=settings.replicas,
+            outage_seconds=settings.outage_seconds,
+            receiver_outage_seconds=settings.receiver_outage_seconds,
+        )
     )
-    runner = FaultRunner(plan, cluster=rig.cluster, replicas=rig.replicas, receiver=rig.receiver)
+    runner = FaultRunner(
+        plan,
+        cluster=rig.cluster,
+        replicas=rig.replicas,
+        receiver=rig.receiver,
+        serial=settings.serial_faults,
+    )
     await asyncio.gather(
         drive(sends, [r.url for r in rig.replicas], rig.token, stats, seed=settings.seed,
               concurrency=settings.concurrency, deadline=deadline),
@@ -195,8 +214,9 @@ def run_chaos(settings: Settings) -> dict[str, Any]:
         quiet = wait_for_quiescence(rig, expected, hard_deadline - 60)
         settled = time.monotonic()
         for replica in rig.replicas:
+            replica.terminate()
+        for replica in rig.replicas:
             replica.stop()
-        before = reconcile_cli(rig)
         repaired = reconcile_cli(rig, "--repair")
         after = reconcile_cli(rig)
         time.sleep(2.5)  # the CLI drained its alerts on exit; let the webhook log them
@@ -204,7 +224,7 @@ def run_chaos(settings: Settings) -> dict[str, Any]:
         backup = export(rig.endpoints.backup, "backup")
         return build_result(
             settings, rig, stats, runner, distinct, expected,
-            (before, repaired, after), (primary, backup),
+            (repaired, after), (primary, backup),
             {"load": loaded - started, "quiescence": settled - loaded, "quiet": quiet,
              "total": time.monotonic() - started},
         )  # fmt: skip
@@ -219,12 +239,12 @@ def build_result(
     runner: FaultRunner,
     distinct: list[Any],
     expected: set[tuple[str, str]],
-    reconciles: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    reconciles: tuple[dict[str, Any], dict[str, Any]],
     stores: tuple[RecordSet, RecordSet],
     timing: dict[str, Any],
 ) -> dict[str, Any]:
     """The result document and its checks."""
-    before, repaired, after = reconciles
+    repaired, after = reconciles  # --repair reports what it found before repairing
     primary_ok = verify.stored_successes(stores[0])
     backup_ok = verify.stored_successes(stores[1])
     lost = stats.acknowledged - (primary_ok | backup_ok)
@@ -236,11 +256,14 @@ def build_result(
     kills = {r.name: r.kills for r in rig.replicas}
     redeliveries = verify.classify_redeliveries(deliveries, kills, runner.records)
     receiver_double = verify.double_claims_seen_by_receiver(deliveries)
-    reconcile_double = {d["detail"] for d in before["double_claims"]}
+    reconcile_double = {d["detail"] for d in repaired["double_claims"]}
     alerts = rig.slack.snapshot()
     injected = {f.kind for f in runner.records}
     classes = verify.alerted_classes(
-        alerts, injected, redeliveries.by_cause.get(verify.CRASHED_REPLICA, 0)
+        alerts,
+        injected,
+        redeliveries.by_cause.get(verify.CRASHED_REPLICA, 0),
+        verify.failed_rounds(deliveries),
     )
     share = redeliveries.total / len(expected) if expected else 0.0
     checks = {
@@ -291,7 +314,7 @@ def build_result(
         "double_claims": {
             "reconcile": len(reconcile_double),
             "receiver": len(receiver_double),
-            "samples": receiver_double[:10] + list(before["double_claims"][:10]),
+            "samples": receiver_double[:10] + list(repaired["double_claims"][:10]),
         },
         "deliveries": {
             "posts": len(deliveries),
@@ -310,8 +333,8 @@ def build_result(
             "unexplained_samples": list(redeliveries.unexplained_samples),
         },
         "reconcile": {
-            "before_repair": before["counts"],
-            "double_claims": len(before["double_claims"]),
+            "before_repair": repaired["counts"],
+            "double_claims": len(repaired["double_claims"]),
             "remaining_after_repair": len(repaired["remaining"]),
             "differences_after": len(after["differences"]),
         },
