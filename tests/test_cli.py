@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from phasegate.cli import main
+from phasegate.testing import FakeClock
 from support import RecordingServer
 
 PIPELINE = """
@@ -45,8 +46,10 @@ def write_config(tmp_path: Path, transport: str | None = None) -> Path:
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
+def run(
+    capsys: pytest.CaptureFixture[str], *args: str, clock: FakeClock | None = None
+) -> tuple[int, str, str]:
+    code = main(list(args), clock=clock)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -183,7 +186,7 @@ def test_a_failed_delivery_stays_pending_and_dispatch_delivers_it(
 
 
 def test_manual_trigger_and_check_timeouts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: FakeClock
 ) -> None:
     """A phase past its timeout is reported (exit 1); a manual trigger still happens once."""
     config = str(write_config(tmp_path))
@@ -198,11 +201,12 @@ def test_manual_trigger_and_check_timeouts(
         "2026-01-28",
         "--processor",
         "api",
+        clock=clock,
     )
-    import time
-
-    time.sleep(1.1)
-    code, out, _ = run(capsys, "check-timeouts", "--config", config, "--format", "json")
+    clock.advance(1.1)
+    code, out, _ = run(
+        capsys, "check-timeouts", "--config", config, "--format", "json", clock=clock
+    )
     assert code == 1
     [finding] = json.loads(out)["timed_out"]
     assert (finding["phase"], finding["missing"], finding["first_report"]) == (
@@ -210,7 +214,9 @@ def test_manual_trigger_and_check_timeouts(
         ["files"],
         True,
     )
-    code, out, _ = run(capsys, "check-timeouts", "--config", config, "--format", "json")
+    code, out, _ = run(
+        capsys, "check-timeouts", "--config", config, "--format", "json", clock=clock
+    )
     assert json.loads(out)["timed_out"][0]["first_report"] is False
     code, out, _ = run(
         capsys,

@@ -204,6 +204,7 @@ class ServerConfig:
     """Settings of ``phasegate serve``."""
 
     token: Secret | None = None
+    read_token: Secret | None = None
     health_cache: timedelta = timedelta(seconds=30)
     health_timeout: timedelta = timedelta(seconds=2)
     timeout_check_interval: timedelta = timedelta(minutes=1)
@@ -323,7 +324,17 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     reader = _Reader(source)
     reader.known_keys(
         data,
-        {"pipeline", "stores", "triggers", "phases", "server", "resilience", "alerts", "drift"},
+        {
+            "pipeline",
+            "stores",
+            "triggers",
+            "phases",
+            "server",
+            "resilience",
+            "alerts",
+            "drift",
+            "audit",  # read by `phasegate audit --config` (phasegate.audit.load_settings)
+        },
         "",
     )
 
@@ -362,17 +373,20 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
     server_table = reader.table(data, "server", "server")
     reader.known_keys(
         server_table,
-        {"token", "health_cache", "health_timeout", "timeout_check_interval", "reconcile_interval"},
+        {
+            "token",
+            "read_token",
+            "health_cache",
+            "health_timeout",
+            "timeout_check_interval",
+            "reconcile_interval",
+        },
         "server",
     )
-    token = None
-    if "token" in server_table:
-        value, origin = resolve_secret(
-            reader.string(server_table, "token", "server.token"), f"{source}: server.token"
-        )
-        if not value:
-            raise reader.fail("server.token", "is empty")
-        token = Secret(value, origin)
+    token = _server_secret(reader, server_table, "token", source)
+    read_token = _server_secret(reader, server_table, "read_token", source)
+    if read_token is not None and token is None:
+        raise reader.fail("server.read_token", "needs server.token (the token for writes) too")
 
     phases = _parse_phases(reader, data.get("phases"))
     resilience = _parse_resilience(reader, reader.table(data, "resilience", "resilience"))
@@ -385,6 +399,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         triggers=TriggersConfig(transport=transport),
         server=ServerConfig(
             token=token,
+            read_token=read_token,
             health_cache=_duration(
                 reader, server_table, "health_cache", "server", timedelta(seconds=30)
             ),
@@ -402,6 +417,19 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         alerts=alerts,
         source=None if source.startswith("<") else Path(source),
     )
+
+
+def _server_secret(
+    reader: _Reader, table: Mapping[str, Any], key: str, source: str
+) -> Secret | None:
+    if key not in table:
+        return None
+    value, origin = resolve_secret(
+        reader.string(table, key, f"server.{key}"), f"{source}: server.{key}"
+    )
+    if not value:
+        raise reader.fail(f"server.{key}", "is empty")
+    return Secret(value, origin)
 
 
 def _parse_resilience(reader: _Reader, table: Mapping[str, Any]) -> ResilienceConfig:

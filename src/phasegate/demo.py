@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -26,8 +27,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from phasegate.config import Pipeline, StoresConfig, TriggersConfig, load_pipeline
-from phasegate.errors import BothStoresFailed
+from phasegate.config import (
+    Pipeline,
+    StoresConfig,
+    TriggersConfig,
+    load_pipeline,
+    loads_pipeline,
+)
+from phasegate.errors import BothStoresFailed, ConfigError
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import PhaseState, Status, Trigger
 from phasegate.resilience.retry import RetryPolicy
@@ -57,12 +64,25 @@ _STYLE = {
 }
 
 
-def demo_pipeline_path() -> Path:
-    """The NBA example pipeline: packaged with phasegate, or from a source checkout."""
-    packaged = resources.files("phasegate") / "examples" / "nba.toml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "examples" / "nba.toml"
+DEMO_EXAMPLE = "nba.toml"
+
+
+def packaged_example(name: str) -> str:
+    """The text of an example pipeline shipped inside the package (``phasegate/examples/``)."""
+    return (resources.files("phasegate") / "examples" / name).read_text(encoding="utf-8")
+
+
+def demo_pipeline(config: str | os.PathLike[str] | None = None) -> Pipeline:
+    """The demo's pipeline: the user's file when given, else the packaged NBA example."""
+    if config is not None:
+        pipeline = load_pipeline(config)
+    else:
+        source = f"<packaged example {DEMO_EXAMPLE}>"
+        pipeline = loads_pipeline(packaged_example(DEMO_EXAMPLE), source)
+    if len(pipeline.phases) < 2:
+        where = config if config is not None else DEMO_EXAMPLE
+        raise ConfigError(f"{where}: the demo needs a pipeline of at least two phases")
+    return pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,17 +438,26 @@ class Simulation:
 
 
 def run_demo(
-    *, runs: int = 5, seed: int = 7, state_dir: str | None = None, console: Console | None = None
+    *,
+    runs: int = 5,
+    seed: int = 7,
+    state_dir: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    console: Console | None = None,
 ) -> int:
-    """Run the demo; returns the exit code (0 only if every check held)."""
+    """Run the demo; returns the exit code (0 only if every check held).
+
+    ``config`` is a pipeline file to simulate instead of the packaged NBA example; its
+    stores and transport are replaced by SQLite files and a log in the state folder.
+    """
     console = console or Console()
     if runs < 1:
         console.print("[red]--runs must be at least 1[/red]")
         return 2
+    pipeline = demo_pipeline(config)
     temporary = state_dir is None
     state = Path(tempfile.mkdtemp(prefix="phasegate-demo-")) if temporary else Path(str(state_dir))
     state.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline(demo_pipeline_path())
     pipeline = dataclasses.replace(
         pipeline,
         stores=StoresConfig(

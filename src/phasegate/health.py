@@ -1,23 +1,27 @@
 """Cached, single-flight dependency checks: a storm of probes runs each check once.
 
 Every check has its own timeout, so a hung store makes the probe answer "degraded"
-instead of hanging with it.
+instead of hanging with it. Checks run on the checker's own threads, started by
+:meth:`HealthChecker.start` and stopped by :meth:`HealthChecker.stop`; every time it
+reads or waits on comes from the injected clock and timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
-from phasegate.redact import SCRUBBER
+from phasegate.redact import SCRUBBER, Scrubber
+
+Timer = Callable[[float], Awaitable[None]]
+"""Waits a number of seconds in the event loop (``asyncio.sleep``; tests inject their own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class HealthChecker:
         clock: Clock = SYSTEM_CLOCK,
         service: str = "phasegate",
         version: str = "0.1.0",
+        timer: Timer = asyncio.sleep,
+        scrubber: Scrubber = SCRUBBER,
     ) -> None:
         self.checks = dict(checks)
         self.ttl = ttl
@@ -69,18 +75,37 @@ class HealthChecker:
         self.clock = clock
         self.service = service
         self.version = version
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
         self.runs: Counter[str] = Counter()
+        self._timer = timer
+        self._scrubber = scrubber
         self._cached: HealthReport | None = None
         self._inflight: asyncio.Future[HealthReport] | None = None
         self._lock = threading.Lock()
-        # Hung checks must not eat the web server's own thread pool.
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(4, len(self.checks) * 2), thread_name_prefix="health"
-        )
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Create the check threads' pool (idempotent); :meth:`report` needs it."""
+        with self._lock:
+            if self._pool is None:
+                # Hung checks must not eat the web server's own thread pool.
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(4, len(self.checks) * 2), thread_name_prefix="health"
+                )
+
+    def stop(self) -> None:
+        """Stop the check threads (a hung check is abandoned)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    close = stop
 
     async def report(self) -> tuple[HealthReport, bool]:
         """The current report and whether it came from the cache."""
+        if self._pool is None:
+            raise RuntimeError("HealthChecker.start() was not called")
         now = self.clock.monotonic()
         cached = self._cached
         if cached is not None and now - cached.checked_monotonic < self.ttl:
@@ -116,24 +141,30 @@ class HealthChecker:
         )
 
     async def _check(self, name: str, fn: Callable[[], None]) -> DependencyHealth:
-        self.runs[name] += 1
+        pool = self._pool
+        if pool is None:
+            return DependencyHealth(False, 0.0, "health checker stopped")
+        with self._lock:  # probes on several event loops (threads) may check at once
+            self.runs[name] += 1
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        started = self.clock.monotonic()
+        check = loop.run_in_executor(pool, fn)
+        timer = asyncio.ensure_future(self._timer(self.timeout))
         try:
-            await asyncio.wait_for(loop.run_in_executor(self._pool, fn), self.timeout)
-        except TimeoutError:
+            await asyncio.wait({check, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        elapsed_ms = (self.clock.monotonic() - started) * 1000
+        if not check.done():
+            check.cancel()
+            return DependencyHealth(False, elapsed_ms, f"timed out after {self.timeout:.1f}s")
+        error = check.exception()
+        if error is not None:
+            # Any failure is "unhealthy", with its reason (secrets masked).
             return DependencyHealth(
-                False,
-                (time.perf_counter() - started) * 1000,
-                f"timed out after {self.timeout:.1f}s",
+                False, elapsed_ms, self._scrubber.scrub(f"{type(error).__name__}: {error}")
             )
-        except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", with its reason
-            return DependencyHealth(
-                False,
-                (time.perf_counter() - started) * 1000,
-                SCRUBBER.scrub(f"{type(exc).__name__}: {exc}"),
-            )
-        return DependencyHealth(True, (time.perf_counter() - started) * 1000)
+        return DependencyHealth(True, elapsed_ms)
 
     def to_dict(self, report: HealthReport, cached: bool) -> dict[str, Any]:
         """The JSON body of ``GET /health`` (SPEC §5)."""
@@ -141,7 +172,7 @@ class HealthChecker:
             "status": "healthy" if report.healthy else "degraded",
             "service": self.service,
             "version": self.version,
-            "uptime_seconds": round(time.monotonic() - self.started, 2),
+            "uptime_seconds": round(self.clock.monotonic() - self.started, 2),
             "timestamp": utc_iso(self.clock.now().replace(microsecond=0)),
             "dependencies": {name: dep.to_dict() for name, dep in report.dependencies.items()},
             "cached": cached,
@@ -149,7 +180,3 @@ class HealthChecker:
                 max(0.0, self.clock.monotonic() - report.checked_monotonic), 2
             ),
         }
-
-    def close(self) -> None:
-        """Stop the check threads (a hung check is abandoned)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)

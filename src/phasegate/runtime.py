@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from phasegate.alerts import Alerter, AlertSink, LogSink
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Pipeline
 from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
 from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.model import TriggerReason
 from phasegate.orchestrator import Orchestrator
 from phasegate.reconcile import Reconciler
-from phasegate.redact import SCRUBBER
+from phasegate.recording import Delivery, Recorded, Triggered, parse_report
+from phasegate.redact import Scrubber
 from phasegate.resilience.breaker import BreakerState
 from phasegate.resilience.retry import (
     BACKUP_WRITE_POLICY,
@@ -21,7 +25,7 @@ from phasegate.resilience.retry import (
     RetryPolicy,
 )
 from phasegate.stores import Store, open_store
-from phasegate.timeouts import TimeoutChecker
+from phasegate.timeouts import MaintenancePass, TimeoutChecker, run_maintenance
 from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
 from phasegate.transports import TriggerTransport, open_transport
 
@@ -75,6 +79,7 @@ class Runtime:
     timeouts: TimeoutChecker
     reconciler: Reconciler
     alerter: Alerter | None = None
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
     def start(self) -> None:
         """Start the background parts a long-running process needs (the replicator)."""
@@ -86,10 +91,99 @@ class Runtime:
             self.alerter.close(alert_drain_timeout)
         self.transport.close()
         self.tracker.close()
+        self.scrubber.remove_from_logs()
+
+    # -- the library's own shells: what the CLI and the HTTP routes do ------------------
+
+    def deliver(self, trigger_ids: Collection[str]) -> dict[str, Delivery]:
+        """Deliver the pending triggers among ``trigger_ids`` now; each one's fate."""
+        if not trigger_ids:
+            return {}
+        report = self.dispatcher.run_once(only=set(trigger_ids))
+        return {tid: Delivery.from_report(tid, report) for tid in trigger_ids}
+
+    def record(
+        self,
+        phase: object,
+        run_key: object,
+        processor: object,
+        *,
+        status: object = "success",
+        correlation_id: object = None,
+        metadata: object = None,
+        occurred_at: datetime | None = None,
+        deliver: bool = True,
+    ) -> Recorded:
+        """Record one completion; deliver the trigger it claimed before returning.
+
+        With ``deliver=False`` a claimed trigger is left to the dispatcher's loop (the
+        service wakes it at once). Raises ValidationError and BothStoresFailed like
+        ``Orchestrator.handle_completion``.
+        """
+        result = self.orchestrator.handle_completion(
+            phase,
+            run_key,
+            processor,
+            status=status,
+            correlation_id=correlation_id,
+            metadata=metadata,
+            occurred_at=occurred_at,
+        )
+        if not (deliver and result.claimed and result.trigger_id):
+            return Recorded(result)
+        return Recorded(result, self.deliver([result.trigger_id])[result.trigger_id])
+
+    def record_report(
+        self, body: object, *, default_correlation_id: str | None = None, deliver: bool = True
+    ) -> Recorded:
+        """:meth:`record` a report that arrived as a decoded JSON object (HTTP, Pub/Sub)."""
+        report = parse_report(body, default_correlation_id=default_correlation_id)
+        return self.record(
+            report.phase,
+            report.run_key,
+            report.processor,
+            status=report.status,
+            correlation_id=report.correlation_id,
+            metadata=report.metadata,
+            deliver=deliver,
+        )
+
+    def trigger(
+        self,
+        phase: str,
+        run_key: str,
+        *,
+        reason: TriggerReason = TriggerReason.MANUAL,
+        deliver: bool = True,
+    ) -> Triggered:
+        """Trigger ``phase`` for ``run_key`` now (still at most once) and deliver it."""
+        result = self.orchestrator.trigger(phase, run_key, reason=reason)
+        if not (deliver and result.claimed):
+            return Triggered(result)
+        trigger_id = result.trigger.trigger_id
+        return Triggered(result, self.deliver([trigger_id])[trigger_id])
+
+    def maintain(self, runs: int = 50, *, deliver: bool = True) -> MaintenancePass:
+        """One sweep and one timeout pass over recent runs; deliver what they claimed.
+
+        With ``deliver=False`` the dispatcher's loop is woken instead.
+        """
+        maintenance = run_maintenance(self.orchestrator, runs=runs)
+        if maintenance.claimed:
+            if deliver:
+                self.dispatcher.run_once(only=maintenance.claimed)
+            else:
+                self.dispatcher.wake()
+        return maintenance
 
 
-def open_alerter(pipeline: Pipeline, *, clock: Clock = SYSTEM_CLOCK) -> Alerter | None:
-    """The alerter for the sinks in ``[alerts]``, or ``None`` when none is configured."""
+def open_alerter(
+    pipeline: Pipeline, *, clock: Clock = SYSTEM_CLOCK, scrubber: Scrubber | None = None
+) -> Alerter | None:
+    """The alerter for the sinks in ``[alerts]``, started, or ``None`` when none is configured.
+
+    ``scrubber`` (the runtime's) learns the webhook URL and masks it in every alert.
+    """
     settings = pipeline.alerts
     if not settings.enabled:
         return None
@@ -98,23 +192,27 @@ def open_alerter(pipeline: Pipeline, *, clock: Clock = SYSTEM_CLOCK) -> Alerter 
     if settings.slack is not None:
         from phasegate.alerts.slack import SlackSink  # noqa: PLC0415 - slack_sdk on demand
 
-        SCRUBBER.add(settings.slack.webhook_url.reveal())
+        scrubber = scrubber or Scrubber()
+        scrubber.add(settings.slack.webhook_url.reveal())
         sinks.append(
             SlackSink(
                 settings.slack.webhook_url.reveal(),
                 min_severity=Severity(settings.slack.min_severity),
                 sleep=clock.sleep,
+                scrubber=scrubber,
             )
         )
         repeat = settings.slack.repeat_interval
     if settings.log is not None:
         sinks.append(LogSink(Severity(settings.log.min_severity)))
-    return Alerter(
+    alerter = Alerter(
         sinks,
         clock=clock,
         repeat_interval=repeat.total_seconds(),
         queue_size=settings.queue_size,
     )
+    alerter.start()
+    return alerter
 
 
 def open_runtime(
@@ -126,17 +224,19 @@ def open_runtime(
     events: EventBus | None = None,
     rng: random.Random | None = None,
     stores: tuple[Store, Store] | None = None,
+    scrubber: Scrubber | None = None,
 ) -> Runtime:
     """Open the stores and transport named in ``pipeline`` and wire every component.
 
     ``stores`` (primary, backup) replaces the stores the pipeline file names: a library
-    user's own stores, or stores wrapped for a test.
+    user's own stores, or stores wrapped for a test. The runtime's ``scrubber`` (given,
+    or a new one) learns the pipeline's secrets and masks them in phasegate's logs
+    until :meth:`Runtime.close`.
     """
     tuning = tuning or tuning_from(pipeline)
     events = events or EventBus()
-    if pipeline.server.token is not None:
-        SCRUBBER.add(pipeline.server.token.reveal())
-    alerter = open_alerter(pipeline, clock=clock)
+    scrubber = scrubber_for(pipeline, scrubber)
+    alerter = open_alerter(pipeline, clock=clock, scrubber=scrubber)
     if alerter is not None:
         events.subscribe(alerter.handle_event)
     if stores is None:
@@ -206,4 +306,17 @@ def open_runtime(
         timeouts=TimeoutChecker(orchestrator),
         reconciler=Reconciler(primary, backup, events=events),
         alerter=alerter,
+        scrubber=scrubber,
     )
+
+
+def scrubber_for(pipeline: Pipeline, scrubber: Scrubber | None = None) -> Scrubber:
+    """``scrubber`` (or a new one) knowing ``pipeline``'s secrets, applied to phasegate's logs."""
+    scrubber = scrubber or Scrubber()
+    for token in (pipeline.server.token, pipeline.server.read_token):
+        if token is not None:
+            scrubber.add(token.reveal())
+    if pipeline.alerts.slack is not None:
+        scrubber.add(pipeline.alerts.slack.webhook_url.reveal())
+    scrubber.apply_to_logs()
+    return scrubber

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phasegate.clock import utc_iso
-from phasegate.config import format_duration
+from phasegate.config import SlackConfig, format_duration
 from phasegate.model import PhaseState
 from phasegate.orchestrator import Orchestrator, PhaseStatus
+
+if TYPE_CHECKING:
+    from phasegate.redact import Scrubber
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +105,35 @@ def summarise_run(orchestrator: Orchestrator, run_key: str) -> RunSummary:
         for status in statuses
     )
     return RunSummary(orchestrator.pipeline.name, run_key, phases, orchestrator.clock.now())
+
+
+def send_summary(
+    summary: RunSummary,
+    slack: SlackConfig,
+    *,
+    scrubber: Scrubber | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
+    """Post ``summary`` to the ``[alerts.slack]`` webhook as a Block Kit message.
+
+    Raises ``AlertDeliveryError`` (message masked by ``scrubber``) when Slack refuses it.
+    """
+    from phasegate.alerts.base import AlertDeliveryError  # noqa: PLC0415 - slack_sdk on demand
+    from phasegate.alerts.slack import SlackSink, run_summary_payload  # noqa: PLC0415
+
+    options: dict[str, Any] = {"sleep": sleep}
+    if scrubber is not None:
+        options["scrubber"] = scrubber
+    sink = SlackSink(slack.webhook_url.reveal(), **options)
+    payload = run_summary_payload(
+        summary.title,
+        [p.line for p in summary.phases],
+        summary.ok,
+        f"generated {summary.generated_at:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    try:
+        sink.post(payload)
+    except AlertDeliveryError as exc:
+        raise AlertDeliveryError(f"summary not sent: {exc}") from None
+    finally:
+        sink.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from phasegate.config import Phase, TimeoutPolicy, format_duration
 from phasegate.events import Event, EventKind, Severity
@@ -94,6 +95,40 @@ class MaintenancePass:
             f.trigger.trigger.trigger_id for f in self.findings if f.trigger and f.trigger.claimed
         )
         return frozenset(ids)
+
+    @property
+    def swept_ids(self) -> tuple[str, ...]:
+        """Trigger ids the sweep claimed (complete phases that were left untriggered)."""
+        return tuple(r.trigger.trigger_id for r in self.swept if r.claimed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as ``phasegate check-timeouts --format json`` prints it."""
+        return {
+            "timed_out": [
+                {
+                    "phase": f.report.phase,
+                    "run_key": f.report.run_key,
+                    "missing": list(f.report.missing),
+                    "first_report": f.first_report,
+                    "trigger_id": f.trigger.trigger.trigger_id if f.trigger else None,
+                }
+                for f in self.findings
+            ],
+            "swept": list(self.swept_ids),
+        }
+
+    def to_text(self) -> str:
+        """Lines for the terminal: each phase past its timeout, each sweep claim."""
+        lines = [
+            f"timed out: {f.report.phase} for {f.report.run_key} "
+            f"({'reported' if f.first_report else 'already reported'}); "
+            f"missing: {', '.join(f.report.missing)}"
+            for f in self.findings
+        ]
+        lines += [f"claimed a complete, untriggered phase: {tid}" for tid in self.swept_ids]
+        if not self.findings:
+            lines.append("no phase past its timeout")
+        return "\n".join(lines)
 
 
 def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:

@@ -51,6 +51,7 @@ def test_repeats_within_the_interval_fold_into_one_message_with_a_count(clock: F
     """Five of the same fingerprint send one; after the interval the next carries the count."""
     sink = LogSink()
     alerter = Alerter([sink], clock=clock, repeat_interval=3600)
+    alerter.start()
     for _ in range(5):
         alerter.notify(alert())
     alerter.notify(alert("other"))
@@ -67,6 +68,7 @@ def test_at_most_one_message_per_second_per_sink(clock: FakeClock) -> None:
     """Three different alerts at once go out a second apart (fake clock)."""
     sink = LogSink()
     alerter = Alerter([sink], clock=clock, min_interval=1.0)
+    alerter.start()
     start = clock.monotonic()
     for index in range(3):
         alerter.notify(alert(f"f{index}"))
@@ -81,6 +83,7 @@ def test_a_cleared_condition_sends_one_resolved_message(clock: FakeClock) -> Non
     """Breaker opened → warning; closed → one resolved; closed again → nothing."""
     sink = LogSink()
     alerter = Alerter([sink], clock=clock, min_interval=0)
+    alerter.start()
     opened = Event(EventKind.BREAKER_OPENED, Severity.WARNING, "primary_store", "opened")
     closed = Event(EventKind.BREAKER_CLOSED, Severity.RESOLVED, "primary_store", "recovered")
     alerter.handle_event(opened)
@@ -98,6 +101,7 @@ def test_sinks_only_get_what_reaches_their_minimum_severity(clock: FakeClock) ->
     """A critical-only sink ignores warnings."""
     sink = LogSink(Severity.CRITICAL)
     alerter = Alerter([sink], clock=clock, min_interval=0)
+    alerter.start()
     alerter.notify(alert("w", Severity.WARNING))
     alerter.notify(alert("c", Severity.CRITICAL))
     assert alerter.drain(5)
@@ -111,6 +115,7 @@ def test_a_blocked_sink_never_blocks_the_caller_and_overflow_is_counted(
     """With the sink stuck, notify returns at once; past the queue size alerts are counted."""
     sink = BlockedSink()
     alerter = Alerter([sink], clock=clock, queue_size=3, min_interval=0)
+    alerter.start()
     started = time.perf_counter()
     results = [alerter.notify(alert(f"f{i}")) for i in range(10)]
     elapsed = time.perf_counter() - started
@@ -127,11 +132,13 @@ def test_close_drains_the_queue_within_its_bound(clock: FakeClock) -> None:
     """Alerts queued before exit are delivered by close(); a stuck sink cannot hold it forever."""
     sink = LogSink()
     alerter = Alerter([sink], clock=clock, min_interval=0)
+    alerter.start()
     for index in range(20):
         alerter.notify(alert(f"f{index}"))
     alerter.close(timeout=5)
     assert len(sink.sent) == 20
     stuck = Alerter([BlockedSink()], clock=clock)
+    stuck.start()
     stuck.notify(alert())
     started = time.perf_counter()
     stuck.close(timeout=0.2)
@@ -263,3 +270,25 @@ def test_store_outages_alert_once_per_opening_and_resolve(tmp_path: Path, clock:
     assert ("resolved", "stores:both-failed") in seen
     assert ("resolved", "breaker:primary_store") in seen
     harness.runtime.close()
+
+
+def test_the_alerter_starts_no_thread_until_started(clock: FakeClock) -> None:
+    """Constructing an alerter only queues; start() delivers; stop() ends its thread."""
+
+    def alert_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "phasegate-alerts")
+
+    before = alert_threads()
+    sink = BlockedSink()
+    sink.release.set()
+    alerter = Alerter([sink], clock=clock, min_interval=0)
+    alerter.notify(alert("a", title="a"))
+    assert alert_threads() == before
+    assert sink.sent == []
+    alerter.start()
+    assert alert_threads() == before + 1
+    assert alerter.drain(5)
+    assert [a.title for a in sink.sent] == ["a"]
+    alerter.stop()
+    assert alert_threads() == before
+    alerter.close()

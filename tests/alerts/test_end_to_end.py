@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from phasegate.cli import main
+from phasegate.testing import FakeClock
 from support import RecordingServer
 
 PIPELINE = """
@@ -47,7 +47,7 @@ def slack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> RecordingServer:
 
 
 def test_a_timed_out_phase_alerts_once_across_runs_of_check_timeouts(
-    slack: RecordingServer, capsys: pytest.CaptureFixture[str]
+    slack: RecordingServer, capsys: pytest.CaptureFixture[str], clock: FakeClock
 ) -> None:
     """check-timeouts → one warning naming the missing processor; run again → no second alert."""
     for processor in ("api", "files"):
@@ -61,19 +61,20 @@ def test_a_timed_out_phase_alerts_once_across_runs_of_check_timeouts(
                     "2026-01-28",
                     "--processor",
                     processor,
-                ]
+                ],
+                clock=clock,
             )
             == 0
         )
     assert slack.requests == []
-    time.sleep(1.1)
-    assert main(["check-timeouts"]) == 1
+    clock.advance(1.1)
+    assert main(["check-timeouts"], clock=clock) == 1
     [request] = slack.requests
     message = request.json()
     assert message["attachments"][0]["color"] == "#F2A900"
     assert "missing: ftp" in json.dumps(message)
     assert "timed out" in message["text"]
-    assert main(["check-timeouts"]) == 1
+    assert main(["check-timeouts"], clock=clock) == 1
     assert len(slack.requests) == 1
     out, err = capsys.readouterr()
     assert "HUSHHUSH" not in out + err

@@ -95,6 +95,7 @@ def test_a_crashing_sink_starts_a_streak_with_its_traceback(
 ) -> None:
     """A sink raising an unexpected error is logged CRITICAL with the traceback, and counted."""
     alerter = Alerter([CrashingSink()], clock=clock)
+    alerter.start()
     alerter.handle_event(Event(EventKind.UNEXPECTED_ERROR, Severity.CRITICAL, "api", "boom"))
     assert alerter.drain(5)
     alerter.close(1)

@@ -108,7 +108,7 @@ def test_both_stores_down_answers_503_and_records_nothing(
 
 
 def test_a_configured_token_guards_the_write_endpoints(harness: Harness) -> None:
-    """401 without or with a wrong bearer token; 202 with it; reads stay open."""
+    """401 without or with a wrong bearer token; 202 with it; reads need it too."""
     client = TestClient(create_app(harness.runtime, token=Secret("s3cret-token")))
     assert client.post("/v1/completions", json=report()).status_code == 401
     wrong = client.post("/v1/completions", json=report(), headers={"Authorization": "Bearer nope"})
@@ -119,7 +119,10 @@ def test_a_configured_token_guards_the_write_endpoints(harness: Harness) -> None
         "/v1/completions", json=report(), headers={"Authorization": "Bearer s3cret-token"}
     )
     assert right.status_code == 202
-    assert client.get("/v1/runs").status_code == 200
+    assert client.get("/v1/runs").status_code == 401
+    assert (
+        client.get("/v1/runs", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    )
     push = envelope(report(processor="files"))
     assert client.post("/v1/pubsub/push", json=push).status_code == 401
     assert client.post("/v1/pubsub/push?token=s3cret-token", json=push).status_code == 202
@@ -171,7 +174,13 @@ def test_runs_are_listed_and_shown_per_phase(client: TestClient) -> None:
     assert (load["state"], load["trigger"]) == ("not_started", None)
     assert client.get("/v1/runs/2026-02-02").status_code == 404
     assert client.get("/v1/runs/not-a-date").json()["error"]["field"] == "run_key"
-    assert client.get("/v1/runs?limit=0").status_code == 422
+    too_many = client.get("/v1/runs?limit=0")
+    assert too_many.status_code == 422
+    assert too_many.json()["error"] | {"message": ""} == {
+        "code": "invalid",
+        "field": "limit",
+        "message": "",
+    }
 
 
 def test_health_caches_and_reports_a_failing_store(harness: Harness, client: TestClient) -> None:

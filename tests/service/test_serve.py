@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from phasegate.cli import main
-from support import free_port
+from support import Harness, free_port
 
 CONFIG = """
 [pipeline]
@@ -126,3 +126,23 @@ def test_health_command_reports_degraded_with_exit_1(capsys: pytest.CaptureFixtu
     with RecordingServer((503, {"Content-Type": "application/json"}, body)) as server:
         assert main(["health", "--url", server.url]) == 1
     assert "primary_store      FAILING: down" in capsys.readouterr().out
+
+
+def test_background_loops_run_threads_only_between_start_and_stop(harness: Harness) -> None:
+    """Constructing the loops starts nothing; start() runs three threads; stop() ends them."""
+    import threading
+
+    from phasegate.service.server import BackgroundLoops
+
+    names = {"phasegate-dispatcher", "phasegate-timeouts", "phasegate-reconciler"}
+
+    def running() -> int:
+        return sum(1 for t in threading.enumerate() if t.name in names)
+
+    before = running()
+    loops = BackgroundLoops(harness.runtime, timeout_interval=3600, reconcile_interval=3600)
+    assert running() == before
+    loops.start()
+    assert running() == before + 3
+    loops.stop(timeout=10)
+    assert running() == before

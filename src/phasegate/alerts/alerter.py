@@ -1,9 +1,10 @@
 """Alert delivery that can never hurt the orchestrator.
 
 Callers only enqueue (never block, never see a sink's errors). A background thread
-drains the bounded queue: at most one message per second per sink, repeats of the
-same fingerprint within ``repeat_interval`` folded into one message with a count,
-one ``resolved`` message when a condition clears. Overflow is counted and logged.
+(:meth:`Alerter.start` / :meth:`Alerter.stop`) drains the bounded queue: at most one
+message per second per sink, repeats of the same fingerprint within ``repeat_interval``
+folded into one message with a count, one ``resolved`` message when a condition clears.
+Overflow is counted and logged.
 
 A sink that fails is logged CRITICAL once per failure streak (then WARNING per alert it
 misses) and once more, at INFO, when it delivers again; every failed send is counted
@@ -65,8 +66,30 @@ class Alerter:
         self.counts: Counter[str] = Counter()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._thread = threading.Thread(target=self._run, name="phasegate-alerts", daemon=True)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the delivery thread; until then alerts only queue up."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="phasegate-alerts", daemon=True)
         self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (at most ``timeout`` real seconds), then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if not self.drain(timeout):
+            log.error("closing with %d alert(s) undelivered after %.0fs", self._in_flight, timeout)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        else:
+            thread.join(1.0)
 
     # -- the caller's side: never blocks ---------------------------------------------------
 
@@ -205,14 +228,7 @@ class Alerter:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain within ``timeout``, then stop the thread and close the sinks."""
-        if not self.drain(timeout):
-            log.error("closing with %d alert(s) undelivered after %.0fs", self._in_flight, timeout)
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        else:
-            self._thread.join(1.0)
+        """:meth:`stop` (draining within ``timeout``), then close the sinks."""
+        self.stop(timeout)
         for sink in self.sinks:
             sink.close()

@@ -107,3 +107,20 @@ def render_dashboard(runtime: Runtime, *, limit: int = 14) -> str:
         f"<tbody>{body}</tbody></table>"
         "</body></html>"
     )
+
+
+def render_login(pipeline: str, *, error: str | None = None) -> str:
+    """The page asking for the token once; the dashboard then keeps a session cookie."""
+    problem = f'<p class="failed">{escape(error)}</p>' if error else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>phasegate · {escape(pipeline)} · sign in</title><style>{_STYLE}</style>"
+        "</head><body>"
+        f"<h1>phasegate · {escape(pipeline)}</h1>"
+        '<div class="meta">This service needs its token (or its read token) to show runs.</div>'
+        f"{problem}"
+        '<form method="post" action="login">'
+        '<label>token <input type="password" name="token" autocomplete="current-password" '
+        "autofocus required></label> <button>open the dashboard</button></form>"
+        "</body></html>"
+    )

@@ -15,7 +15,6 @@ from phasegate.config import Pipeline
 from phasegate.errors import ConfigError, PhasegateError
 from phasegate.runtime import Runtime, open_runtime
 from phasegate.service.app import create_app
-from phasegate.timeouts import run_maintenance
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ def is_loopback(host: str) -> bool:
 
 
 class BackgroundLoops:
-    """The dispatcher and the timeout checker (with its sweep), each on its own thread."""
+    """The dispatcher, the timeout checker (with its sweep) and the reconciler, each on its
+    own thread between :meth:`start` and :meth:`stop`; each pass is also callable alone."""
 
     def __init__(
         self,
@@ -46,14 +46,21 @@ class BackgroundLoops:
         self.timeout_interval = timeout_interval
         self.reconcile_interval = reconcile_interval
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._dispatch, name="phasegate-dispatcher", daemon=True),
-            threading.Thread(target=self._timeouts, name="phasegate-timeouts", daemon=True),
-            threading.Thread(target=self._reconcile, name="phasegate-reconciler", daemon=True),
-        ]
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start both loops."""
+        """Start the three loops."""
+        if self._threads:
+            return
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in (
+                (self._dispatch, "phasegate-dispatcher"),
+                (self._timeouts, "phasegate-timeouts"),
+                (self._reconcile, "phasegate-reconciler"),
+            )
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -66,22 +73,21 @@ class BackgroundLoops:
 
     def _reconcile(self) -> None:
         while not self._stop.wait(self.reconcile_interval):
-            try:
-                self.runtime.reconciler.run_once()
-            except Exception:  # noqa: BLE001 - the reconciler logged and alerted it
-                log.info("reconciliation pass failed; next in %.0fs", self.reconcile_interval)
+            self.run_reconcile_once()
 
     def run_timeouts_once(self) -> None:
         """One sweep and one timeout pass; errors are logged, never fatal."""
         try:
-            maintenance = run_maintenance(
-                self.runtime.orchestrator, runs=self.runtime.timeouts.runs
-            )
+            self.runtime.maintain(self.runtime.timeouts.runs, deliver=False)
         except PhasegateError:
             log.exception("timeout pass failed; next in %.0fs", self.timeout_interval)
-            return
-        if maintenance.claimed:
-            self.runtime.dispatcher.wake()
+
+    def run_reconcile_once(self) -> None:
+        """One reconciliation pass; errors are logged, never fatal."""
+        try:
+            self.runtime.reconciler.run_once()
+        except Exception:  # noqa: BLE001 - the reconciler logged and alerted it
+            log.info("reconciliation pass failed; next in %.0fs", self.reconcile_interval)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the current passes, then stop."""
@@ -89,6 +95,7 @@ class BackgroundLoops:
         self.runtime.dispatcher.wake()
         for thread in self._threads:
             thread.join(timeout)
+        self._threads = []
 
 
 class _Server(uvicorn.Server):
@@ -97,6 +104,7 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM as a graceful exit, then restore the previous handlers."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -141,7 +149,7 @@ def serve(pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080) -> i
         server.run()
     finally:
         loops.stop()
-        app.state.health.close()
+        app.state.health.stop()
         runtime.close()
         log.info("phasegate stopped")
     return 0

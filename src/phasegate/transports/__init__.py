@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError
 from phasegate.transports.base import TriggerTransport
+
+_NOT_YET = frozenset({"pubsub"})
 
 
 def open_transport(url: str) -> TriggerTransport:
     """Open the transport named by ``url``."""
     scheme = url.split(":", 1)[0].lower()
+    if scheme in _NOT_YET:
+        # Said first: installing a driver would not help. Remove a scheme from
+        # _NOT_YET when its transport lands; the driver check below then covers it.
+        raise ConfigError(
+            f"trigger transport {scheme}:// is not available in this release yet; "
+            "use log:, http(s):// or nats://"
+        )
+    # Before importing the transport: a missing driver is a clear error, not a traceback.
+    require_driver(scheme)
     if scheme == "log":
         from phasegate.transports.log import LogTransport  # noqa: PLC0415
 
@@ -19,19 +31,9 @@ def open_transport(url: str) -> TriggerTransport:
 
         return HttpTransport(url)
     if scheme == "nats":
-        try:
-            from phasegate.transports.nats import NatsTransport  # noqa: PLC0415
-        except ImportError as exc:
-            raise ConfigError(
-                f"trigger transport nats:// needs nats-py ({exc.name or 'nats'} is not "
-                "installed): pip install 'phasegate[nats]'"
-            ) from None
+        from phasegate.transports.nats import NatsTransport  # noqa: PLC0415
+
         return NatsTransport(url)
-    if scheme == "pubsub":
-        raise ConfigError(
-            "trigger transport pubsub:// is not available in this release yet; "
-            "use log:, http(s):// or nats://"
-        )
     raise ConfigError(
         f"unsupported trigger transport {scheme!r}; expected log:, http(s):// or nats://"
     )

@@ -1,0 +1,263 @@
+"""Commands over the records: complete, dispatch, trigger, status, check-timeouts, summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from phasegate.cli.common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    Adder,
+    clock_of,
+    emit_json,
+    load,
+    open_for,
+)
+from phasegate.errors import ConfigError, ValidationError
+from phasegate.orchestrator import PhaseStatus
+from phasegate.recording import Recorded
+
+_STATE_MARKS = {
+    "not_started": "·",
+    "waiting": "…",
+    "complete": "✓",
+    "triggered": "→",
+    "timed_out": "✗",
+}
+
+
+# -- complete -------------------------------------------------------------------------------
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Record one completion; deliver the trigger it caused before exiting."""
+    metadata: Any = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                "metadata", f"not valid JSON: {exc}", code="malformed_json"
+            ) from None
+    runtime = open_for(args)
+    try:
+        recorded = runtime.record(
+            args.phase,
+            args.run_key,
+            args.processor,
+            status=args.status,
+            correlation_id=args.correlation_id,
+            metadata=metadata,
+        )
+        if args.format == "json":
+            emit_json(recorded.to_dict())
+        else:
+            _print_recorded(args, recorded)
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+def _print_recorded(args: argparse.Namespace, recorded: Recorded) -> None:
+    result = recorded.result
+    stores = ", ".join(
+        f"{name} {'ok' if ok else 'FAILED'}"
+        for name, ok in (("primary", result.primary_ok), ("backup", result.backup_ok))
+    )
+    print(f"recorded {args.phase}/{args.processor} {args.status} for {args.run_key}")
+    print(f"  stores: {stores}")
+    if result.claimed:
+        delivery = recorded.delivery.describe() if recorded.delivery else "pending"
+        print(f"phase {args.phase} complete: trigger {result.trigger_id} {delivery}")
+    elif result.deferred:
+        print(f"phase {args.phase} complete: trigger deferred until a store can decide")
+    elif result.phase_complete:
+        print(f"phase {args.phase} was already triggered ({result.trigger_id})")
+
+
+# -- dispatch and trigger -------------------------------------------------------------------
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """Deliver every pending trigger now; exit 1 if any is still pending."""
+    runtime = open_for(args)
+    try:
+        report = runtime.dispatcher.run_once(include_deferred=True)
+        if args.format == "json":
+            emit_json(
+                {
+                    "delivered": list(report.delivered),
+                    "failed": [{"trigger_id": t, "error": e} for t, e in report.failed],
+                }
+            )
+        else:
+            for trigger_id in report.delivered:
+                print(f"delivered {trigger_id}")
+            for trigger_id, error in report.failed:
+                print(f"still pending {trigger_id}: {error}")
+            print(f"{len(report.delivered)} delivered, {len(report.failed)} still pending")
+        return EXIT_OK if report.ok else EXIT_REJECTED
+    finally:
+        runtime.close()
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Manual override: trigger a phase now (reason ``manual``), still at most once."""
+    runtime = open_for(args)
+    try:
+        triggered = runtime.trigger(args.phase, args.run_key)
+        result = triggered.result
+        if args.format == "json":
+            emit_json(triggered.to_dict())
+        elif result.claimed:
+            delivery = triggered.delivery.describe() if triggered.delivery else "pending"
+            print(
+                f"triggered {args.phase} for {args.run_key}: {result.trigger.trigger_id} {delivery}"
+            )
+        elif result.deferred:
+            print("deferred: no store can decide the claim safely right now; try again")
+        else:
+            print(
+                f"{args.phase} for {args.run_key} was already triggered "
+                f"({result.trigger.trigger_id}, reason {result.trigger.reason.value})"
+            )
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def _print_run(run_key: str, statuses: list[PhaseStatus]) -> None:
+    print(f"run {run_key}")
+    for status in statuses:
+        mark = _STATE_MARKS[status.state.value]
+        done = f"{len(status.succeeded)}/{len(status.expected)}"
+        line = f"  {mark} {status.phase:<12} {status.state.value:<12} {done:>5}"
+        if status.trigger is not None:
+            delivered = "delivered" if status.trigger.delivered else "pending delivery"
+            line += f"  trigger {status.trigger.trigger.trigger_id} ({delivered})"
+        elif status.missing and status.state.value != "not_started":
+            line += f"  missing: {', '.join(status.missing)}"
+        if status.failed:
+            line += f"  failed: {', '.join(status.failed)}"
+        print(line)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each phase's state for one run, or for the most recent runs."""
+    runtime = open_for(args)
+    try:
+        orchestrator = runtime.orchestrator
+        run_keys = [args.run_key] if args.run_key else orchestrator.list_runs(args.limit)
+        runs = {key: orchestrator.run_status(key) for key in run_keys}
+        if args.format == "json":
+            emit_json(
+                {
+                    "pipeline": runtime.pipeline.name,
+                    "runs": [
+                        {"run_key": key, "phases": [s.to_dict() for s in statuses]}
+                        for key, statuses in runs.items()
+                    ],
+                }
+            )
+        elif not runs:
+            print("no runs recorded yet")
+        else:
+            for key, statuses in runs.items():
+                _print_run(key, statuses)
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- check-timeouts -------------------------------------------------------------------------
+
+
+def cmd_check_timeouts(args: argparse.Namespace) -> int:
+    """One timeout pass; also claims complete phases left untriggered. Exit 1 if any timed out."""
+    runtime = open_for(args)
+    try:
+        maintenance = runtime.maintain(args.runs)
+        if args.format == "json":
+            emit_json(maintenance.to_dict())
+        else:
+            print(maintenance.to_text())
+        return EXIT_REJECTED if maintenance.findings else EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- summary --------------------------------------------------------------------------------
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print (and with --send, post to Slack) the summary of one run."""
+    from phasegate.summary import send_summary, summarise_run  # noqa: PLC0415
+
+    pipeline = load(args)
+    if args.send and pipeline.alerts.slack is None:
+        raise ConfigError("--send needs [alerts.slack] webhook_url")
+    runtime = open_for(args, pipeline)
+    try:
+        summary = summarise_run(runtime.orchestrator, args.run_key)
+        if args.format == "json":
+            emit_json(summary.to_dict())
+        else:
+            print(summary.to_text())
+        if args.send and pipeline.alerts.slack is not None:
+            send_summary(
+                summary,
+                pipeline.alerts.slack,
+                scrubber=runtime.scrubber,
+                sleep=clock_of(args).sleep,
+            )
+            print("summary sent to Slack", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        runtime.close()
+
+
+# -- parsers --------------------------------------------------------------------------------
+
+
+def register(add: Adder, common: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
+    """Add this group's subcommands."""
+    complete = add("complete", cmd_complete, "record one processor's completion", common, output)
+    complete.add_argument("--phase", required=True)
+    complete.add_argument("--run-key", required=True)
+    complete.add_argument("--processor", required=True)
+    complete.add_argument("--status", default="success", help="success (default) or failed")
+    complete.add_argument("--metadata", help="a JSON object, at most 16 KiB")
+    complete.add_argument("--correlation-id")
+
+    add("dispatch", cmd_dispatch, "deliver pending triggers and exit", common, output)
+
+    trigger = add(
+        "trigger", cmd_trigger, "trigger a phase now (manual override, still once)", common, output
+    )
+    trigger.add_argument("--phase", required=True)
+    trigger.add_argument("--run-key", required=True)
+
+    status = add("status", cmd_status, "show each phase's state for a run", common, output)
+    status.add_argument("run_key", nargs="?", metavar="RUN_KEY")
+    status.add_argument("--limit", type=int, default=10, help="recent runs to show (default 10)")
+
+    summary = add(
+        "summary", cmd_summary, "summarise a run; --send posts it to Slack", common, output
+    )
+    summary.add_argument("--run-key", required=True)
+    summary.add_argument("--send", action="store_true", help="also post it to [alerts.slack]")
+
+    timeouts = add(
+        "check-timeouts",
+        cmd_check_timeouts,
+        "report phases past their timeout (one pass)",
+        common,
+        output,
+    )
+    timeouts.add_argument("--runs", type=int, default=50, help="recent runs to check (default 50)")

@@ -1,0 +1,111 @@
+"""Record-and-deliver: what the CLI and the HTTP routes do with a report, as a library.
+
+:func:`parse_report` checks the shape of a report that arrived as a JSON object (an
+object, no unknown field, the required ones present); the orchestrator checks every
+value. :class:`Recorded` and :class:`Triggered` are what ``Runtime.record`` and
+``Runtime.trigger`` answer: the orchestrator's result plus what became of the delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from phasegate.dispatch import DispatchReport
+from phasegate.errors import ValidationError
+from phasegate.orchestrator import CompletionResult, TriggerResult
+
+REPORT_FIELDS = ("phase", "run_key", "processor", "status", "correlation_id", "metadata")
+REQUIRED_FIELDS = ("phase", "run_key", "processor")
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionReport:
+    """A report as received; its values are checked when it is recorded."""
+
+    phase: object
+    run_key: object
+    processor: object
+    status: object = "success"
+    correlation_id: object = None
+    metadata: object = None
+
+
+def parse_report(body: object, *, default_correlation_id: str | None = None) -> CompletionReport:
+    """The :class:`CompletionReport` in a decoded JSON body; a ValidationError names the field.
+
+    ``default_correlation_id`` is used when the body carries none (a Pub/Sub message id).
+    """
+    if not isinstance(body, Mapping):
+        raise ValidationError("", "body must be a JSON object", code="malformed_body")
+    unknown = sorted(str(key) for key in body if key not in REPORT_FIELDS)
+    if unknown:
+        raise ValidationError(unknown[0], f"unknown field {unknown[0]!r}", code="unknown_field")
+    for required in REQUIRED_FIELDS:
+        if required not in body:
+            raise ValidationError(required, f"{required} is required", code="missing_field")
+    return CompletionReport(
+        phase=body["phase"],
+        run_key=body["run_key"],
+        processor=body["processor"],
+        status=body.get("status", "success"),
+        correlation_id=body.get("correlation_id") or default_correlation_id,
+        metadata=body.get("metadata"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of delivering one trigger right after it was claimed."""
+
+    trigger_id: str
+    delivered: bool
+    error: str | None = None
+
+    @classmethod
+    def from_report(cls, trigger_id: str, report: DispatchReport) -> Delivery:
+        """Read ``trigger_id``'s fate out of a dispatcher pass."""
+        errors = dict(report.failed)
+        return cls(trigger_id, trigger_id in report.delivered, errors.get(trigger_id))
+
+    def describe(self) -> str:
+        """``delivered``, or ``pending`` with the reason and what to do."""
+        if self.delivered:
+            return "delivered"
+        if self.error is None:
+            return "pending"
+        return f"pending ({self.error}); run `phasegate dispatch` to retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A recorded completion and, when it claimed a trigger, that trigger's delivery."""
+
+    result: CompletionResult
+    delivery: Delivery | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's fields plus ``delivery`` (``None`` when nothing was delivered)."""
+        return self.result.to_dict() | {
+            "delivery": self.delivery.describe() if self.delivery else None
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    """A manual (or timeout) trigger and, when it was claimed now, its delivery."""
+
+    result: TriggerResult
+    delivery: Delivery | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``trigger_id``, ``claimed``, ``deferred``, ``reason`` and ``delivery``."""
+        trigger = self.result.trigger
+        return {
+            "trigger_id": trigger.trigger_id,
+            "claimed": self.result.claimed,
+            "deferred": self.result.deferred,
+            "reason": trigger.reason.value,
+            "delivery": self.delivery.describe() if self.delivery else None,
+        }

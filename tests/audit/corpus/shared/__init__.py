@@ -1,0 +1,1 @@
+"""Helpers the deploy script copies into every function folder."""
