@@ -9,6 +9,7 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -139,12 +140,27 @@ async def _load_and_break(rig: Rig, settings: Settings, deadline: float) -> tupl
         receiver=rig.receiver,
         serial=settings.serial_faults,
     )
+    reporter = asyncio.create_task(_report_progress(stats, runner))
     await asyncio.gather(
         drive(sends, [r.url for r in rig.replicas], rig.token, stats, seed=settings.seed,
               concurrency=settings.concurrency, deadline=deadline),
         runner.run(lambda: stats.progress),
     )  # fmt: skip
+    reporter.cancel()
     return distinct, stats, runner
+
+
+async def _report_progress(stats: LoadStats, runner: FaultRunner, every: float = 30.0) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        print(
+            f"chaos: {time.monotonic() - started:.0f}s, {stats.sent}/{stats.total} reports "
+            f"({stats.acks} acks, {stats.retries} retries), {len(runner.records)}/"
+            f"{len(runner.plan)} faults done",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _backlog(replica: Replica, token: str) -> float:
@@ -155,6 +171,23 @@ def _backlog(replica: Replica, token: str) -> float:
         if line.startswith("phasegate_outbox_backlog "):
             return float(line.split()[1])
     return float("nan")
+
+
+def alert_outcomes(rig: Rig) -> dict[str, dict[str, float]]:
+    """Each running replica's ``phasegate_alerts_total`` by outcome (since its last start)."""
+    table: dict[str, dict[str, float]] = {}
+    for replica in rig.replicas:
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(
+                f"{replica.url}/metrics",
+                headers={"Authorization": f"Bearer {rig.token}"},
+                timeout=10,
+            )
+            for line in response.text.splitlines():
+                if line.startswith("phasegate_alerts_total{"):
+                    outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+                    table.setdefault(replica.name, {})[outcome] = float(line.split()[-1])
+    return table
 
 
 def wait_for_quiescence(rig: Rig, expected: set[tuple[str, str]], deadline: float) -> bool:
@@ -213,6 +246,7 @@ def run_chaos(settings: Settings) -> dict[str, Any]:
         expected = {(phase, run) for run in runs for phase, _ in PHASES}
         quiet = wait_for_quiescence(rig, expected, hard_deadline - 60)
         settled = time.monotonic()
+        outcomes = alert_outcomes(rig)
         for replica in rig.replicas:
             replica.terminate()
         for replica in rig.replicas:
@@ -227,6 +261,7 @@ def run_chaos(settings: Settings) -> dict[str, Any]:
             (repaired, after), (primary, backup),
             {"load": loaded - started, "quiescence": settled - loaded, "quiet": quiet,
              "total": time.monotonic() - started},
+            outcomes,
         )  # fmt: skip
     finally:
         rig.close(settings.keep)
@@ -242,6 +277,7 @@ def build_result(
     reconciles: tuple[dict[str, Any], dict[str, Any]],
     stores: tuple[RecordSet, RecordSet],
     timing: dict[str, Any],
+    outcomes: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
     """The result document and its checks."""
     repaired, after = reconciles  # --repair reports what it found before repairing
@@ -347,6 +383,7 @@ def build_result(
             "total": len(alerts),
             "by_kind": rig.slack.counts(),
             "by_sender": dict(Counter(a.sender for a in alerts)),
+            "outcomes_per_replica_since_start": outcomes,
             "injected_classes": classes,
         },
         "seconds": {k: round(v, 1) for k, v in timing.items() if k != "quiet"},
