@@ -51,6 +51,15 @@ class SlackAlert:
         return f"{self.component}/{self.error_type}"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Says nothing when a SIGKILLed replica leaves a keep-alive connection behind."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return
+
+
 class _Server:
     """A threading HTTP server on a free loopback port, in a daemon thread."""
 
@@ -76,8 +85,7 @@ class _Server:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
