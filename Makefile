@@ -10,7 +10,7 @@ LINT_PATHS := src tests $(wildcard bench)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,nats]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,nats,gcp,gcp-test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,7 +34,7 @@ dist: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,nats,gcp,gcp-test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

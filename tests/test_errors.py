@@ -189,28 +189,6 @@ def test_the_cloud_and_bus_schemes_name_their_extra_too(
     assert describe_error(info.value).exit_code == 2
 
 
-@pytest.mark.parametrize(
-    ("primary", "transport", "message"),
-    [
-        ("firestore://my-project", "log:", "firestore:// is not available in this release"),
-        ("sqlite:///{dir}/p.db", "pubsub://my-project/triggers", "pubsub:// is not available"),
-    ],
-)
-def test_a_scheme_without_a_backend_yet_says_so_rather_than_naming_a_driver(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], primary: str, transport: str, message: str
-) -> None:
-    """Installing a driver would not help there: exit 2 with that reason, no traceback."""
-    config = tmp_path / "phasegate.toml"
-    config.write_text(
-        PIPELINE.format(primary=primary.format(dir=tmp_path), transport=transport, dir=tmp_path)
-    )
-    code = main(["status", "--config", str(config)])
-    _, err = capsys.readouterr()
-    assert code == 2
-    assert message in err
-    assert "Traceback" not in err
-
-
 def test_a_missing_parent_package_is_a_missing_driver_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """find_spec raising for a missing namespace ("google") still means "not installed"."""
     from phasegate import drivers

@@ -199,12 +199,66 @@ class AlertsConfig:
         return self.slack is not None or self.log is not None
 
 
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubPushConfig:
+    """``[server.pubsub_push]``: how Pub/Sub's authenticated push is verified and what a
+    malformed message does.
+
+    ``audience`` turns on OIDC verification of Google-signed tokens, accepted only from the
+    ``allowed_service_accounts``; ``dead_letter`` acknowledges malformed messages (logged
+    and alerted) instead of answering 400, which Pub/Sub would redeliver until expiry.
+    """
+
+    audience: str | None = None
+    allowed_service_accounts: tuple[str, ...] = ()
+    certs_url: str = GOOGLE_CERTS_URL
+    dead_letter: bool = False
+
+
+def _parse_pubsub_push(reader: _Reader, server: Mapping[str, Any]) -> PubSubPushConfig | None:
+    if "pubsub_push" not in server:
+        return None
+    path = "server.pubsub_push"
+    table = reader.table(server, "pubsub_push", path)
+    reader.known_keys(
+        table, {"audience", "allowed_service_accounts", "certs_url", "dead_letter"}, path
+    )
+    audience = reader.string(table, "audience", f"{path}.audience", "") or None
+    accounts = table.get("allowed_service_accounts", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, str) and "@" in a for a in accounts):
+        raise reader.fail(
+            f"{path}.allowed_service_accounts",
+            "expected an array of service-account emails, e.g. "
+            '["pubsub-push@my-project.iam.gserviceaccount.com"]',
+        )
+    if audience and not accounts:
+        raise reader.fail(
+            f"{path}.allowed_service_accounts",
+            "is required with audience: any Google account can mint a token for any audience",
+        )
+    if accounts and not audience:
+        raise reader.fail(f"{path}.audience", "is required with allowed_service_accounts")
+    certs_url = reader.string(table, "certs_url", f"{path}.certs_url", GOOGLE_CERTS_URL)
+    if not certs_url.startswith(("https://", "http://")):
+        raise reader.fail(f"{path}.certs_url", f"expected an http(s) URL, got {certs_url!r}")
+    dead_letter = table.get("dead_letter", False)
+    if not isinstance(dead_letter, bool):
+        raise reader.fail(
+            f"{path}.dead_letter", f"expected true or false, got {_kind(dead_letter)}"
+        )
+    return PubSubPushConfig(audience, tuple(a.lower() for a in accounts), certs_url, dead_letter)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of ``phasegate serve``."""
 
     token: Secret | None = None
     read_token: Secret | None = None
+    pubsub_push: PubSubPushConfig | None = None
     health_cache: timedelta = timedelta(seconds=30)
     health_timeout: timedelta = timedelta(seconds=2)
     timeout_check_interval: timedelta = timedelta(minutes=1)
@@ -380,6 +434,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
             "health_timeout",
             "timeout_check_interval",
             "reconcile_interval",
+            "pubsub_push",
         },
         "server",
     )
@@ -400,6 +455,7 @@ def parse_pipeline(data: Mapping[str, Any], source: str = "<pipeline>") -> Pipel
         server=ServerConfig(
             token=token,
             read_token=read_token,
+            pubsub_push=_parse_pubsub_push(reader, server_table),
             health_cache=_duration(
                 reader, server_table, "health_cache", "server", timedelta(seconds=30)
             ),

@@ -27,7 +27,7 @@ from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import OutboxEntry
 from phasegate.resilience.retry import RetryPolicy, call_with_retry
 from phasegate.tracker import CompletionTracker
-from phasegate.transports.base import TriggerTransport
+from phasegate.transports.base import BatchTriggerTransport, TriggerTransport
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,19 @@ class Dispatcher:
             if only is None and not include_deferred:
                 entries = self.lease()
             else:
-                entries = self.pending(include_deferred=include_deferred)
+                entries = [
+                    entry
+                    for entry in self.pending(include_deferred=include_deferred)
+                    if only is None or entry.trigger.trigger_id in only
+                ]
+            batched = self._deliver_batch(entries)
             for entry in entries:
                 trigger_id = entry.trigger.trigger_id
-                if only is not None and trigger_id not in only:
-                    continue
-                error = self._deliver(entry)
+                if trigger_id in batched:
+                    self._mark_delivered(entry)
+                    error = None
+                else:
+                    error = self._deliver(entry)
                 if error is None:
                     delivered.append(trigger_id)
                 else:
@@ -136,6 +143,24 @@ class Dispatcher:
         except DeliveryError as exc:
             self._defer(entry, str(exc))
             return str(exc)
+        self._mark_delivered(entry)
+        return None
+
+    def _deliver_batch(self, entries: list[OutboxEntry]) -> set[str]:
+        """Hand several triggers to a batching transport at once; the ids it accepted.
+
+        The rest go through :meth:`_deliver` one by one, with its retries and alerts.
+        """
+        if len(entries) < 2 or not isinstance(self.transport, BatchTriggerTransport):
+            return set()
+        try:
+            outcomes = self.transport.deliver_many([entry.trigger for entry in entries])
+        except DeliveryError:
+            return set()
+        return {e.trigger.trigger_id for e, out in zip(entries, outcomes, strict=True) if not out}
+
+    def _mark_delivered(self, entry: OutboxEntry) -> None:
+        trigger = entry.trigger
         now = self.clock.now()
         try:
             self.tracker.mark_delivered(entry, now)
@@ -157,7 +182,6 @@ class Dispatcher:
                 details={"trigger_id": trigger.trigger_id, "latency_seconds": latency},
             )
         )
-        return None
 
     def _defer(self, entry: OutboxEntry, error: str) -> None:
         trigger = entry.trigger

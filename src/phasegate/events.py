@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     RECONCILE_DIVERGENCE = "reconcile_divergence"
     RECONCILE_FAILED = "reconcile_failed"
     RECONCILED = "reconciled"
+    MESSAGE_DEAD_LETTERED = "message_dead_lettered"
 
 
 @dataclass(frozen=True, slots=True)

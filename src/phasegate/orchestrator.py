@@ -28,6 +28,7 @@ from phasegate.model import (
     frozen_metadata,
     trigger_id_for,
 )
+from phasegate.reports import parse_report
 from phasegate.tracker import BatchWriteResult, ClaimOutcome, CompletionTracker
 
 log = logging.getLogger(__name__)
@@ -283,20 +284,28 @@ class Orchestrator:
                         f"expected a JSON object, got {_json_type(report)}",
                         code="wrong_type",
                     )
-                completion = self.validate(
-                    report.get("phase"),
-                    report.get("run_key"),
-                    report.get("processor"),
-                    status=report.get("status", Status.SUCCESS.value),
-                    correlation_id=report.get("correlation_id"),
-                    metadata=report.get("metadata"),
-                )
+                completion = self.validate_report(report)
             except ValidationError as exc:
                 items.append(BatchItem(index, error=exc))
                 continue
             items.append(None)
             valid.append((index, completion))
         return items, valid
+
+    def validate_report(
+        self, body: object, *, default_correlation_id: str | None = None
+    ) -> Completion:
+        """Check a report that arrived as a decoded JSON object (its shape, then every
+        value) and build its :class:`Completion`."""
+        report = parse_report(body, default_correlation_id=default_correlation_id)
+        return self.validate(
+            report.phase,
+            report.run_key,
+            report.processor,
+            status=report.status,
+            correlation_id=report.correlation_id,
+            metadata=report.metadata,
+        )
 
     @staticmethod
     def _answer(

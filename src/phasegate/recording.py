@@ -8,51 +8,22 @@ value. :class:`Recorded` and :class:`Triggered` are what ``Runtime.record`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from phasegate.dispatch import DispatchReport
-from phasegate.errors import ValidationError
 from phasegate.orchestrator import CompletionResult, TriggerResult
+from phasegate.reports import REPORT_FIELDS, REQUIRED_FIELDS, CompletionReport, parse_report
 
-REPORT_FIELDS = ("phase", "run_key", "processor", "status", "correlation_id", "metadata")
-REQUIRED_FIELDS = ("phase", "run_key", "processor")
-
-
-@dataclass(frozen=True, slots=True)
-class CompletionReport:
-    """A report as received; its values are checked when it is recorded."""
-
-    phase: object
-    run_key: object
-    processor: object
-    status: object = "success"
-    correlation_id: object = None
-    metadata: object = None
-
-
-def parse_report(body: object, *, default_correlation_id: str | None = None) -> CompletionReport:
-    """The :class:`CompletionReport` in a decoded JSON body; a ValidationError names the field.
-
-    ``default_correlation_id`` is used when the body carries none (a Pub/Sub message id).
-    """
-    if not isinstance(body, Mapping):
-        raise ValidationError("", "body must be a JSON object", code="malformed_body")
-    unknown = sorted(str(key) for key in body if key not in REPORT_FIELDS)
-    if unknown:
-        raise ValidationError(unknown[0], f"unknown field {unknown[0]!r}", code="unknown_field")
-    for required in REQUIRED_FIELDS:
-        if required not in body:
-            raise ValidationError(required, f"{required} is required", code="missing_field")
-    return CompletionReport(
-        phase=body["phase"],
-        run_key=body["run_key"],
-        processor=body["processor"],
-        status=body.get("status", "success"),
-        correlation_id=body.get("correlation_id") or default_correlation_id,
-        metadata=body.get("metadata"),
-    )
+__all__ = [
+    "REPORT_FIELDS",
+    "REQUIRED_FIELDS",
+    "CompletionReport",
+    "Delivery",
+    "Recorded",
+    "Triggered",
+    "parse_report",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +13,7 @@ from phasegate.config import Pipeline
 from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import TriggerReason
-from phasegate.orchestrator import Orchestrator
+from phasegate.orchestrator import BatchItem, CompletionResult, Orchestrator
 from phasegate.reconcile import Reconciler
 from phasegate.recording import Delivery, Recorded, Triggered, parse_report
 from phasegate.redact import Scrubber
@@ -132,6 +132,21 @@ class Runtime:
         if not (deliver and result.claimed and result.trigger_id):
             return Recorded(result)
         return Recorded(result, self.deliver([result.trigger_id])[result.trigger_id])
+
+    async def arecord_report(
+        self, body: object, *, default_correlation_id: str | None = None
+    ) -> CompletionResult:
+        """Record a report from an event loop (the service's path): its write is awaited
+        on the stores' writers; the dispatcher delivers what it claimed."""
+        completion = self.orchestrator.validate_report(
+            body, default_correlation_id=default_correlation_id
+        )
+        [result] = await self.orchestrator.arecord([completion])
+        return result
+
+    async def arecord_reports(self, bodies: Sequence[object]) -> list[BatchItem]:
+        """Record a batch of reports from an event loop, an answer per item."""
+        return await self.orchestrator.arecord_completions(bodies)
 
     def record_report(
         self, body: object, *, default_correlation_id: str | None = None, deliver: bool = True

@@ -249,6 +249,7 @@ def test_the_command_exit_codes_and_formats(
         "commits_behind",
         "recent_commits",
         "error",
+        "deploy",
     }
     assert data["summary"] == {"checked": 4, "ok": 3, "minor": 0, "stale": 1, "unknown": 0}
     assert main(["drift", "--config", str(config), "--format", "markdown"]) == 1

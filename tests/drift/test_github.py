@@ -52,14 +52,15 @@ class FakeGitHub:
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
                 page = int(query.get("page", ["1"])[0])
+                label = query.get("labels", [LABEL])[0]
                 matching = [
-                    i for i in owner.issues if i["state"] == "open" and LABEL in i["labels"]
+                    i for i in owner.issues if i["state"] == "open" and label in i["labels"]
                 ]
                 chunk = matching[(page - 1) * 2 : page * 2]
                 headers = {}
                 if page * 2 < len(matching):
                     headers["Link"] = (
-                        f'<{owner.url}{parts.path}?state=open&labels={LABEL}&page={page + 1}>; rel="next"'
+                        f'<{owner.url}{parts.path}?state=open&labels={label}&page={page + 1}>; rel="next"'
                     )
                 self._send(
                     200,

@@ -159,12 +159,6 @@ def _refs(node: object) -> list[str]:
     return []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py's _body_doc points at #/components/schemas/PubSubMessage, which is never "
-    "registered (it sits in the body schema's own $defs): ReDoc stops at 'Invalid reference "
-    "token: PubSubMessage'. Remove this mark when app.py registers nested models.",
-)
 def test_every_reference_in_the_openapi_document_resolves(client: TestClient) -> None:
     """Each $ref names a schema the document defines, so both browsers can draw every body."""
     document = client.get("/openapi.json").json()

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from phasegate.cli.common import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, Adder, emit_json, load
+from phasegate.errors import ConfigError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with its background loops."""
     from phasegate.service.server import serve  # noqa: PLC0415 - web stack on demand
 
-    return serve(load(args), host=args.host, port=args.port)
+    port = args.port
+    if port is None:
+        raw = os.environ.get("PORT", "8080")
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"PORT must be a TCP port number, got {raw!r}")
+        port = int(raw)
+    return serve(load(args), host=args.host, port=port)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -42,7 +50,9 @@ def register(add: Adder, common: argparse.ArgumentParser, output: argparse.Argum
         "serve", cmd_serve, "run the HTTP service (API, health, metrics, dashboard)", common
     )
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="listen port (default $PORT, else 8080)"
+    )
 
     health = add("health", cmd_health, "probe a running service's /health", output)
     health.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
-from phasegate.drift.config import DriftConfig, ServiceSources
+from phasegate.drift.config import DEFAULT_ISSUE_LABEL, DriftConfig, ServiceSources
 from phasegate.drift.git import Commit, GitRepo, auto_sources
-from phasegate.drift.providers import Deployment, DeploymentProvider
+from phasegate.drift.providers import Deployment, DeploymentProvider, open_provider
 
 
 class DriftStatus(StrEnum):
@@ -37,6 +37,7 @@ class ServiceDrift:
     commits_behind: int | None = None
     recent_commits: tuple[Commit, ...] = ()
     error: str | None = None
+    deploy: str | None = None
 
     def to_dict(self, verbose: bool = True) -> dict[str, Any]:
         """The JSON form of one service."""
@@ -55,6 +56,7 @@ class ServiceDrift:
                 for c in (self.recent_commits if verbose else ())
             ],
             "error": self.error,
+            "deploy": self.deploy,
         }
 
 
@@ -67,6 +69,7 @@ class DriftReport:
     services: tuple[ServiceDrift, ...]
     stale_hours: float
     sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    issue_label: str = DEFAULT_ISSUE_LABEL
 
     def summary(self) -> dict[str, int]:
         """Counts per status."""
@@ -101,15 +104,20 @@ def check_drift(
     clock: Clock = SYSTEM_CLOCK,
     stale_hours: float | None = None,
     recent: int = 5,
+    providers: Mapping[str, DeploymentProvider] | None = None,
 ) -> DriftReport:
-    """Compare every configured service's deployment with its sources' history."""
+    """Compare every configured service's deployment with its sources' history.
+
+    ``provider`` answers for the services without a ``provider`` of their own; the others
+    are asked through ``providers[spec]``, else a provider opened from their spec.
+    """
     threshold = config.stale_hours if stale_hours is None else stale_hours
     repo = GitRepo(config.repo)
     repo.history()
     resolved: dict[str, tuple[str, ...]] = {}
     for service in config.services:
         resolved[service.name] = _resolve_sources(repo, service)
-    deployments = provider.describe([s.name for s in config.services])
+    deployments = _describe_all(config, provider, providers or {})
     since_cache: dict[str, set[str]] = {}
     results = []
     for service in config.services:
@@ -130,10 +138,44 @@ def check_drift(
     return DriftReport(
         checked_at=clock.now(),
         repo=str(repo.top),
-        services=tuple(results),
+        services=tuple(
+            replace(result, deploy=service.deploy)
+            for result, service in zip(results, config.services, strict=True)
+        ),
         stale_hours=threshold,
         sources=resolved,
+        issue_label=config.issue_label,
     )
+
+
+def _describe_all(
+    config: DriftConfig,
+    default: DeploymentProvider,
+    providers: Mapping[str, DeploymentProvider],
+) -> dict[str, Deployment]:
+    """Ask each provider about its own services (Cloud Functions and Cloud Run in one file)."""
+    groups: dict[str | None, list[str]] = {}
+    for service in config.services:
+        spec = None if service.provider in (None, config.provider) else service.provider
+        groups.setdefault(spec, []).append(service.name)
+    deployments: dict[str, Deployment] = {}
+    for spec, names in groups.items():
+        if spec is None:
+            chosen = default
+        elif spec in providers:
+            chosen = providers[spec]
+        else:
+            chosen = open_provider(
+                spec,
+                cwd=config.base,
+                project=config.project,
+                region=config.region,
+                sha_label=config.sha_label,
+                concurrency=config.concurrency,
+                timeout=config.timeout,
+            )
+        deployments.update(chosen.describe(names))
+    return deployments
 
 
 def _resolve_sources(repo: GitRepo, service: ServiceSources) -> tuple[str, ...]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from phasegate.drift.core import DriftReport
+from phasegate.drift.config import DEFAULT_ISSUE_LABEL
+from phasegate.drift.core import DriftReport, ServiceDrift
 from phasegate.drift.report import to_markdown
 from phasegate.errors import ConfigError, PhasegateError
 from phasegate.redact import SCRUBBER
 
-LABEL = "deployment-drift"
+LABEL = DEFAULT_ISSUE_LABEL
 MARKER = "<!-- phasegate:deployment-drift -->"
 BODY_LIMIT = 65_536
 TITLE = "Deployment drift: stale services"
@@ -42,11 +44,15 @@ class GitHubIssues:
         *,
         api: str = "https://api.github.com",
         client: httpx.Client | None = None,
+        label: str | None = None,
+        run_url: str | None = None,
     ) -> None:
         if "/" not in repository:
             raise ConfigError(f"GITHUB_REPOSITORY must be OWNER/NAME, got {repository!r}")
         SCRUBBER.add(token)
         self.repository = repository
+        self.label = label
+        self.run_url = run_url
         self.api = api.rstrip("/")
         self._client = client or httpx.Client(timeout=30)
         self._headers = {
@@ -57,8 +63,9 @@ class GitHubIssues:
         }
 
     @classmethod
-    def from_environment(cls) -> GitHubIssues:
-        """From ``GITHUB_TOKEN``, ``GITHUB_REPOSITORY`` and (for Enterprise) ``GITHUB_API_URL``."""
+    def from_environment(cls, label: str | None = None) -> GitHubIssues:
+        """From ``GITHUB_TOKEN``, ``GITHUB_REPOSITORY``, (for Enterprise) ``GITHUB_API_URL``,
+        and the workflow run's link from ``GITHUB_SERVER_URL`` and ``GITHUB_RUN_ID``."""
         token = os.environ.get("GITHUB_TOKEN")
         repository = os.environ.get("GITHUB_REPOSITORY")
         if not token or not repository:
@@ -66,7 +73,11 @@ class GitHubIssues:
                 "--github-issue needs GITHUB_TOKEN and GITHUB_REPOSITORY in the environment"
             )
         return cls(
-            repository, token, api=os.environ.get("GITHUB_API_URL", "https://api.github.com")
+            repository,
+            token,
+            api=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+            label=label,
+            run_url=workflow_run_url(os.environ),
         )
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -88,10 +99,10 @@ class GitHubIssues:
             )
         return response
 
-    def find_open(self) -> dict[str, Any] | None:
+    def find_open(self, label: str = LABEL) -> dict[str, Any] | None:
         """The open issue carrying the label and the hidden marker (following pagination)."""
         url: str | None = f"{self.api}/repos/{self.repository}/issues"
-        params: dict[str, Any] | None = {"state": "open", "labels": LABEL, "per_page": 100}
+        params: dict[str, Any] | None = {"state": "open", "labels": label, "per_page": 100}
         while url:
             response = self._request("GET", url, params=params)
             for issue in response.json():
@@ -102,8 +113,11 @@ class GitHubIssues:
         return None
 
     def upsert(self, report: DriftReport) -> IssueOutcome:
-        """Create or update the issue while something is stale; close it when nothing is."""
-        existing = self.find_open()
+        """Create or update the issue while something is stale; close it when nothing is.
+
+        The label is this client's, else the report's (``[drift] issue_label``)."""
+        label = self.label or report.issue_label
+        existing = self.find_open(label)
         stale = report.stale
         if not stale:
             if existing is None:
@@ -112,7 +126,11 @@ class GitHubIssues:
             self._request(
                 "POST",
                 f"{self.api}/repos/{self.repository}/issues/{number}/comments",
-                json={"body": "No stale deployments any more; closing. " + MARKER},
+                json={
+                    "body": "No stale deployments any more; closing."
+                    + (f" ([workflow run]({self.run_url}))" if self.run_url else "")
+                    + f" {MARKER}"
+                },
             )
             self._request(
                 "PATCH",
@@ -120,12 +138,12 @@ class GitHubIssues:
                 json={"state": "closed", "state_reason": "completed"},
             )
             return IssueOutcome("closed", number, existing.get("html_url"))
-        body = issue_body(report)
+        body = issue_body(report, run_url=self.run_url)
         if existing is None:
             created = self._request(
                 "POST",
                 f"{self.api}/repos/{self.repository}/issues",
-                json={"title": TITLE, "body": body, "labels": [LABEL]},
+                json={"title": TITLE, "body": body, "labels": [label]},
             ).json()
             return IssueOutcome("created", created.get("number"), created.get("html_url"))
         number = existing["number"]
@@ -137,12 +155,18 @@ class GitHubIssues:
         return IssueOutcome("updated", number, existing.get("html_url"))
 
 
-def issue_body(report: DriftReport) -> str:
-    """The issue body: marker, checklist of stale services, full report; ≤ 65,536 chars."""
-    budget = BODY_LIMIT // 2
+def workflow_run_url(environ: Mapping[str, str]) -> str | None:
+    """The link to the running GitHub Actions workflow run, when there is one."""
+    server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repository, run_id = environ.get("GITHUB_REPOSITORY"), environ.get("GITHUB_RUN_ID")
+    if not repository or not run_id:
+        return None
+    return f"{server}/{repository}/actions/runs/{run_id}"
+
+
+def _checklist(stale: list[ServiceDrift], budget: int) -> list[str]:
     items: list[str] = []
     used = 0
-    stale = report.stale
     for index, service in enumerate(stale):
         line = f"- [ ] `{service.name}` — {service.behind_hours or 0:.1f} h behind" + (
             f", {service.commits_behind} commit(s)" if service.commits_behind is not None else ""
@@ -152,8 +176,36 @@ def issue_body(report: DriftReport) -> str:
             break
         items.append(line)
         used += len(line) + 1
+    return items
+
+
+def _resolution(stale: list[ServiceDrift], budget: int, run_url: str | None) -> str:
+    lines = ["### Resolution", "", "Redeploy these, then the next check closes this issue."]
+    used = 0
+    for index, service in enumerate(stale):
+        if service.deploy:
+            entry = f"\n- `{service.name}`:\n\n  ```sh\n  {service.deploy.strip()}\n  ```"
+        else:
+            entry = f"\n- `{service.name}`: no `deploy` command is configured for it"
+        if used + len(entry) > budget:
+            lines.append(f"\n- … and {len(stale) - index} more")
+            break
+        lines.append(entry)
+        used += len(entry)
+    if run_url:
+        lines += ["", f"Found by [this workflow run]({run_url})."]
+    return "\n".join(lines) + "\n\n"
+
+
+def issue_body(report: DriftReport, *, run_url: str | None = None) -> str:
+    """The issue body: marker, checklist of stale services, how to resolve them (each
+    service's ``deploy`` command, the workflow run), full report; ≤ 65,536 chars."""
+    stale = report.stale
+    items = _checklist(stale, BODY_LIMIT // 4)
     head = (
-        f"{MARKER}\n### Stale services\n\n" + "\n".join(items) + "\n\n"
-        "Redeploy these, then the next check closes this issue.\n\n"
+        f"{MARKER}\n### Stale services\n\n"
+        + "\n".join(items)
+        + "\n\n"
+        + _resolution(stale, BODY_LIMIT // 4, run_url)
     )
     return head + to_markdown(report, verbose=True, limit=BODY_LIMIT - len(head))

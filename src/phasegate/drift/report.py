@@ -64,6 +64,8 @@ def to_text(report: DriftReport, *, verbose: bool = False, colour: bool = False)
             )
         if service.status in {DriftStatus.MINOR, DriftStatus.STALE}:
             lines.append(f"    see: {git_command(report, service)}")
+            if service.deploy:
+                lines.append(f"    deploy: {service.deploy}")
             if verbose:
                 for commit in service.recent_commits:
                     lines.append(f"      {commit.sha[:10]} {_when(commit.date)} {commit.subject}")

@@ -1,4 +1,5 @@
-"""Stores by URL: ``sqlite:///path``, ``postgresql://...``, ``mysql://...``, ``memory://name``."""
+"""Stores by URL: ``sqlite:///path``, ``postgresql://...``, ``mysql://...``,
+``firestore://PROJECT``, ``bigquery://PROJECT/DATASET``, ``memory://NAME``."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from phasegate.stores.base import (
 )
 from phasegate.stores.memory import MemoryStore
 
-_NOT_YET = frozenset({"firestore", "bigquery"})
-
 
 def open_store(url: str, *, pipeline: str, name: str = "store") -> Any:
     """Open the store at ``url`` for ``pipeline``; ``name`` labels it in logs and metrics."""
@@ -32,19 +31,16 @@ def open_store(url: str, *, pipeline: str, name: str = "store") -> Any:
 
         key = url.split(":", 1)[1].lstrip("/") or "default"
         return shared_memory_store(f"{key}#{name}", pipeline=pipeline, name=name)
-    if scheme in _NOT_YET:
-        # Said first: installing a driver would not help. Remove a scheme from
-        # _NOT_YET when its backend lands; the driver check below then covers it.
-        raise ConfigError(
-            f"{name} store: {scheme}:// is not available in this release yet; "
-            "use sqlite:///, postgresql:// or mysql://"
-        )
     # Before importing the backend: a missing driver is a clear error, not a traceback.
     require_driver(scheme)
     if scheme in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
         from phasegate.stores.sql import SqlStore  # noqa: PLC0415 - SQLAlchemy loads on demand
 
         return SqlStore(url, pipeline=pipeline, name=name)
+    if scheme in {"firestore", "bigquery"}:
+        from phasegate.stores.gcp_urls import open_gcp_store  # noqa: PLC0415 - Google on demand
+
+        return open_gcp_store(url, pipeline=pipeline, name=name)
     raise ConfigError(f"{name} store: unsupported URL scheme {scheme!r}")
 
 

@@ -208,8 +208,9 @@ class PendingWrite:
         """:meth:`result` for an event loop: awaits the first attempt without blocking it;
         only a failed first attempt's retries (which sleep) move to a thread."""
         if self._first is not None:
-            await asyncio.wait([asyncio.wrap_future(self._first)])
-            if self._first.exception() is not None:
+            waiting = asyncio.wrap_future(self._first)
+            await asyncio.wait([waiting])
+            if waiting.exception() is not None:  # retrieved here, classified in result()
                 return await asyncio.to_thread(self.result)
         return self.result()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from phasegate.errors import DeliveryError
 from phasegate.model import Trigger
 
 
@@ -31,3 +33,30 @@ class TriggerTransport(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+@runtime_checkable
+class BatchTriggerTransport(TriggerTransport, Protocol):
+    """A transport that can hand several triggers over in one round trip (optional)."""
+
+    def deliver_many(self, triggers: Sequence[Trigger]) -> list[DeliveryError | None]:
+        """Deliver each trigger; one outcome per trigger, in order (``None`` = delivered)."""
+        ...
+
+
+def deliver_each(
+    transport: TriggerTransport, triggers: Sequence[Trigger]
+) -> list[DeliveryError | None]:
+    """``transport.deliver_many`` when it has one, else ``deliver`` in a loop; never raises
+    a :class:`DeliveryError` (it is returned in the trigger's place)."""
+    if isinstance(transport, BatchTriggerTransport):
+        return transport.deliver_many(triggers)
+    outcomes: list[DeliveryError | None] = []
+    for trigger in triggers:
+        try:
+            transport.deliver(trigger)
+        except DeliveryError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes

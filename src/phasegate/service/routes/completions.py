@@ -1,4 +1,6 @@
-"""``POST /v1/completions``: a thin shell over ``Runtime.record_report``."""
+"""``POST /v1/completions`` and ``POST /v1/completions:batch``: thin shells over
+``Runtime.arecord_report`` / ``Runtime.arecord_reports``, awaited on the event loop
+(the stores' writers do the blocking work; no thread-pool hop per request)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from phasegate.errors import BothStoresFailed, ValidationError
 from phasegate.metrics import Metrics
-from phasegate.recording import Recorded
-from phasegate.service.body import ERROR_RESPONSES, body_doc, read_json
+from phasegate.service.body import (
+    ERROR_RESPONSES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ITEMS,
+    body_doc,
+    json_response,
+    read_json,
+)
 from phasegate.service.context import ServiceContext
+from phasegate.service.errors import ApiError
 
 
 class CompletionIn(BaseModel):
@@ -44,20 +52,74 @@ def counted(metrics: Metrics, body: object) -> Iterator[None]:
         raise
 
 
+class CompletionBatchIn(BaseModel):
+    """Up to 1,000 completion reports, each answered on its own."""
+
+    completions: list[CompletionIn] = Field(max_length=MAX_BATCH_ITEMS)
+
+
 async def record(
     context: ServiceContext, body: object, default_correlation_id: str | None = None
-) -> JSONResponse:
+) -> Response:
     """Record a decoded report (the dispatcher loop delivers what it claims): 202."""
     with counted(context.metrics, body):
-        recorded: Recorded = await run_in_threadpool(
-            context.runtime.record_report,
-            body,
-            default_correlation_id=default_correlation_id,
-            deliver=False,
+        result = await context.runtime.arecord_report(
+            body, default_correlation_id=default_correlation_id
         )
-    completion = recorded.result.completion
+    completion = result.completion
     context.metrics.completions.labels(completion.phase, completion.status.value, "recorded").inc()
-    return JSONResponse(recorded.result.to_dict(), status_code=202)
+    return json_response(result.to_dict(), status_code=202)
+
+
+def batch_items(body: object) -> list[Any]:
+    """The ``completions`` array of a batch body; 400/413 when it is not one, or too long."""
+    if not isinstance(body, dict) or set(body) != {"completions"}:
+        raise ApiError(
+            400,
+            "malformed_body",
+            'a batch is a JSON object with one key, "completions": an array of reports',
+            field="completions",
+        )
+    items = body["completions"]
+    if not isinstance(items, list):
+        raise ApiError(400, "malformed_body", "completions must be an array", field="completions")
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ApiError(
+            413,
+            "too_large",
+            f"{len(items)} reports; at most {MAX_BATCH_ITEMS} in one batch",
+            field="completions",
+        )
+    return items
+
+
+async def record_batch(context: ServiceContext, body: object) -> Response:
+    """Record a batch: 200 with a result per item (bad items rejected, good ones kept);
+    503 when the stores took none of it."""
+    items = batch_items(body)
+    try:
+        answers = await context.runtime.arecord_reports(items)
+    except BothStoresFailed:
+        context.metrics.completions.labels("", "", "failed").inc(len(items))
+        raise
+    recorded = 0
+    for item in answers:
+        if item.result is not None:
+            recorded += 1
+            completion = item.result.completion
+            context.metrics.completions.labels(
+                completion.phase, completion.status.value, "recorded"
+            ).inc()
+        else:
+            context.metrics.completions.labels("", "", "rejected").inc()
+    return json_response(
+        {
+            "recorded": recorded,
+            "rejected": len(answers) - recorded,
+            "results": [item.to_dict() for item in answers],
+        },
+        status_code=200,
+    )
 
 
 def router(context: ServiceContext) -> APIRouter:
@@ -74,5 +136,16 @@ def router(context: ServiceContext) -> APIRouter:
     )
     async def post_completion(request: Request) -> Response:
         return await record(context, await read_json(request))
+
+    @routes.post(
+        "/v1/completions:batch",
+        status_code=200,
+        openapi_extra=body_doc(CompletionBatchIn),
+        responses={**ERROR_RESPONSES, 413: {"description": "Over 1,000 reports or 4 MiB"}},
+        summary="Record many completions, each answered on its own",
+        dependencies=[Depends(context.auth.require_write)],
+    )
+    async def post_completions_batch(request: Request) -> Response:
+        return await record_batch(context, await read_json(request, MAX_BATCH_BYTES))
 
     return routes

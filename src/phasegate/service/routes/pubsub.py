@@ -1,17 +1,18 @@
-"""``POST /v1/pubsub/push``: a Pub/Sub push envelope carrying a completion report."""
+"""``POST /v1/pubsub/push``: a Pub/Sub push envelope carrying a completion report.
+
+Authorised by the static token or a Google-signed OIDC token, decoded and dead-lettered
+by :class:`phasegate.pubsub.PushEndpoint`; recorded like ``POST /v1/completions``.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from typing import Any
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from phasegate.service.body import ERROR_RESPONSES, body_doc, read_json
+from phasegate.errors import ValidationError, describe_error
+from phasegate.pubsub import PushAuthError, PushEndpoint
+from phasegate.service.body import ERROR_RESPONSES, body_doc, json_response, read_json
 from phasegate.service.context import ServiceContext
 from phasegate.service.errors import ApiError
 from phasegate.service.routes.completions import record
@@ -32,50 +33,41 @@ class PubSubEnvelope(BaseModel):
     subscription: str | None = None
 
 
-def decode_envelope(envelope: Any) -> tuple[Any, str | None]:
-    """The report inside a push envelope and its correlation id (attribute or message id)."""
-    message = envelope.get("message") if isinstance(envelope, dict) else None
-    if not isinstance(message, dict):
-        raise ApiError(
-            400,
-            "malformed_envelope",
-            "expected a Pub/Sub push envelope with a message",
-            "message",
-        )
-    data = message.get("data")
-    if not isinstance(data, str):
-        raise ApiError(
-            400, "malformed_envelope", "message.data must be a base64 string", "message.data"
-        )
-    try:
-        decoded = json.loads(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise ApiError(
-            400,
-            "malformed_envelope",
-            "message.data is not base64 of a JSON object",
-            "message.data",
-        ) from None
-    raw_attributes = message.get("attributes")
-    attributes: dict[str, Any] = raw_attributes if isinstance(raw_attributes, dict) else {}
-    correlation = attributes.get("correlation_id") or message.get("messageId")
-    return decoded, correlation if isinstance(correlation, str) else None
+PUSH_RESPONSES = {
+    **ERROR_RESPONSES,
+    403: {"description": "OIDC token from a service account that is not allowed"},
+}
 
 
 def router(context: ServiceContext) -> APIRouter:
     """The Pub/Sub push route."""
     routes = APIRouter(tags=["completions"])
+    push = PushEndpoint(
+        context.runtime.pipeline.server.pubsub_push, context.auth.token, context.runtime.events
+    )
 
     @routes.post(
         "/v1/pubsub/push",
         status_code=202,
         openapi_extra=body_doc(PubSubEnvelope),
-        responses=ERROR_RESPONSES,
+        responses=PUSH_RESPONSES,
         summary="Record a completion from a Pub/Sub push subscription",
-        dependencies=[Depends(context.auth.require_push)],
     )
     async def post_pubsub(request: Request) -> Response:
-        report, correlation = decode_envelope(await read_json(request))
-        return await record(context, report, correlation)
+        envelope = None
+        try:
+            push.authorize(request.headers.get("authorization"), request.query_params.get("token"))
+            envelope = await read_json(request)
+            pushed = push.decode(envelope)
+            return await record(context, pushed.report, pushed.correlation_id)
+        except (ApiError, PushAuthError) as error:
+            status, code, message, field = error.status, error.code, error.message, error.field
+        except ValidationError as error:
+            status, code = describe_error(error).http_status, error.code
+            message, field = error.message, error.field
+        acked = push.dead_letter(status, code, message, envelope)
+        if acked is None:
+            raise ApiError(status, code, message, field)
+        return json_response(acked, status_code=200)
 
     return routes
