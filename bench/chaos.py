@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def parse(argv: list[str]) -> tuple[Settings, Path]:
     parser.add_argument("--kills", type=int, default=defaults.kills, help="replica SIGKILLs")
     parser.add_argument("--receiver-outages", type=int, default=defaults.receiver_outages)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--batch", type=int, default=defaults.batch, help="reports per batch; 0: one by one"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--sweep-interval", default=defaults.sweep_interval)
@@ -47,8 +51,8 @@ def parse(argv: list[str]) -> tuple[Settings, Path]:
     return Settings(
         completions=args.completions, copies=args.copies, replicas=args.replicas,
         primary_outages=args.primary_outages, kills=args.kills,
-        receiver_outages=args.receiver_outages, concurrency=args.concurrency, seed=args.seed,
-        max_seconds=args.max_seconds, keep=args.keep, sweep_interval=args.sweep_interval,
+        receiver_outages=args.receiver_outages, concurrency=args.concurrency,
+        batch=args.batch, seed=args.seed, max_seconds=args.max_seconds, keep=args.keep, sweep_interval=args.sweep_interval,
         reconcile_interval=args.reconcile_interval,
     ), args.output  # fmt: skip
 
@@ -56,6 +60,10 @@ def parse(argv: list[str]) -> tuple[Settings, Path]:
 def main(argv: list[str]) -> int:
     """Run, print, write the JSON; 0 only when every check held."""
     settings, output = parse(argv)
+    # Started in the background, a shell ignores SIGINT for us: make both signals unwind
+    # through run_chaos's cleanup (replicas, the private cluster, the backup schema).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run_chaos(settings)
     result["command"] = "python bench/chaos.py " + " ".join(argv)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -7,6 +7,7 @@ refused or dropped connection) is sent again, to another replica, after a short 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -87,9 +88,14 @@ async def drive(
     *,
     seed: int,
     concurrency: int = 32,
+    batch: int = 0,
     deadline: float,
 ) -> None:
-    """Send every report until acknowledged (or ``deadline``, a monotonic time, passes)."""
+    """Send every report until acknowledged (or ``deadline``, a monotonic time, passes).
+
+    With ``batch`` > 0, reports go ``batch`` at a time to ``POST /v1/completions:batch``
+    (a batch may hold the same report twice); else one by one to ``POST /v1/completions``.
+    """
     started = time.monotonic()
     queue = iter(sends)
     headers = {"Authorization": f"Bearer {token}"}
@@ -98,35 +104,51 @@ async def drive(
 
     async def worker(index: int, client: httpx.AsyncClient) -> None:
         rng = random.Random(seed * 1000 + index)
-        for report in queue:
-            body = {"phase": report.phase, "run_key": report.run_key, "processor": report.processor}
-            await send_until_acknowledged(client, rng, report, body)
-            stats.sent += 1
+        while chunk := list(itertools.islice(queue, max(batch, 1))):
+            await send_until_acknowledged(client, rng, chunk)
+            stats.sent += len(chunk)
+
+    def acknowledge(chunk: list[Report], response: httpx.Response) -> None:
+        if not batch:
+            stats.acknowledged.add(chunk[0])
+            stats.acks += 1
+            return
+        for item in response.json()["results"]:
+            if item["ok"]:
+                stats.acknowledged.add(chunk[item["index"]])
+                stats.acks += 1
+            else:
+                stats.rejected.append(f"{chunk[item['index']]}: {item['error']}")
 
     async def send_until_acknowledged(
-        client: httpx.AsyncClient, rng: random.Random, report: Report, body: dict[str, str]
+        client: httpx.AsyncClient, rng: random.Random, chunk: list[Report]
     ) -> None:
+        bodies = [{"phase": r.phase, "run_key": r.run_key, "processor": r.processor} for r in chunk]
+        path, body = (
+            ("/v1/completions:batch", {"completions": bodies})
+            if batch
+            else ("/v1/completions", bodies[0])
+        )
         for attempt in range(10_000):
             if time.monotonic() > deadline:
-                stats.gave_up += 1
+                stats.gave_up += len(chunk)
                 return
             if attempt:
                 stats.retries += 1
                 await asyncio.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)) * rng.uniform(0.5, 1))
             url = rng.choice(urls)
             try:
-                response = await client.post(f"{url}/v1/completions", json=body, headers=headers)
+                response = await client.post(f"{url}{path}", json=body, headers=headers)
             except httpx.TransportError as exc:
                 stats.failures[type(exc).__name__] += 1
                 continue
-            if response.status_code == 202:
-                stats.acknowledged.add(report)
-                stats.acks += 1
+            if response.status_code in {200, 202}:
+                acknowledge(chunk, response)
                 return
             if response.status_code >= 500:
                 stats.failures[f"HTTP {response.status_code}"] += 1
                 continue
-            stats.rejected.append(f"{report}: HTTP {response.status_code} {response.text[:200]}")
+            stats.rejected.append(f"{chunk[0]}…: HTTP {response.status_code} {response.text[:200]}")
             return
 
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:

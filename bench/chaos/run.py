@@ -49,6 +49,7 @@ class Settings:
     kills: int = 3
     receiver_outages: int = 3
     concurrency: int = 48
+    batch: int = 50  # reports per POST /v1/completions:batch; 0 sends them one by one
     seed: int = 14
     max_seconds: float = 3600.0
     max_redelivery_share: float = 0.05
@@ -143,7 +144,7 @@ async def _load_and_break(rig: Rig, settings: Settings, deadline: float) -> tupl
     reporter = asyncio.create_task(_report_progress(stats, runner))
     await asyncio.gather(
         drive(sends, [r.url for r in rig.replicas], rig.token, stats, seed=settings.seed,
-              concurrency=settings.concurrency, deadline=deadline),
+              concurrency=settings.concurrency, batch=settings.batch, deadline=deadline),
         runner.run(lambda: stats.progress),
     )  # fmt: skip
     reporter.cancel()
@@ -190,10 +191,20 @@ def alert_outcomes(rig: Rig) -> dict[str, dict[str, float]]:
     return table
 
 
-def wait_for_quiescence(rig: Rig, expected: set[tuple[str, str]], deadline: float) -> bool:
-    """Until every phase-run reached the receiver and no replica has anything to deliver."""
+def wait_for_quiescence(
+    rig: Rig, expected: set[tuple[str, str]], deadline: float, stall: float = 150.0
+) -> bool:
+    """Until every phase-run reached the receiver and no replica has anything to deliver.
+
+    Gives up at ``deadline``, or after ``stall`` seconds in which nothing new reached the
+    receiver (longer than a lease, so a crashed replica's triggers have their chance).
+    """
     calm = 0
-    while time.monotonic() < deadline:
+    seen, moved = -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - moved < stall:
+        posts = len(rig.receiver.snapshot())
+        if posts != seen:
+            seen, moved = posts, time.monotonic()
         backlog = 0.0
         try:
             backlog = sum(_backlog(r, rig.token) for r in rig.replicas)
