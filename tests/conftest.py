@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
+from gcp.emulators import FirestoreEmulator, start_emulator
 from phasegate.stores.sql import SqlStore
 from phasegate.testing import FakeClock
-from support import (
-    MYSQL_ADMIN_URL,
-    MYSQL_HOST,
-    MYSQL_PORT,
-    PG_ADMIN_URL,
-    PG_HOST,
-    PG_PORT,
-    Harness,
-    require_server,
-)
+from store_databases import url_maker
+from support import Harness
 
 StoreFactory = Callable[..., SqlStore]
 
@@ -31,59 +22,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _postgres_schema() -> tuple[str, Callable[[], None]]:
-    schema = f"pgtest_{uuid.uuid4().hex[:12]}"
-
-    def drop() -> None:
-        engine = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
-
-    return f"{PG_ADMIN_URL}?schema={schema}", drop
-
-
-def _mysql_database() -> tuple[str, Callable[[], None]]:
-    database = f"pgtest_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(MYSQL_ADMIN_URL.replace("mysql://", "mysql+pymysql://"))
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE `{database}`")
-    admin.dispose()
-    base = MYSQL_ADMIN_URL.rsplit("/", 1)[0]
-
-    def drop() -> None:
-        engine = sa.create_engine(MYSQL_ADMIN_URL.replace("mysql://", "mysql+pymysql://"))
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
-        engine.dispose()
-
-    return f"{base}/{database}", drop
-
-
 @pytest.fixture
 def store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[[str], str]]:
     """``store_url(label)`` makes a fresh, empty database URL on the backend under test."""
-    backend = getattr(request, "param", "sqlite")
     cleanups: list[Callable[[], None]] = []
-
-    def make(label: str) -> str:
-        if backend == "sqlite":
-            return f"sqlite:///{tmp_path_factory.mktemp('db')}/{label}.db"
-        if backend == "postgres":
-            require_server("PostgreSQL", PG_HOST, PG_PORT)
-            url, drop = _postgres_schema()
-            cleanups.append(drop)
-            return url
-        if backend == "mysql":
-            require_server("MariaDB", MYSQL_HOST, MYSQL_PORT)
-            url, drop = _mysql_database()
-            cleanups.append(drop)
-            return url
-        raise ValueError(backend)
-
-    yield make
+    yield url_maker(getattr(request, "param", "sqlite"), tmp_path_factory, cleanups)
     for cleanup in cleanups:
         cleanup()
 
@@ -116,3 +61,12 @@ def harness(harness_backend: str, tmp_path: Path, clock: FakeClock) -> Iterator[
     rig = Harness(tmp_path, clock, backend=harness_backend)
     yield rig
     rig.runtime.close()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[FirestoreEmulator]:
+    """Google's Firestore emulator, one per test session (the store contract suite and the
+    Google Cloud tests share it)."""
+    emulator = start_emulator("Firestore", FirestoreEmulator)
+    yield emulator
+    emulator.stop()

@@ -1,9 +1,13 @@
-"""Dual-write scenarios A–D of SPEC §3, with faults injected into real stores and a fake clock."""
+"""Dual-write scenarios A–D of SPEC §3, with faults injected into real stores and a fake clock,
+on every backend that can be both stores: the in-memory store and Firestore (faults by the
+generic wrapper), SQLite and PostgreSQL (faults at the driver level)."""
 
 from __future__ import annotations
 
 import logging
 import random
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,12 +16,18 @@ import pytest
 from phasegate.errors import BothStoresFailed
 from phasegate.model import Completion, Status, Trigger, TriggerReason, trigger_id_for
 from phasegate.resilience import BreakerState
-from phasegate.stores import Capability
+from phasegate.stores import Capability, MemoryStore, open_store
+from phasegate.stores.sql import SqlStore
 from phasegate.testing import FakeClock, FaultSwitch
 from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
-from support import backends
+from store_databases import url_maker
 
-pytestmark = backends("sqlite", "postgres")
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    "firestore",
+]
 
 RUN = "2026-01-28"
 
@@ -39,12 +49,10 @@ class Rig:
         self, make_store: Any, clock: FakeClock, claim_policy: ClaimPolicy = ClaimPolicy.DEFER
     ) -> None:
         self.clock = clock
-        self.primary = make_store("primary")
-        self.backup = make_store("backup")
-        self.primary.ensure_schema()
-        self.backup.ensure_schema()
-        self.primary_fault = FaultSwitch(clock).attach(self.primary)
-        self.backup_fault = FaultSwitch(clock).attach(self.backup)
+        self.primary_fault = FaultSwitch(clock)
+        self.backup_fault = FaultSwitch(clock)
+        self.primary = make_store("primary", self.primary_fault)
+        self.backup = make_store("backup", self.backup_fault)
         self.tracker = CompletionTracker(
             self.primary,
             self.backup,
@@ -57,9 +65,40 @@ class Rig:
         return [c.processor for c in store.completions(RUN)]
 
 
+@pytest.fixture(params=BACKENDS)
+def stores(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str, FaultSwitch], Any]]:
+    """``stores(label, switch)``: a fresh store of the backend, failing when ``switch`` is on."""
+    backend: str = request.param
+    cleanups: list[Callable[[], None]] = []
+    opened: list[Any] = []
+
+    def make(label: str, switch: FaultSwitch) -> Any:
+        if backend == "memory":
+            store: Any = switch.wrap(MemoryStore(pipeline="test-pipeline", name=label))
+        elif backend == "firestore":
+            emulator = request.getfixturevalue("firestore_emulator")
+            request.getfixturevalue("monkeypatch").setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
+            url = f"firestore://phasegate-test?prefix=tr{uuid.uuid4().hex[:16]}"
+            store = switch.wrap(open_store(url, pipeline="test-pipeline", name=label))
+        else:
+            url = url_maker(backend, tmp_path_factory, cleanups)(label)
+            store = SqlStore(url, pipeline="test-pipeline", name=label)
+            switch.attach(store)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+    for cleanup in cleanups:
+        cleanup()
+
+
 @pytest.fixture
-def rig(make_store: Any, clock: FakeClock) -> Rig:
-    return Rig(make_store, clock)
+def rig(stores: Any, clock: FakeClock) -> Rig:
+    return Rig(stores, clock)
 
 
 def warnings_and_worse(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
@@ -166,9 +205,8 @@ def test_scenario_d_a_three_second_primary_outage_is_absorbed(
 
 def test_reads_merge_both_stores_so_a_record_in_either_counts(rig: Rig) -> None:
     """A success only the backup saw and a failure only the primary saw merge to success."""
-    rig.primary.record_completion(report("a", Status.FAILED))
-    rig.backup.record_completion(report("a", Status.SUCCESS))
-    rig.backup.record_completion(report("b"))
+    rig.primary.record_completions([report("a", Status.FAILED)])
+    rig.backup.record_completions([report("a", Status.SUCCESS), report("b")])
     merged = rig.tracker.completions(RUN)
     assert [(c.processor, c.status) for c in merged] == [
         ("a", Status.SUCCESS),
@@ -209,11 +247,11 @@ def test_by_default_a_claim_waits_for_the_primary(rig: Rig) -> None:
 
 
 def test_with_the_backup_policy_a_claim_falls_back_to_the_backup_and_is_replayed(
-    make_store: Any, clock: FakeClock
+    stores: Any, clock: FakeClock
 ) -> None:
     """claim_fallback = "backup": the backup takes the claim during a primary outage; the
     replicator copies it to the primary on recovery."""
-    rig = Rig(make_store, clock, claim_policy=ClaimPolicy.BACKUP)
+    rig = Rig(stores, clock, claim_policy=ClaimPolicy.BACKUP)
     trigger = a_trigger(rig)
     rig.primary_fault.fail()
     outcome = rig.tracker.claim_trigger(trigger)

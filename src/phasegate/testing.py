@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,8 @@ class FaultyStore:
     """Wraps any store: every method raises ``TransientStoreError`` while ``switch`` is on.
 
     The generic counterpart of :meth:`FaultSwitch.attach`, for backends without a
-    driver hook; a failing call does not reach the wrapped store at all.
+    driver hook; a failing call does not reach the wrapped store at all. A ``submit_*``
+    call fails through the future it returns, as a store's writer would.
     """
 
     def __init__(self, inner: Any, switch: FaultSwitch) -> None:
@@ -149,7 +151,18 @@ class FaultyStore:
             self.switch.check()
             return value(*args, **kwargs)
 
-        return guarded
+        @functools.wraps(value)
+        def submitted(*args: Any, **kwargs: Any) -> Any:
+            # A submit answers through its future, as the real store does.
+            try:
+                self.switch.check()
+            except TransientStoreError as error:
+                failed: Future[Any] = Future()
+                failed.set_exception(error)
+                return failed
+            return value(*args, **kwargs)
+
+        return submitted if attribute.startswith("submit_") else guarded
 
     def __repr__(self) -> str:
         return f"FaultyStore({self.inner!r})"

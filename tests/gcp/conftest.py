@@ -18,28 +18,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from emulators import BigQueryEmulator, EmulatorMissing, FirestoreEmulator, missing
+from emulators import BigQueryEmulator, FirestoreEmulator
+from emulators import start_emulator as _start
 
 FIRESTORE_PROJECT = "phasegate-test"
 BIGQUERY_PROJECT = "phasegate-test"
 PIPELINE = "test-pipeline"
-
-
-def _start(name: str, build: Callable[[], Any]) -> Any:
-    try:
-        return build().start()
-    except EmulatorMissing as exc:
-        missing(name, str(exc))
-    except RuntimeError as exc:
-        pytest.fail(f"the {name} emulator did not start: {exc}")
-
-
-@pytest.fixture(scope="session")
-def firestore_emulator() -> Iterator[FirestoreEmulator]:
-    """Google's Firestore emulator, one per test session."""
-    emulator = _start("Firestore", FirestoreEmulator)
-    yield emulator
-    emulator.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,3 +309,13 @@ class BigQueryEmulator:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def start_emulator(name: str, build: Callable[[], Any]) -> Any:
+    """Start an emulator; skip on a laptop without it, fail under CI=true."""
+    try:
+        return build().start()
+    except EmulatorMissing as exc:
+        missing(name, str(exc))
+    except RuntimeError as exc:
+        pytest.fail(f"the {name} emulator did not start: {exc}")

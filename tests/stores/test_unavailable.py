@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def test_sqlite_in_a_place_that_cannot_exist_is_transient(tmp_path: Path) -> Non
     [
         ("sqlite:///:memory:", "needs a file path"),
         ("sqlite:///x.db?synchronous=SOMETIMES", "synchronous='SOMETIMES'"),
-        ("firestore://my-project", "not available in this release"),
+        ("firestore://", "names no project"),
         ("redis://localhost", "unsupported URL scheme 'redis'"),
     ],
 )
@@ -59,3 +60,27 @@ def test_redact_url_hides_passwords() -> None:
     """Passwords are masked in anything printable."""
     assert "s3cret" not in redact_url("postgresql://u:s3cret@h/db")
     assert Status("success") is Status.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "message"),
+    [
+        (
+            "postgresql://u@127.0.0.1/db",
+            "psycopg",
+            r"PostgreSQL driver: pip install 'phasegate\[postgres\]'",
+        ),
+        (
+            "mysql://u@127.0.0.1/db",
+            "pymysql",
+            r"MySQL/MariaDB driver: pip install 'phasegate\[mysql\]'",
+        ),
+    ],
+)
+def test_a_missing_driver_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, message: str
+) -> None:
+    """A store URL whose driver is not installed is a ConfigError naming the extra."""
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigError, match=message):
+        open_store(url, pipeline="p")

@@ -25,7 +25,7 @@ from phasegate.errors import StoreError, StoreUnavailable, TransientStoreError
 from phasegate.model import Completion, PhaseRun
 from phasegate.resilience.breaker import CircuitBreaker, Permit
 from phasegate.resilience.retry import RetryPolicy, is_transient
-from phasegate.stores.base import Capability, CompletionSubmitter, Store
+from phasegate.stores.base import Capability, Store
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class GuardedStore:
         self.policy = policy
         self.breaker = breaker
         self._counters = counters
+        # A store with its own writer takes batches on its queue (looked up once: a
+        # runtime protocol check per call would cost more than the write's bookkeeping).
+        self._submit = getattr(store, "submit_completions", None)
+        self._capabilities = frozenset(store.capabilities)
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(policy.attempts),
             wait=policy.wait(rng or random.Random()),
@@ -94,7 +98,7 @@ class GuardedStore:
     @property
     def capabilities(self) -> frozenset[Capability]:
         """The wrapped store's capabilities."""
-        return frozenset(self.store.capabilities)
+        return self._capabilities
 
     def can(self, capability: Capability) -> bool:
         """Whether the wrapped store declares ``capability``."""
@@ -158,8 +162,8 @@ class GuardedStore:
         except StoreUnavailable as exc:
             return PendingWrite(self, None, None, completions, exc)
         try:
-            if isinstance(self.store, CompletionSubmitter):
-                future: Future[Any] = self.store.submit_completions(completions)
+            if self._submit is not None:
+                future: Future[Any] = self._submit(completions)
             else:
                 future = pool(self.store.record_completions, completions)
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which classifies it

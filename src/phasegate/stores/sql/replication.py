@@ -1,0 +1,91 @@
+"""Export by run-key range and idempotent import, in one transaction each.
+
+The import follows :class:`~phasegate.stores.memory.MemoryStore`: per completion success
+wins (else the latest); history, claims, executions and timeouts already held are kept;
+an outbox copy replaces the held entry only when it was delivered and the held one was
+not, or when both agree on delivery and the copy counts more attempts; a copy never
+carries a lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from phasegate.model import Completion, OutboxEntry, RecordSet, prefer
+from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.statements import Statements
+
+
+def export_records(connection: Connection, s: Statements, first: str, last: str) -> RecordSet:
+    """Everything stored for run keys in ``[first, last]``."""
+
+    def rows(name: str) -> Any:
+        return connection.execute(s.of_runs(name, first, last))
+
+    return RecordSet(
+        completions=tuple(
+            sorted((r.to_completion(row) for row in rows("completions")), key=lambda c: c.key)
+        ),
+        history=tuple(
+            sorted(
+                (r.to_completion(row) for row in rows("history")),
+                key=lambda c: (c.occurred_at, c.key),
+            )
+        ),
+        triggers=tuple(
+            sorted(
+                (r.to_entry(row) for row in rows("triggers")),
+                key=lambda e: (e.claimed_at, e.trigger.trigger_id),
+            )
+        ),
+        executions=tuple(r.to_execution(row) for row in rows("executions")),
+        timeouts=tuple(r.to_timeout(row) for row in rows("timeouts")),
+    )
+
+
+def import_records(connection: Connection, s: Statements, records: RecordSet) -> None:
+    """Merge ``records`` in idempotently (see the module's rules)."""
+    pipeline = s.pipeline
+    merged: dict[tuple[str, str, str, int], Completion] = {}
+    for completion in records.completions:
+        merged[completion.key] = prefer(merged.get(completion.key), completion)
+    _many(connection, s.upsert, [r.completion_row(pipeline, c) for c in merged.values()])
+    _many(connection, s.ignore["history"], [r.completion_row(pipeline, c) for c in records.history])
+    _many(
+        connection,
+        s.ignore["executions"],
+        [r.execution_row(pipeline, e) for e in records.executions],
+    )
+    _many(connection, s.ignore["timeouts"], [r.timeout_row(pipeline, t) for t in records.timeouts])
+    for entry in records.triggers:
+        _merge_entry(connection, s, entry)
+    seen = {c.run_key: c.occurred_at for c in (*records.history, *records.completions)}
+    seen.update((e.trigger.run_key, e.claimed_at) for e in records.triggers)
+    runs = [{"pipeline": pipeline, "run_key": k, "first_seen_at": at} for k, at in seen.items()]
+    _many(connection, s.ignore["runs"], runs)
+
+
+def _many(connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        connection.execute(statement, rows)
+
+
+def _merge_entry(connection: Connection, s: Statements, entry: OutboxEntry) -> None:
+    row = r.entry_row(s.pipeline, entry)
+    if connection.execute(s.ignore["triggers"], row).rowcount == 1:
+        return
+    table = s.tables["triggers"]
+    more_attempts = table.c.attempts < entry.attempts
+    if entry.delivered:
+        wins = sa.or_(table.c.delivered_at.is_(None), more_attempts)
+    else:
+        wins = sa.and_(table.c.delivered_at.is_(None), more_attempts)
+    values = {k: v for k, v in row.items() if k not in {"pipeline", "trigger_id"}}
+    connection.execute(
+        sa.update(table)
+        .where(table.c.pipeline == s.pipeline, table.c.trigger_id == entry.trigger.trigger_id, wins)
+        .values(**values)
+    )

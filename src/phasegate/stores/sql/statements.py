@@ -1,0 +1,196 @@
+"""SQL built once per store: Core statements for the store's own calls, and driver SQL
+compiled once (with the connected dialect) for the writer's ``executemany``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from phasegate.model import Status
+
+_SUCCESS: sa.ColumnElement[str] = sa.literal_column(f"'{Status.SUCCESS.value}'")
+COMPLETION_COLUMNS = (
+    "pipeline",
+    "run_key",
+    "phase",
+    "processor",
+    "attempt",
+    "status",
+    "correlation_id",
+    "metadata",
+    "occurred_at",
+)
+
+
+RUNS_COLUMNS = ("pipeline", "run_key", "first_seen_at")
+
+
+class DriverSql:
+    """One statement compiled for the driver, with how to order a row's parameters."""
+
+    __slots__ = ("_orders", "names", "sql")
+
+    def __init__(self, sql: str, names: tuple[str, ...] | None) -> None:
+        self.sql = sql
+        self.names = names  # positional parameter order; None for named styles
+        self._orders: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+
+    def params(self, row: Mapping[str, Any]) -> Any:
+        """``row`` in the driver's parameter form."""
+        if self.names is None:
+            return row
+        return tuple(row[name] for name in self.names)
+
+    def many(self, rows: Sequence[tuple[Any, ...]], columns: tuple[str, ...]) -> list[Any]:
+        """Rows given as tuples in ``columns`` order, in the driver's form for executemany."""
+        if self.names is None:
+            return [dict(zip(columns, row, strict=True)) for row in rows]
+        order = self._order(columns)
+        if order is None:
+            return list(rows)
+        return [tuple(row[i] for i in order) for row in rows]
+
+    def _order(self, columns: tuple[str, ...]) -> tuple[int, ...] | None:
+        if columns not in self._orders:
+            assert self.names is not None
+            order = tuple(columns.index(name) for name in self.names)
+            self._orders[columns] = None if order == tuple(range(len(columns))) else order
+        return self._orders[columns]
+
+
+def compile_for_driver(statement: Any, dialect: sa.Dialect) -> DriverSql:
+    """Compile ``statement`` once for ``dialect``'s driver."""
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup) if compiled.positional else None
+    return DriverSql(str(compiled), names)
+
+
+def replace_condition(table: sa.Table, new: Any) -> sa.ColumnElement[bool]:
+    """``model.prefer`` in SQL: success wins; the earliest success, the latest failure."""
+    return sa.or_(
+        sa.and_(
+            table.c.status != _SUCCESS,
+            sa.or_(new.status == _SUCCESS, new.occurred_at >= table.c.occurred_at),
+        ),
+        sa.and_(
+            table.c.status == _SUCCESS,
+            new.status == _SUCCESS,
+            new.occurred_at < table.c.occurred_at,
+        ),
+    )
+
+
+def insert_ignore(table: sa.Table, dialect: str) -> Any:
+    """INSERT that does nothing on a key conflict."""
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sa.insert(table).prefix_with("IGNORE")
+
+
+def sticky_upsert(table: sa.Table, dialect: str) -> Any:
+    """The sticky-success upsert of a completion; rows come at execution."""
+    updated = ["correlation_id", "metadata", "occurred_at", "status"]
+    if dialect == "mysql":
+        mysql_insert = mysql_dialect.insert(table)
+        new = mysql_insert.inserted
+        replace = replace_condition(table, new)
+        # MySQL assigns left to right: status goes last so the condition sees the old row.
+        return mysql_insert.on_duplicate_key_update(
+            [(name, sa.case((replace, new[name]), else_=table.c[name])) for name in updated]
+        )
+    insert = sqlite_insert(table) if dialect == "sqlite" else pg_insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=["pipeline", "run_key", "phase", "processor", "attempt"],
+        set_={name: insert.excluded[name] for name in updated},
+        where=replace_condition(table, insert.excluded),
+    )
+
+
+class Statements:
+    """The Core statements of one store, built once."""
+
+    def __init__(self, tables: dict[str, sa.Table], dialect: str, pipeline: str) -> None:
+        self.tables = tables
+        self.dialect = dialect
+        self.pipeline = pipeline
+        self.upsert = sticky_upsert(tables["completions"], dialect)
+        self.ignore = {name: insert_ignore(table, dialect) for name, table in tables.items()}
+        completions = tables["completions"]
+        self.completions_of_run = (
+            sa.select(completions)
+            .where(
+                completions.c.pipeline == sa.bindparam("pipeline"),
+                completions.c.run_key == sa.bindparam("run_key"),
+            )
+            .order_by(completions.c.phase, completions.c.processor, completions.c.attempt)
+        )
+        self.completions_of_phase = self.completions_of_run.where(
+            completions.c.phase == sa.bindparam("phase")
+        )
+
+    def of_runs(self, name: str, first: str, last: str) -> Any:
+        """Every row of table ``name`` for run keys in ``[first, last]``."""
+        table = self.tables[name]
+        return sa.select(table).where(
+            table.c.pipeline == self.pipeline, table.c.run_key.between(first, last)
+        )
+
+    def of_run(self, name: str, run_key: str) -> Any:
+        """Every row of table ``name`` for ``run_key``."""
+        table = self.tables[name]
+        return sa.select(table).where(table.c.pipeline == self.pipeline, table.c.run_key == run_key)
+
+    def pending(self, now: Any, limit: int) -> Any:
+        """Undelivered, due, unleased outbox rows, oldest first."""
+        table = self.tables["triggers"]
+        return (
+            sa.select(table)
+            .where(*self.pending_conditions(now))
+            .order_by(table.c.claimed_at, table.c.trigger_id)
+            .limit(limit)
+        )
+
+    def pending_conditions(self, now: Any) -> list[sa.ColumnElement[bool]]:
+        """What makes an outbox row due for delivery at ``now``."""
+        table = self.tables["triggers"]
+        return [
+            table.c.pipeline == self.pipeline,
+            table.c.delivered_at.is_(None),
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+            sa.or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now),
+        ]
+
+
+class WriterSql:
+    """The writer's driver SQL, compiled once for a connected dialect."""
+
+    def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._completions = tables["completions"]
+        self.upsert = compile_for_driver(sticky_upsert(self._completions, dialect.name), dialect)
+        self.history = compile_for_driver(insert_ignore(tables["history"], dialect.name), dialect)
+        self.runs = compile_for_driver(insert_ignore(tables["runs"], dialect.name), dialect)
+        self._successes: dict[int, DriverSql] = {}
+
+    def successes(self, count: int) -> DriverSql:
+        """Successful processors of ``count`` run keys: ``k0 .. k{count-1}`` and pipeline."""
+        found = self._successes.get(count)
+        if found is None:
+            table = self._completions
+            keys: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
+            query = sa.select(
+                table.c.run_key, table.c.phase, table.c.attempt, table.c.processor
+            ).where(
+                table.c.pipeline == sa.bindparam("pipeline"),
+                table.c.run_key.in_(keys),
+                table.c.status == _SUCCESS,
+            )
+            found = self._successes[count] = compile_for_driver(query, self._dialect)
+        return found

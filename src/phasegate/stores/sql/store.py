@@ -1,0 +1,381 @@
+"""``SqlStore``: every store capability on SQLAlchemy Core (SQLite, PostgreSQL, MariaDB).
+
+Completions go through the store's :class:`~phasegate.stores.sql.writer.CompletionWriter`
+(batched, one commit per batch); every other write is one short transaction on the
+write engine, correct across threads and across processes sharing the database: claims
+and timeouts are an INSERT that ignores a conflict (compare-and-set by row count), and a
+lease is a conditional UPDATE on rows first picked with ``FOR UPDATE SKIP LOCKED`` where
+the database has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from phasegate.model import (
+    Completion,
+    OutboxEntry,
+    PhaseExecution,
+    PhaseRun,
+    RecordSet,
+    TimeoutReport,
+    Trigger,
+)
+from phasegate.stores.base import ALL_CAPABILITIES, Capability
+from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.engines import (
+    create_engines,
+    map_driver_errors,
+    redact_url,
+    retry_deadlocks,
+)
+from phasegate.stores.sql.replication import export_records, import_records
+from phasegate.stores.sql.schema import build_tables, create_schema, read_version
+from phasegate.stores.sql.statements import Statements, WriterSql
+from phasegate.stores.sql.writer import Answer, CompletionWriter
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _mapped(method: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store: SqlStore = args[0]  # type: ignore[assignment]
+        with map_driver_errors(store.name):
+            store.ensure_schema()
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class SqlStore:
+    """A store with every capability on SQLAlchemy Core.
+
+    ``sqlite:///path[?synchronous=FULL|NORMAL]`` runs in WAL mode with durable commits
+    by default; ``postgresql://...[?schema=NAME]`` uses psycopg 3; ``mysql://...`` uses
+    PyMySQL. The schema is created on first use and versioned in ``phasegate_meta``.
+    ``max_batch`` and ``linger`` shape the writer's batches; with ``writer_thread=False``
+    the writer does not start its thread and batches wait for ``store.writer.run_once()``
+    (tests drive it step by step that way).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pipeline: str,
+        name: str = "store",
+        max_batch: int = 512,
+        linger: float = 0.001,
+        connect_timeout: float = 5.0,
+        writer_thread: bool = True,
+    ) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.url = url
+        self._engines = create_engines(url, name=name, connect_timeout=connect_timeout)
+        self.dialect = self._engines.dialect
+        self._metadata = sa.MetaData()
+        self._t = build_tables(self._metadata)
+        self._s = Statements(self._t, self.dialect, pipeline)
+        self._bind_time = r.time_binder(self._engines.write.dialect)
+        self._schema_ready = threading.Event()
+        self._schema_lock = threading.Lock()
+        self._writer_thread = writer_thread
+        self.writer = CompletionWriter(
+            connect=self._writer_connection,
+            compile_sql=lambda connection: WriterSql(self._t, connection.dialect),
+            pipeline=pipeline,
+            name=name,
+            max_items=max_batch,
+            linger=linger,
+        )
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """Every capability."""
+        return ALL_CAPABILITIES
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """The engines behind this store (two for SQLite: writer and reader)."""
+        return self._engines.all
+
+    # -- schema --------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create (or check) the schema once per store object."""
+        if self._schema_ready.is_set():
+            return
+        with self._schema_lock:
+            if not self._schema_ready.is_set():
+                with map_driver_errors(self.name):
+                    create_schema(self._engines, self._metadata, self._t, self.name)
+                self._schema_ready.set()
+
+    def schema_version(self) -> int | None:
+        """The schema version recorded in the store."""
+        self.ensure_schema()
+        with map_driver_errors(self.name), self._engines.read.connect() as connection:
+            return read_version(connection, self._t["meta"])
+
+    def _writer_connection(self) -> Connection:
+        self.ensure_schema()
+        return self._engines.write.connect()
+
+    # -- completions ---------------------------------------------------------------------
+
+    def submit_completions(self, completions: Sequence[Completion]) -> Future[Answer]:
+        """Queue a batch for the writer; the future resolves once it is committed."""
+        try:
+            rows = [r.driver_completion_row(self.pipeline, c, self._bind_time) for c in completions]
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            failed: Future[Answer] = Future()
+            failed.set_exception(exc)
+            return failed
+        if not rows:
+            done: Future[Answer] = Future()
+            done.set_result({})
+            return done
+        if self._writer_thread and not self.writer.started:
+            self.writer.start()
+        return self.writer.submit(rows, frozenset(c.phase_run for c in completions))
+
+    def record_completions(
+        self, completions: Sequence[Completion]
+    ) -> Mapping[PhaseRun, frozenset[str]]:
+        """Record a batch durably; answer each phase-run it touched, read after the write."""
+        return self.submit_completions(completions).result()
+
+    def record_completion(self, completion: Completion) -> frozenset[str]:
+        """Compatibility: record one completion; the successes of its phase-run."""
+        return self.record_completions([completion])[completion.phase_run]
+
+    @_mapped
+    def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
+        """The current completion of each processor for ``run_key`` (one phase, or all)."""
+        params = {"pipeline": self.pipeline, "run_key": run_key, "phase": phase}
+        query = self._s.completions_of_run if phase is None else self._s.completions_of_phase
+        with self._read() as connection:
+            found = [r.to_completion(row) for row in connection.execute(query, params)]
+        return sorted(found, key=lambda c: c.key)
+
+    @_mapped
+    def history(self, run_key: str) -> list[Completion]:
+        """Every distinct report received for ``run_key``, oldest first."""
+        with self._read() as connection:
+            found = [
+                r.to_completion(row)
+                for row in connection.execute(self._s.of_run("history", run_key))
+            ]
+        return sorted(found, key=lambda c: (c.occurred_at, c.key))
+
+    @_mapped
+    def list_runs(self, limit: int = 50) -> list[str]:
+        """The most recent run keys, newest (greatest) first."""
+        table = self._t["runs"]
+        query = (
+            sa.select(table.c.run_key)
+            .where(table.c.pipeline == self.pipeline)
+            .order_by(table.c.run_key.desc())
+            .limit(limit)
+        )
+        with self._read() as connection:
+            return list(connection.execute(query).scalars())
+
+    # -- claims --------------------------------------------------------------------------
+
+    @_mapped
+    def claim_trigger(self, trigger: Trigger) -> bool:
+        """Claim ``trigger`` by id and put it in the outbox atomically; ``True`` for the winner."""
+        return retry_deadlocks(lambda: self._claim(trigger))
+
+    def _claim(self, trigger: Trigger) -> bool:
+        with self._engines.write.begin() as connection:
+            won = connection.execute(
+                self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)
+            )
+            self._note_run(connection, trigger.run_key, trigger.triggered_at)
+            return bool(won.rowcount == 1)
+
+    @_mapped
+    def record_timeout(self, report: TimeoutReport) -> bool:
+        """Record that a phase-run timed out; ``True`` only for the first caller."""
+        return retry_deadlocks(lambda: self._timeout(report))
+
+    def _timeout(self, report: TimeoutReport) -> bool:
+        with self._engines.write.begin() as connection:
+            done = connection.execute(
+                self._s.ignore["timeouts"], r.timeout_row(self.pipeline, report)
+            )
+            return bool(done.rowcount == 1)
+
+    def _note_run(self, connection: Connection, run_key: str, seen_at: datetime) -> None:
+        row = {"pipeline": self.pipeline, "run_key": run_key, "first_seen_at": seen_at}
+        connection.execute(self._s.ignore["runs"], row)
+
+    # -- the outbox ----------------------------------------------------------------------
+
+    @_mapped
+    def triggers(self, run_key: str) -> list[OutboxEntry]:
+        """Every claimed trigger of ``run_key``, oldest first."""
+        with self._read() as connection:
+            found = [
+                r.to_entry(row) for row in connection.execute(self._s.of_run("triggers", run_key))
+            ]
+        return sorted(found, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+
+    @_mapped
+    def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
+        """Undelivered triggers due at ``now`` with no live lease, oldest first."""
+        with self._read() as connection:
+            return [r.to_entry(row) for row in connection.execute(self._s.pending(now, limit))]
+
+    @_mapped
+    def lease_triggers(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` due triggers to ``owner`` until ``lease_until``."""
+        return retry_deadlocks(lambda: self._lease(owner, now, lease_until, limit))
+
+    def _lease(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        table = self._t["triggers"]
+        candidates = self._s.pending(now, limit).with_only_columns(table.c.trigger_id)
+        if self.dialect != "sqlite":
+            candidates = candidates.with_for_update(skip_locked=True)
+        with self._engines.write.begin() as connection:
+            leased: list[str] = []
+            for trigger_id in connection.execute(candidates).scalars().all():
+                update = (
+                    sa.update(table)
+                    .where(table.c.trigger_id == trigger_id, *self._s.pending_conditions(now))
+                    .values(lease_owner=owner, lease_expires_at=lease_until)
+                )
+                if connection.execute(update).rowcount == 1:
+                    leased.append(trigger_id)
+            if not leased:
+                return []
+            query = sa.select(table).where(
+                table.c.pipeline == self.pipeline, table.c.trigger_id.in_(leased)
+            )
+            found = [r.to_entry(row) for row in connection.execute(query)]
+        return sorted(found, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+
+    def _update_undelivered(self, trigger_id: str, **values: Any) -> None:
+        table = self._t["triggers"]
+        statement = (
+            sa.update(table)
+            .where(
+                table.c.pipeline == self.pipeline,
+                table.c.trigger_id == trigger_id,
+                table.c.delivered_at.is_(None),
+            )
+            .values(lease_owner=None, lease_expires_at=None, **values)
+        )
+        with self._engines.write.begin() as connection:
+            connection.execute(statement)
+
+    @_mapped
+    def mark_delivered(self, trigger_id: str, delivered_at: datetime) -> None:
+        """Record that a transport accepted ``trigger_id`` (idempotent); drops the lease."""
+        self._update_undelivered(
+            trigger_id, delivered_at=delivered_at, last_error=None, next_attempt_at=None
+        )
+
+    @_mapped
+    def record_delivery_failure(
+        self, trigger_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
+        """Count a failed delivery attempt and when to try again; drops the lease."""
+        attempts = self._t["triggers"].c.attempts
+        self._update_undelivered(
+            trigger_id,
+            attempts=attempts + 1,
+            last_error=error[:1024],
+            next_attempt_at=next_attempt_at,
+        )
+
+    # -- phase log -----------------------------------------------------------------------
+
+    @_mapped
+    def record_phase_execution(self, execution: PhaseExecution) -> None:
+        """Keep how a phase-run went (idempotent per phase, run key and attempt)."""
+        with self._engines.write.begin() as connection:
+            connection.execute(
+                self._s.ignore["executions"], r.execution_row(self.pipeline, execution)
+            )
+
+    @_mapped
+    def phase_executions(
+        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
+    ) -> list[PhaseExecution]:
+        """Recent phase executions (of one phase, of one run), newest first."""
+        table = self._t["executions"]
+        query = sa.select(table).where(table.c.pipeline == self.pipeline)
+        if phase is not None:
+            query = query.where(table.c.phase == phase)
+        if run_key is not None:
+            query = query.where(table.c.run_key == run_key)
+        query = query.order_by(table.c.triggered_at.desc()).limit(limit)
+        with self._read() as connection:
+            return [r.to_execution(row) for row in connection.execute(query)]
+
+    @_mapped
+    def timeouts(self, run_key: str) -> list[TimeoutReport]:
+        """The timeout reports of ``run_key``."""
+        with self._read() as connection:
+            found = [
+                r.to_timeout(row) for row in connection.execute(self._s.of_run("timeouts", run_key))
+            ]
+        return sorted(found, key=lambda t: (t.phase, t.attempt))
+
+    # -- replication ---------------------------------------------------------------------
+
+    @_mapped
+    def export_records(self, first_run_key: str, last_run_key: str) -> RecordSet:
+        """Everything stored for run keys in ``[first_run_key, last_run_key]``."""
+        with self._read() as connection:
+            return export_records(connection, self._s, first_run_key, last_run_key)
+
+    @_mapped
+    def import_records(self, records: RecordSet) -> None:
+        """Merge ``records`` in: success wins, delivered stays delivered, claims kept."""
+        with self._engines.write.begin() as connection:
+            import_records(connection, self._s, records)
+
+    # -- health and lifecycle ------------------------------------------------------------
+
+    def _read(self) -> Connection:
+        return self._engines.read.connect()
+
+    def ping(self) -> None:
+        """A cheap round trip that raises when the store cannot be used."""
+        with map_driver_errors(self.name), self._read() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        """Write (or refuse) every queued batch, then release every connection."""
+        self.writer.close()
+        for engine in self.engines:
+            engine.dispose()
+
+    def drop_all(self) -> None:
+        """Drop every phasegate table (tests and ``reset`` tooling only)."""
+        with map_driver_errors(self.name), self._engines.write.begin() as connection:
+            self._metadata.drop_all(connection)
+        self._schema_ready.clear()
+        self.writer.forget_runs()
+
+    def __repr__(self) -> str:
+        return f"SqlStore(name={self.name!r}, url={redact_url(self.url)!r})"

@@ -1,0 +1,273 @@
+"""The writer of one SQL store: a thread with one long-lived connection that writes
+queued completion batches together.
+
+Callers hand it values (driver-ready rows), not closures. It takes what is queued (up to
+``max_items`` completions, waiting at most ``linger`` seconds for more), writes it with
+``executemany`` using SQL compiled once, skips the runs insert for run keys it already
+wrote, answers every phase-run of the batch with one query by run key, commits once and
+resolves exactly the futures of that batch. A failed commit fails every caller of the
+batch; a data error in one caller's rows is retried per caller so it fails only that
+caller. ``close()`` commits (or refuses with the error) everything queued before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from phasegate.errors import StoreError
+from phasegate.model import PhaseRun
+from phasegate.stores.sql.engines import is_data_error, map_driver_errors
+from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
+
+log = logging.getLogger(__name__)
+
+Answer = Mapping[PhaseRun, frozenset[str]]
+Successes = dict[tuple[str, str, int], set[str]]  # (phase, run_key, attempt)
+Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
+_RUN_KEY = COMPLETION_COLUMNS.index("run_key")
+_OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
+
+
+@dataclass(slots=True)
+class _Request:
+    rows: list[Row]
+    runs: frozenset[PhaseRun]
+    future: Future[Answer]
+
+
+def _copy(error: StoreError) -> StoreError:
+    """A fresh instance per caller, so concurrent raisers never share a traceback."""
+    copy = type(error)(str(error))
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+class CompletionWriter:
+    """Writes queued completion batches on one thread and one connection.
+
+    ``connect()`` opens the connection (the schema ready); ``compile(connection)``
+    builds the writer's SQL for the connected dialect. ``start()`` runs the loop on a
+    thread; tests may instead call :meth:`run_once` to write what is queued.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[], Connection],
+        compile_sql: Callable[[Connection], WriterSql],
+        pipeline: str,
+        name: str,
+        max_items: int = 512,
+        linger: float = 0.001,
+        known_runs: int = 65_536,
+        idle_reconnect: float = 300.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.max_items = max_items
+        self.linger = linger
+        self._connect = connect
+        self._compile = compile_sql
+        self._monotonic = monotonic
+        self._known_limit = known_runs
+        self._known: set[str] = set()
+        self._queue: deque[_Request] = deque()
+        self._queued_items = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._connection: Connection | None = None
+        self._sql: WriterSql | None = None
+        # A connection idle this long may have been closed by the server: open a new one.
+        self._idle_reconnect = idle_reconnect
+        self._last_used = 0.0
+        self.batches = 0
+        self.requests = 0
+        self.items = 0
+
+    # -- callers -------------------------------------------------------------------------
+
+    def submit(self, rows: list[Row], runs: frozenset[PhaseRun]) -> Future[Answer]:
+        """Queue ``rows``; the future answers ``runs`` once the batch holding them commits."""
+        future: Future[Answer] = Future()
+        with self._cond:
+            if self._closed:
+                future.set_exception(StoreError(f"{self.name}: the store is closed"))
+                return future
+            self._queue.append(_Request(rows, runs, future))
+            self._queued_items += len(rows)
+            # Wake the writer when it is idle or its batch is full, not on every item.
+            if len(self._queue) == 1 or self._queued_items >= self.max_items:
+                self._cond.notify()
+        return future
+
+    def start(self) -> None:
+        """Run the write loop on a daemon thread (idempotent)."""
+        with self._cond:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name=f"phasegate-writer-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether the write loop runs on its thread."""
+        return self._thread is not None
+
+    def forget_runs(self) -> None:
+        """Forget which run keys were written (after the tables were dropped)."""
+        with self._cond:
+            self._known.clear()
+
+    def close(self) -> None:
+        """Refuse new batches, write every queued one (or fail it), release the connection."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        else:
+            while self.run_once():
+                pass
+        self._drop_connection(broken=False)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take(block=True)
+            if batch is None:
+                return
+            self._write(batch)
+
+    def run_once(self) -> int:
+        """Write what is queued now as one batch; how many callers it answered."""
+        batch = self._take(block=False)
+        if batch is None:
+            return 0
+        self._write(batch)
+        return len(batch)
+
+    def _take(self, *, block: bool) -> list[_Request] | None:
+        with self._cond:
+            while block and not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            if block and self.linger > 0:
+                deadline = self._monotonic() + self.linger
+                while self._queued_items < self.max_items and not self._closed:
+                    remaining = deadline - self._monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch: list[_Request] = []
+            items = 0
+            while self._queue and (not batch or items + len(self._queue[0].rows) <= self.max_items):
+                request = self._queue.popleft()
+                items += len(request.rows)
+                batch.append(request)
+            self._queued_items -= items
+            return batch
+
+    def _write(self, batch: list[_Request]) -> None:
+        try:
+            successes = self._commit(batch)
+        except StoreError as error:
+            if is_data_error(error) and len(batch) > 1:
+                for request in batch:
+                    self._write([request])
+                return
+            for request in batch:
+                request.future.set_exception(_copy(error))
+            return
+        except BaseException as error:  # a bug must not hang the callers
+            log.exception("%s: writer failed", self.name)
+            for request in batch:
+                request.future.set_exception(StoreError(f"{self.name}: writer failed: {error!r}"))
+            return
+        for request in batch:
+            request.future.set_result(
+                {
+                    run: frozenset(successes.get((run.phase, run.run_key, run.attempt), ()))
+                    for run in request.runs
+                }
+            )
+
+    # -- one transaction -----------------------------------------------------------------
+
+    def _commit(self, batch: list[_Request]) -> Successes:
+        rows = [row for request in batch for row in request.rows]
+        run_keys = sorted({run.run_key for request in batch for run in request.runs})
+        known = self._known
+        fresh = {row[_RUN_KEY]: row[_OCCURRED_AT] for row in rows if row[_RUN_KEY] not in known}
+        with map_driver_errors(self.name):
+            try:
+                connection, sql = self._connection_and_sql()
+                with connection.begin():
+                    driver = connection.exec_driver_sql
+                    driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
+                    driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
+                    if fresh:
+                        runs = [(self.pipeline, key, seen) for key, seen in fresh.items()]
+                        driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
+                    successes = self._successes(connection, sql, run_keys)
+            except BaseException:
+                self._drop_connection(broken=True)
+                raise
+        self.batches += 1
+        self.requests += len(batch)
+        self.items += len(rows)
+        self._remember(fresh)
+        return successes
+
+    def _successes(self, connection: Connection, sql: WriterSql, run_keys: list[str]) -> Successes:
+        query = sql.successes(len(run_keys))
+        params: dict[str, Any] = {"pipeline": self.pipeline}
+        params.update((f"k{i}", key) for i, key in enumerate(run_keys))
+        found: Successes = {}
+        result = connection.exec_driver_sql(query.sql, query.params(params))
+        for run_key, phase, attempt, processor in result.cursor.fetchall():
+            found.setdefault((phase, run_key, attempt), set()).add(processor)
+        result.close()
+        return found
+
+    def _remember(self, fresh: dict[str, Any]) -> None:
+        if len(self._known) + len(fresh) > self._known_limit:
+            self._known.clear()
+        self._known.update(fresh)
+
+    def _connection_and_sql(self) -> tuple[Connection, WriterSql]:
+        now = self._monotonic()
+        if self._connection is not None and now - self._last_used > self._idle_reconnect:
+            self._drop_connection(broken=False)
+        self._last_used = now
+        if self._connection is None:
+            self._connection = self._connect()
+        if self._sql is None:
+            self._sql = self._compile(self._connection)
+        return self._connection, self._sql
+
+    def _drop_connection(self, *, broken: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if broken:
+                connection.invalidate()
+            connection.close()
+        except Exception:
+            log.debug("%s: closing a broken writer connection failed", self.name, exc_info=True)

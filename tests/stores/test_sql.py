@@ -1,0 +1,339 @@
+"""What only the SQL store has: its schema, engine settings, the batching writer,
+driver-level faults and claims raced by separate processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
+from store_records import PIPELINE, RUN, T0, completion, trigger
+
+from phasegate.errors import StoreError, TransientStoreError
+from phasegate.model import PhaseRun, Status
+from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
+from phasegate.stores.sql.engines import is_deadlock, retry_deadlocks
+from phasegate.stores.sql.rows import driver_completion_row, time_binder
+from phasegate.stores.sql.schema import UTCDateTime, build_tables
+from phasegate.stores.sql.statements import WriterSql
+from phasegate.stores.sql.writer import CompletionWriter
+from phasegate.testing import FaultSwitch
+from support import backends
+
+ALL = backends()
+PR = PhaseRun("phase2", RUN)
+
+
+@contextmanager
+def statements(store: SqlStore, hook: Callable[[str, Any], None]) -> Iterator[None]:
+    """Call ``hook(sql, parameters)`` before every statement the store's writer engine sends."""
+
+    def listener(_conn: Any, _cursor: Any, sql: str, params: Any, *_rest: Any) -> None:
+        hook(sql, params)
+
+    engine = store.engines[0]
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+def _set_version(store: SqlStore, version: int) -> None:
+    key = "`key`" if store.dialect == "mysql" else "key"
+    with store.engines[0].begin() as connection:
+        connection.exec_driver_sql(
+            f"UPDATE phasegate_meta SET value = '{version}' WHERE {key} = 'schema_version'"
+        )
+
+
+@ALL
+@pytest.mark.parametrize(("version", "message"), [(99, "99 is newer"), (1, "1 is older")])
+def test_another_schema_version_is_refused_naming_both(
+    make_store: Any, version: int, message: str
+) -> None:
+    """A store written by another phasegate version is not silently misread."""
+    store = make_store()
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    _set_version(store, version)
+    with pytest.raises(StoreError, match=f"schema version {message}.*{SCHEMA_VERSION}"):
+        make_store(url=store.url).completions(RUN)
+
+
+@ALL
+def test_a_naive_timestamp_is_refused_alone_and_permanently(make_store: Any) -> None:
+    """A timestamp without a timezone is a permanent error for its batch only."""
+    store = make_store()
+    with pytest.raises(StoreError) as info:
+        store.record_completions([completion("ok"), completion(at=datetime(2026, 1, 28, 6))])
+    assert not isinstance(info.value, TransientStoreError)
+    assert store.record_completions([completion("ok")]) == {PR: {"ok"}}
+    assert [c.processor for c in store.completions(RUN)] == ["ok"]
+
+
+@ALL
+def test_record_completion_remains_as_a_shim_over_the_batch(make_store: Any) -> None:
+    """The single-completion call answers the successes of its phase-run."""
+    store = make_store()
+    assert store.record_completion(completion("a")) == {"a"}
+    assert store.record_completion(completion("b", Status.FAILED)) == {"a"}
+
+
+@backends("sqlite")
+def test_sqlite_is_durable_by_default_and_tunable(make_store: Any, store_url: Any) -> None:
+    """SQLite runs WAL with synchronous=FULL (2) unless the URL asks for NORMAL (1)."""
+
+    def pragmas(store: SqlStore) -> tuple[Any, ...]:
+        store.ensure_schema()
+        with store.engines[1].connect() as connection:
+            return tuple(
+                connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout")
+            )
+
+    assert pragmas(make_store()) == ("wal", 2, 30000)
+    assert pragmas(make_store(url=store_url("n") + "?synchronous=normal"))[1] == 1
+
+
+# -- the writer --------------------------------------------------------------------------
+
+
+@ALL
+def test_queued_batches_share_one_transaction_and_one_successes_query(make_store: Any) -> None:
+    """Five callers queued together: one commit, one successes read, each answered."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(5)]
+    seen: list[str] = []
+    with statements(store, lambda sql, _: seen.append(sql.split()[0].upper())):
+        assert store.writer.run_once() == 5
+    assert seen.count("SELECT") == 1
+    assert seen.count("COMMIT") <= 1
+    assert [f.result(timeout=0) for f in futures][-1] == {PR: {f"p{i}" for i in range(5)}}
+    assert (store.writer.batches, store.writer.requests, store.writer.items) == (1, 5, 5)
+
+
+@ALL
+def test_run_keys_already_written_skip_the_runs_insert(make_store: Any) -> None:
+    """The second batch of a run key inserts no runs row; a new run key does."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    runs_inserts: list[str] = []
+
+    def hook(sql: str, _params: Any) -> None:
+        if sql.lstrip().upper().startswith("INSERT") and "phasegate_runs" in sql:
+            runs_inserts.append(sql)
+
+    for run_key in (RUN, RUN, "2026-01-29"):
+        future = store.submit_completions([completion(run_key=run_key)])
+        with statements(store, hook):
+            store.writer.run_once()
+        future.result(timeout=0)
+    assert len(runs_inserts) == 2
+    assert store.list_runs() == ["2026-01-29", RUN]
+
+
+@ALL
+def test_a_writer_failing_mid_batch_acknowledges_nobody(make_store: Any) -> None:
+    """A failure after the first statement rolls back the batch and fails every caller."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(3)]
+
+    def hook(sql: str, _params: Any) -> None:
+        if "phasegate_completion_history" in sql:
+            raise sa.exc.OperationalError(sql, None, ConnectionError("lost mid-batch"))
+
+    with statements(store, hook):
+        store.writer.run_once()
+    for future in futures:
+        with pytest.raises(TransientStoreError, match="lost mid-batch"):
+            future.result(timeout=0)
+    assert store.completions(RUN) == []
+    retry = store.submit_completions([completion("p0")])
+    store.writer.run_once()
+    assert retry.result(timeout=0) == {PR: {"p0"}}
+
+
+@ALL
+def test_a_data_error_fails_only_its_own_caller(make_store: Any) -> None:
+    """The batch is retried per caller: the bad one fails, the others are recorded."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(name)]) for name in ("a", "poison", "b")]
+
+    def hook(_sql: str, params: Any) -> None:
+        if "poison" in repr(params):
+            raise sa.exc.IntegrityError("insert", params, ValueError("poison row"))
+
+    with statements(store, hook):
+        store.writer.run_once()
+    assert futures[0].result(timeout=0) == {PR: {"a"}}
+    with pytest.raises(StoreError, match="poison row") as info:
+        futures[1].result(timeout=0)
+    assert not isinstance(info.value, TransientStoreError)
+    assert futures[2].result(timeout=0) == {PR: {"a", "b"}}
+
+
+@ALL
+def test_close_commits_every_queued_write_and_refuses_later_ones(make_store: Any) -> None:
+    """Closing with writes queued commits them all; a write after close is refused."""
+    store = make_store(writer_thread=False)
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(4)]
+    store.close()
+    assert all(PR in f.result(timeout=0) for f in futures)
+    with pytest.raises(StoreError, match="closed"):
+        store.submit_completions([completion("late")]).result(timeout=0)
+    assert len(make_store(url=store.url).completions(RUN)) == 4
+
+
+@ALL
+def test_close_while_the_store_is_down_refuses_queued_writes(make_store: Any) -> None:
+    """Writes queued when the database is unreachable fail on close; none hangs."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(3)]
+    FaultSwitch().attach(store).fail()
+    store.close()
+    for future in futures:
+        with pytest.raises(TransientStoreError):
+            future.result(timeout=0)
+
+
+@ALL
+def test_the_writer_thread_batches_concurrent_callers(make_store: Any) -> None:
+    """Through the real writer thread, 32 concurrent callers all land, in fewer batches."""
+    store = make_store()
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(f"p{i:02d}")]) for i in range(32)]
+    for future in futures:
+        future.result(timeout=60)
+    assert len(store.completions(RUN)) == 32
+    assert store.writer.requests == 32
+    assert store.writer.batches < 32
+
+
+# -- driver-level faults and processes ---------------------------------------------------
+
+
+@ALL
+def test_a_driver_level_fault_fails_writes_and_reads_transiently_then_heals(
+    make_store: Any, clock: Any
+) -> None:
+    """FaultSwitch.attach fails the writer and Core calls alike; after it, both work again."""
+    store = make_store()
+    store.ensure_schema()
+    switch = FaultSwitch(clock).attach(store)
+    switch.fail(10)
+    with pytest.raises(TransientStoreError):
+        store.record_completions([completion()])
+    with pytest.raises(TransientStoreError):
+        store.claim_trigger(trigger())
+    clock.advance(10)
+    assert store.record_completions([completion()]) == {PR: {"bdl_boxscores"}}
+    assert store.claim_trigger(trigger()) is True
+    assert switch.failures >= 2
+
+
+def _claim_in_process(url: str, barrier: Any, results: Any) -> None:
+    store = SqlStore(url, pipeline=PIPELINE, name="child")
+    store.ensure_schema()
+    barrier.wait()
+    results.put(store.claim_trigger(trigger()))
+    store.close()
+
+
+@ALL
+@pytest.mark.slow
+def test_concurrent_claims_from_processes_have_exactly_one_winner(make_store: Any) -> None:
+    """12 processes claiming the same trigger at once: exactly one wins."""
+    store = make_store()
+    store.ensure_schema()
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(12)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_claim_in_process, args=(store.url, barrier, results))
+        for _ in range(12)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=90) for _ in processes]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    results.close()
+    results.join_thread()
+    assert sorted(outcomes) == [False] * 11 + [True]
+    assert len(store.pending_triggers(T0 + timedelta(days=1))) == 1
+
+
+def test_the_writer_binds_times_exactly_as_core_does() -> None:
+    """The writer's fast SQLite time form equals SQLAlchemy's, from any timezone."""
+    dialect = sqlite.dialect()
+    core = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert core is not None
+    moment = datetime(2026, 1, 28, 7, 30, 1, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert time_binder(dialect)(moment) == core(moment) == "2026-01-28 05:30:01.000005"
+    with pytest.raises(ValueError, match="naive"):
+        time_binder(dialect)(moment.replace(tzinfo=None))
+
+
+@backends("sqlite")
+def test_the_writer_reopens_a_connection_left_idle_too_long(make_store: Any, clock: Any) -> None:
+    """A writer connection idle past ``idle_reconnect`` is replaced before the next batch."""
+    store = make_store()
+    store.ensure_schema()
+    opened: list[Any] = []
+
+    def connect() -> Any:
+        opened.append(store.engines[0].connect())
+        return opened[-1]
+
+    writer = CompletionWriter(
+        connect=connect,
+        compile_sql=lambda connection: WriterSql(build_tables(sa.MetaData()), connection.dialect),
+        pipeline=PIPELINE,
+        name="w",
+        idle_reconnect=300,
+        monotonic=clock.monotonic,
+    )
+    bind = time_binder(store.engines[0].dialect)
+    for seconds, processor in ((0, "a"), (10, "b"), (301, "c")):
+        clock.advance(seconds)
+        item = completion(processor)
+        future = writer.submit([driver_completion_row(PIPELINE, item, bind)], frozenset({PR}))
+        writer.run_once()
+        assert processor in future.result(timeout=0)[PR]
+    writer.close()
+    assert len(opened) == 2
+    assert opened[0].closed
+
+
+def test_a_deadlock_victim_is_run_again_and_other_errors_are_not() -> None:
+    """MariaDB 1213 and PostgreSQL 40P01 are retried; an integrity error is raised at once."""
+    calls: list[int] = []
+    victims = [
+        sa.exc.OperationalError("x", None, pymysql.err.OperationalError(1213, "Deadlock")),
+        sa.exc.OperationalError("x", None, type("Pg", (Exception,), {"sqlstate": "40P01"})()),
+    ]
+
+    def transaction() -> str:
+        calls.append(1)
+        if victims:
+            raise victims.pop(0)
+        return "done"
+
+    assert retry_deadlocks(transaction) == "done"
+    assert len(calls) == 3
+    duplicate = sa.exc.IntegrityError("x", None, pymysql.err.IntegrityError(1062, "dup"))
+    assert not is_deadlock(duplicate)
+    with pytest.raises(sa.exc.IntegrityError):
+        retry_deadlocks(lambda: (_ for _ in ()).throw(duplicate))
