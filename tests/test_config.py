@@ -79,7 +79,11 @@ MISTAKES = [
         replace_in_good('next = "phase3"', 'next = "phase9"'),
         r"phases\[0\]\.next: unknown phase 'phase9' \(known: phase2, phase3\)",
     ),
-    ("a cycle", GOOD + 'next = "phase2"\n', r"cycle: phase2 -> phase3 -> phase2"),
+    (
+        "a cycle",
+        GOOD + 'next = "phase2"\n',
+        r"cycle: phase2 -> phase3 -> phase2; .*every phase has an upstream phase",
+    ),
     (
         "a phase triggering itself",
         replace_in_good('next = "phase3"', 'next = "phase2"'),
@@ -122,9 +126,46 @@ MISTAKES = [
     ),
     ("processors of the wrong type", replace_in_good('["c"]', '"c"'), "expected a non-empty array"),
     (
-        "two phases triggering one",
-        GOOD + '\n[[phases]]\nname = "other"\nprocessors = ["x"]\nnext = "phase3"\n',
-        "already triggered by 'phase2'",
+        "next lists an unknown phase",
+        replace_in_good('next = "phase3"', 'next = ["phase3", "phase9"]'),
+        r"phases\[0\]\.next: unknown phase 'phase9' \(known: phase2, phase3\)",
+    ),
+    (
+        "next lists a phase twice",
+        replace_in_good('next = "phase3"', 'next = ["phase3", "phase3"]'),
+        r"phases\[0\]\.next: phase 'phase3' is listed twice",
+    ),
+    (
+        "next of the wrong type",
+        replace_in_good('next = "phase3"', "next = 3"),
+        r"phases\[0\]\.next: expected a phase name or an array of phase names, got an integer",
+    ),
+    (
+        "a cycle behind a root",
+        GOOD + 'next = "phase4"\n\n[[phases]]\nname = "phase4"\nprocessors = ["x"]\n'
+        'next = "phase3"\n',
+        r"phases: the 'next' links form a cycle: phase3 -> phase4 -> phase3$",
+    ),
+    (
+        "phases no root reaches",
+        GOOD + '\n[[phases]]\nname = "x1"\nprocessors = ["x"]\nnext = "x2"\n'
+        '\n[[phases]]\nname = "x2"\nprocessors = ["x"]\nnext = "x1"\n',
+        r"cycle: x1 -> x2 -> x1; no root phase reaches x1, x2",
+    ),
+    (
+        "an optional processor also required",
+        replace_in_good('["c"]', '["c"]\noptional = ["d", "c"]'),
+        r"phases\[1\]\.optional\[1\]: processor 'c' is listed in both processors and optional",
+    ),
+    (
+        "an optional processor listed twice",
+        replace_in_good('["c"]', '["c"]\noptional = ["d", "d"]'),
+        r"phases\[1\]\.optional\[1\]: processor 'd' is listed twice",
+    ),
+    (
+        "optional of the wrong type",
+        replace_in_good('["c"]', '["c"]\noptional = "d"'),
+        r"phases\[1\]\.optional: expected an array of processor names",
     ),
     (
         "an unsupported store",
@@ -227,3 +268,65 @@ def test_the_config_file_is_found_by_flag_then_env_then_cwd(
     monkeypatch.setenv("PHASEGATE_CONFIG", "/etc/from-env.toml")
     assert find_config_path(None) == Path("/etc/from-env.toml")
     assert find_config_path("given.toml") == Path("given.toml")
+
+
+DIAMOND = """
+[pipeline]
+name = "diamond"
+
+[[phases]]
+name = "a"
+processors = ["extract"]
+next = ["b", "c"]
+
+[[phases]]
+name = "b"
+processors = ["clean"]
+next = "d"
+
+[[phases]]
+name = "c"
+processors = ["enrich"]
+optional = ["audit_log"]
+next = "d"
+
+[[phases]]
+name = "d"
+processors = ["publish"]
+"""
+
+
+def test_a_diamond_pipeline_loads_as_a_graph() -> None:
+    """``next`` may list several phases; fan-in is allowed; the graph answers who feeds whom."""
+    pipeline = loads_pipeline(DIAMOND)
+    assert pipeline.phase("a").next_phases == ("b", "c")
+    assert pipeline.phase("a").next == "b"
+    assert pipeline.phase("d").next is None
+    assert pipeline.roots() == ("a",)
+    assert pipeline.downstream("a") == ("b", "c")
+    assert pipeline.upstream("d") == ("b", "c")
+    assert pipeline.upstream("a") == ()
+    assert pipeline.descendants("a") == ("b", "c", "d")
+    assert pipeline.descendants("c") == ("d",)
+    assert pipeline.previous("d") is pipeline.phase("b")
+
+
+def test_optional_processors_are_kept_apart_from_required_ones() -> None:
+    """``optional`` lists processors the phase does not wait for; ``processors`` are required."""
+    phase = loads_pipeline(DIAMOND).phase("c")
+    assert phase.required == phase.processors == ("enrich",)
+    assert phase.optional == ("audit_log",)
+    assert phase.all_processors == ("enrich", "audit_log")
+
+
+def test_graph_questions_about_unknown_phases_list_the_known_ones() -> None:
+    """Asking the graph about a phase that does not exist is a ValidationError naming the field."""
+    with pytest.raises(ValidationError, match="expected one of: a, b, c, d"):
+        loads_pipeline(DIAMOND).upstream("z")
+
+
+def test_an_empty_next_list_ends_the_pipeline() -> None:
+    """``next = []`` is the same as no ``next``: the phase is a leaf."""
+    pipeline = loads_pipeline(replace_in_good('next = "phase3"', "next = []"))
+    assert pipeline.phase("phase2").next_phases == ()
+    assert pipeline.roots() == ("phase2", "phase3")

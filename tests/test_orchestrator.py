@@ -67,6 +67,8 @@ def test_the_trigger_message_has_exactly_the_documented_keys(harness: Harness) -
         "pipeline",
         "phase",
         "next_phase",
+        "next_phases",
+        "ready_phases",
         "run_key",
         "reason",
         "correlation_id",

@@ -319,14 +319,14 @@ def test_the_reconcile_command_alerts_divergence_and_failure(
         assert len(server.requests) == 1
         assert "reconciliation found 2 difference(s)" in server.requests[0].json()["text"]
         config.write_text(text.format(primary=tmp_path))  # a folder: the store cannot open
-        assert main(["reconcile", "--config", str(config)]) == 1
+        assert main(["reconcile", "--config", str(config)]) == 3  # a store is unavailable
         assert len(server.requests) == 2
         assert (
             "reconciliation of the first run to the last run failed"
             in (server.requests[1].json()["text"])
         )
     err = capsys.readouterr().err
-    assert "error:" in err
+    assert "store unavailable: primary" in err
     assert "RECONCILESECRET" not in err
 
 

@@ -14,17 +14,23 @@ arbitrates on the same registry, so:
 
 The winner's claim is mirrored to the backup: by compare-and-set when the backup has a
 claim registry (which also tells when the backup already held it), else by import.
+
+A claim that neither store could decide (``backup`` policy, both out) is alerted as
+``both_stores_failed`` and raised; the next claim decided resolves it. A deferred claim
+is alerted by the orchestrator (``claim_deferred``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from phasegate.errors import BothStoresFailed, ConfigError, StoreError, StoreUnavailable
+from phasegate.events import Event, EventKind, Severity
 from phasegate.model import RecordSet
 from phasegate.replicator import Replicator
 from phasegate.stores.base import Capability
@@ -97,6 +103,8 @@ class ClaimArbiter:
         self._replicator = replicator
         self.policy = policy
         self._counters = counters
+        self._lock = threading.Lock()
+        self._failing = False
 
     def claim(self, request: ClaimRequest) -> ClaimOutcome:
         """Claim ``request`` exactly once across every replica sharing the stores."""
@@ -108,6 +116,8 @@ class ClaimArbiter:
             won = self._primary.call(request.claim)
         except StoreError as exc:
             return self._primary_out(request, exc)
+        if self._failing:
+            self._recovered(request)
         if not won:
             # Someone else holds the claim; only the winner mirrors it to the backup.
             return ClaimOutcome(False, StoreRole.PRIMARY)
@@ -115,7 +125,10 @@ class ClaimArbiter:
 
     def _mirror(self, request: ClaimRequest) -> bool:
         try:
-            if self._backup.can(Capability.CLAIMS):
+            # Under "defer" the backup never decides, so the claim is copied (an idempotent
+            # import: a delivery the dispatcher already recorded there is kept). Under
+            # "backup" it is claimed there too, which tells when the backup held it first.
+            if self.policy is ClaimPolicy.BACKUP and self._backup.can(Capability.CLAIMS):
                 if not self._backup.call(request.claim):
                     # The backup already held this claim: made there during a primary outage
                     # under the "backup" policy, or replayed. Reconciliation checks it.
@@ -145,9 +158,40 @@ class ClaimArbiter:
         except StoreError as backup_error:
             self._counters.add("both_failed")
             error = BothStoresFailed(request.what, primary_error, backup_error)
-            log.critical("%s for run %s: %s", request.what, request.run_key, error)
+            self._both_failed(request, error)
             raise error from backup_error
+        if self._failing:
+            self._recovered(request)
         self._replicator.note_missed(StoreRole.PRIMARY, (request.run_key,))
         self._counters.add("claims.on_backup")
         log.warning("%s: claimed on the backup store while the primary is out", request.what)
         return ClaimOutcome(won, StoreRole.BACKUP, backup_ok=True, error=primary_error)
+
+    def _both_failed(self, request: ClaimRequest, error: BothStoresFailed) -> None:
+        with self._lock:
+            self._failing = True
+        self._replicator.events.emit(
+            Event(
+                EventKind.BOTH_STORES_FAILED,
+                Severity.CRITICAL,
+                "claims",
+                f"{request.what} for run {request.run_key} failed: both stores failed "
+                f"({error}); the sweep claims it once a store answers",
+                run_key=request.run_key,
+                error=error,
+            )
+        )
+
+    def _recovered(self, request: ClaimRequest) -> None:
+        with self._lock:
+            recovered, self._failing = self._failing, False
+        if recovered:
+            self._replicator.events.emit(
+                Event(
+                    EventKind.STORES_RECOVERED,
+                    Severity.RESOLVED,
+                    "claims",
+                    f"claims are decided again ({request.what})",
+                    run_key=request.run_key,
+                )
+            )

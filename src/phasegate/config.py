@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phasegate.errors import ConfigError, ValidationError
+from phasegate.graph import GraphError, PhaseGraph
 
 DEFAULT_RUN_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 DEFAULT_PRIMARY_URL = "sqlite:///.phasegate/primary.db"
@@ -129,13 +130,34 @@ def format_duration(duration: timedelta) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    """One phase: who must report, what comes next, how long it may take."""
+    """One phase: who must report, who may, what comes next, how long it may take.
+
+    ``processors`` are the required processors: the phase is complete once each has
+    succeeded. ``optional`` processors report the same way and show in status, but the
+    phase does not wait for them.
+    """
 
     name: str
     processors: tuple[str, ...]
-    next: str | None = None
+    next_phases: tuple[str, ...] = ()
     timeout: timedelta | None = None
     on_timeout: TimeoutPolicy = TimeoutPolicy.ALERT
+    optional: tuple[str, ...] = ()
+
+    @property
+    def next(self) -> str | None:
+        """The first of ``next_phases``, or ``None`` (what a phase had when it had one)."""
+        return self.next_phases[0] if self.next_phases else None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The processors the phase waits for (the same as ``processors``)."""
+        return self.processors
+
+    @property
+    def all_processors(self) -> tuple[str, ...]:
+        """Every processor that may report in this phase: required, then optional."""
+        return self.processors + self.optional
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +300,13 @@ class Pipeline:
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
+    graph: PhaseGraph = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: the orchestrator asks graph questions on every claim.
+        object.__setattr__(
+            self, "graph", PhaseGraph.build([(p.name, p.next_phases) for p in self.phases])
+        )
 
     def phase(self, name: str) -> Phase:
         """The phase called ``name``; a ValidationError lists the known ones otherwise."""
@@ -291,11 +320,25 @@ class Pipeline:
         )
 
     def previous(self, name: str) -> Phase | None:
-        """The phase whose ``next`` is ``name``, if any."""
-        for phase in self.phases:
-            if phase.next == name:
-                return phase
-        return None
+        """The first phase whose ``next`` names ``name``, if any (see :meth:`upstream`)."""
+        upstream = self.upstream(name)
+        return self.phase(upstream[0]) if upstream else None
+
+    def upstream(self, name: str) -> tuple[str, ...]:
+        """The phases that trigger ``name`` directly, in file order."""
+        return self.graph.upstream(self.phase(name).name)
+
+    def downstream(self, name: str) -> tuple[str, ...]:
+        """The phases ``name`` triggers directly (its ``next``)."""
+        return self.graph.downstream(self.phase(name).name)
+
+    def descendants(self, name: str) -> tuple[str, ...]:
+        """Every phase downstream of ``name``, transitively, in file order."""
+        return self.graph.descendants(self.phase(name).name)
+
+    def roots(self) -> tuple[str, ...]:
+        """The phases no other phase triggers: where each run starts."""
+        return self.graph.roots()
 
     def validate_run_key(self, run_key: str) -> str:
         """Return ``run_key`` if it matches the pattern, else raise a ValidationError."""
@@ -614,7 +657,9 @@ def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:
         path = f"phases[{index}]"
         if not isinstance(item, Mapping):
             raise reader.fail(path, f"expected a table, got {_kind(item)}")
-        reader.known_keys(item, {"name", "processors", "next", "timeout", "on_timeout"}, path)
+        reader.known_keys(
+            item, {"name", "processors", "optional", "next", "timeout", "on_timeout"}, path
+        )
         name = reader.string(item, "name", f"{path}.name")
         if not _NAME.match(name):
             raise reader.fail(f"{path}.name", f"{name!r} must be letters, digits, '_', '-' or '.'")
@@ -623,76 +668,86 @@ def _parse_phases(reader: _Reader, raw: object) -> tuple[Phase, ...]:
                 f"{path}.name", f"duplicate phase {name!r} (first at phases[{seen[name]}])"
             )
         seen[name] = index
-        processors = item.get("processors")
-        if not isinstance(processors, list) or not processors:
-            raise reader.fail(f"{path}.processors", "expected a non-empty array of processor names")
-        for position, processor in enumerate(processors):
-            where = f"{path}.processors[{position}]"
-            if not isinstance(processor, str) or not _NAME.match(processor):
-                raise reader.fail(where, f"{processor!r} is not a valid processor name")
-            if processor in processors[:position]:
-                raise reader.fail(where, f"processor {processor!r} is listed twice")
-        next_phase = item.get("next")
-        if next_phase is not None and not isinstance(next_phase, str):
-            raise reader.fail(f"{path}.next", f"expected a phase name, got {_kind(next_phase)}")
-        timeout = None
-        if "timeout" in item:
-            raw_timeout = item["timeout"]
-            if not isinstance(raw_timeout, str):
+        processors = _names(reader, item.get("processors"), f"{path}.processors", required=True)
+        optional = _names(reader, item.get("optional", []), f"{path}.optional", required=False)
+        for position, processor in enumerate(optional):
+            if processor in processors:
                 raise reader.fail(
-                    f"{path}.timeout",
-                    f"expected a duration string such as '2h', got {_kind(raw_timeout)}",
+                    f"{path}.optional[{position}]",
+                    f"processor {processor!r} is listed in both processors and optional; "
+                    "list each processor once (processors = required)",
                 )
-            try:
-                timeout = parse_duration(raw_timeout)
-            except ValueError as exc:
-                raise reader.fail(f"{path}.timeout", str(exc)) from exc
-        raw_policy = reader.string(
-            item, "on_timeout", f"{path}.on_timeout", TimeoutPolicy.ALERT.value
+        phases.append(
+            Phase(
+                name,
+                processors,
+                _next_phases(reader, item.get("next"), f"{path}.next"),
+                _phase_timeout(reader, item, path),
+                _timeout_policy(reader, item, path),
+                optional,
+            )
         )
-        try:
-            policy = TimeoutPolicy(raw_policy)
-        except ValueError:
-            raise reader.fail(
-                f"{path}.on_timeout", f"{raw_policy!r}; expected one of: alert, trigger"
-            ) from None
-        phases.append(Phase(name, tuple(processors), next_phase, timeout, policy))
     _check_graph(reader, phases)
     return tuple(phases)
 
 
+def _names(reader: _Reader, raw: object, path: str, *, required: bool) -> tuple[str, ...]:
+    """A list of processor names: valid, each once, and non-empty when ``required``."""
+    if not isinstance(raw, list) or (required and not raw):
+        wanted = "a non-empty array" if required else "an array"
+        raise reader.fail(path, f"expected {wanted} of processor names")
+    for position, processor in enumerate(raw):
+        where = f"{path}[{position}]"
+        if not isinstance(processor, str) or not _NAME.match(processor):
+            raise reader.fail(where, f"{processor!r} is not a valid processor name")
+        if processor in raw[:position]:
+            raise reader.fail(where, f"processor {processor!r} is listed twice")
+    return tuple(raw)
+
+
+def _next_phases(reader: _Reader, raw: object, path: str) -> tuple[str, ...]:
+    """``next``: absent, one phase name, or an array of phase names."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and all(isinstance(name, str) for name in raw):
+        return tuple(raw)
+    raise reader.fail(path, f"expected a phase name or an array of phase names, got {_kind(raw)}")
+
+
+def _phase_timeout(reader: _Reader, item: Mapping[str, Any], path: str) -> timedelta | None:
+    if "timeout" not in item:
+        return None
+    raw_timeout = item["timeout"]
+    if not isinstance(raw_timeout, str):
+        raise reader.fail(
+            f"{path}.timeout",
+            f"expected a duration string such as '2h', got {_kind(raw_timeout)}",
+        )
+    try:
+        return parse_duration(raw_timeout)
+    except ValueError as exc:
+        raise reader.fail(f"{path}.timeout", str(exc)) from exc
+
+
+def _timeout_policy(reader: _Reader, item: Mapping[str, Any], path: str) -> TimeoutPolicy:
+    raw_policy = reader.string(item, "on_timeout", f"{path}.on_timeout", TimeoutPolicy.ALERT.value)
+    try:
+        return TimeoutPolicy(raw_policy)
+    except ValueError:
+        raise reader.fail(
+            f"{path}.on_timeout", f"{raw_policy!r}; expected one of: alert, trigger"
+        ) from None
+
+
 def _check_graph(reader: _Reader, phases: list[Phase]) -> None:
-    names = {p.name for p in phases}
-    triggered_by: dict[str, str] = {}
-    for index, phase in enumerate(phases):
-        if phase.next is None:
-            continue
-        if phase.next == phase.name:
-            raise reader.fail(
-                f"phases[{index}].next", f"phase {phase.name!r} cannot trigger itself"
-            )
-        if phase.next not in names:
-            raise reader.fail(
-                f"phases[{index}].next",
-                f"unknown phase {phase.next!r} (known: {', '.join(p.name for p in phases)})",
-            )
-        if phase.next in triggered_by:
-            raise reader.fail(
-                f"phases[{index}].next",
-                f"phase {phase.next!r} is already triggered by {triggered_by[phase.next]!r}; "
-                "each phase has one predecessor",
-            )
-        triggered_by[phase.next] = phase.name
-    successors = {p.name: p.next for p in phases}
-    for start, first_next in successors.items():
-        visited = [start]
-        current = first_next
-        while current is not None:
-            if current in visited:
-                cycle = " -> ".join([*visited[visited.index(current) :], current])
-                raise reader.fail("phases", f"the 'next' links form a cycle: {cycle}")
-            visited.append(current)
-            current = successors[current]
+    """Validate the ``next`` links as a graph, naming the key of the phase at fault."""
+    try:
+        PhaseGraph.build([(p.name, p.next_phases) for p in phases])
+    except GraphError as exc:
+        index = next((i for i, p in enumerate(phases) if p.name == exc.at), None)
+        raise reader.fail("phases" if index is None else f"phases[{index}].next", str(exc)) from exc
 
 
 def loads_pipeline(text: str, source: str = "<string>") -> Pipeline:

@@ -332,9 +332,22 @@ class Simulation:
     # -- the checks ------------------------------------------------------------------------
 
     def _summarise(self) -> bool:
+        checks = self._checks()
+        self.console.print()
+        self.console.print(self._figures())
+        verdict = Table(title="checks", show_header=False)
+        verdict.add_column("ok")
+        verdict.add_column("check")
+        verdict.add_column("detail")
+        for name, passed, detail in checks:
+            verdict.add_row("[green]PASS[/green]" if passed else "[red]FAIL[/red]", name, detail)
+        self.console.print(verdict)
+        return all(passed for _n, passed, _d in checks)
+
+    def _checks(self) -> list[tuple[str, bool, str]]:
+        """Each guarantee the day must have kept: (what, held, detail)."""
         phases = [p.name for p in self.pipeline.phases]
         tracker = self.runtime.tracker
-        tracker_counts = tracker.counts()
         checks: list[tuple[str, bool, str]] = []
         expected = {(phase, run) for phase in phases for run in self.run_keys}
         once = all(self.claims[key] == 1 for key in expected) and set(self.claims) == expected
@@ -391,7 +404,11 @@ class Simulation:
                 f"{self.counts['unacknowledged']} unacknowledged, retried",
             )
         )
+        return checks
 
+    def _figures(self) -> Table:
+        """What happened during the day, in figures."""
+        tracker_counts = self.runtime.tracker.counts()
         figures = Table(title="summary", show_header=False)
         figures.add_column("what")
         figures.add_column("figure", justify="right")
@@ -409,8 +426,8 @@ class Simulation:
             ),
             ("breaker trips", self.counts["breaker_trips"]),
             (
-                "claims decided by the backup (primary out)",
-                tracker_counts.get("claims.on_backup", 0),
+                "claims deferred until the primary was back",
+                tracker_counts.get("claims.deferred", 0),
             ),
             (
                 "run keys replayed into a recovered store",
@@ -421,20 +438,12 @@ class Simulation:
             ("elapsed", f"{self.counts['elapsed_ms'] / 1000:.1f}s"),
         ]:
             figures.add_row(label, str(value))
-        for phase in phases:
+        for phase in self.pipeline.phases:
             figures.add_row(
-                f"triggers of {phase}", str(sum(1 for (p, _r) in self.claims if p == phase))
+                f"triggers of {phase.name}",
+                str(sum(1 for (p, _r) in self.claims if p == phase.name)),
             )
-        self.console.print()
-        self.console.print(figures)
-        verdict = Table(title="checks", show_header=False)
-        verdict.add_column("ok")
-        verdict.add_column("check")
-        verdict.add_column("detail")
-        for name, passed, detail in checks:
-            verdict.add_row("[green]PASS[/green]" if passed else "[red]FAIL[/red]", name, detail)
-        self.console.print(verdict)
-        return all(passed for _n, passed, _d in checks)
+        return figures
 
 
 def run_demo(

@@ -7,6 +7,12 @@ is delivered through the transport with retries; one that still fails is given a
 next-attempt time (exponential, capped) and alerted, and stays in the outbox until a
 transport accepts it. The same trigger id goes out every time, so receivers
 de-duplicate.
+
+Failures are alerted, not only logged: a failed delivery (``delivery_failed``), a
+delivered trigger that neither store could mark delivered (``trigger_not_marked``: it
+goes out again), a failed delivery that neither store could record
+(``delivery_failure_not_recorded``: it is retried without back-off), and an unexpected
+error in a pass (``unexpected_error``; the loop keeps going).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from phasegate.model import OutboxEntry
 from phasegate.resilience.retry import RetryPolicy, call_with_retry
 from phasegate.tracker import CompletionTracker
 from phasegate.transports.base import BatchTriggerTransport, TriggerTransport
+from phasegate.unexpected import alerts_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,7 @@ class Dispatcher:
             self.owner, now, now + timedelta(seconds=self.lease_seconds), self.batch_size
         )
 
+    @alerts_unexpected("dispatcher")
     def run_once(
         self, only: Collection[str] | None = None, *, include_deferred: bool = False
     ) -> DispatchReport:
@@ -162,11 +170,12 @@ class Dispatcher:
     def _mark_delivered(self, entry: OutboxEntry) -> None:
         trigger = entry.trigger
         now = self.clock.now()
+        marked = True
         try:
             self.tracker.mark_delivered(entry, now)
-        except BothStoresFailed:
-            # Delivered but not marked: it will go out again, with the same id.
-            log.exception("trigger %s delivered but not marked delivered", trigger.trigger_id)
+        except BothStoresFailed as exc:
+            marked = False
+            self._not_marked(entry, exc)
         latency = (now - entry.claimed_at).total_seconds()
         self.events.emit(
             Event(
@@ -179,7 +188,31 @@ class Dispatcher:
                 run_key=trigger.run_key,
                 phase=trigger.phase,
                 correlation_id=trigger.correlation_id,
-                details={"trigger_id": trigger.trigger_id, "latency_seconds": latency},
+                details={
+                    "trigger_id": trigger.trigger_id,
+                    "latency_seconds": latency,
+                    "marked": marked,
+                },
+            )
+        )
+
+    def _not_marked(self, entry: OutboxEntry, error: BothStoresFailed) -> None:
+        """Delivered but not marked delivered: it will go out again, with the same id."""
+        trigger = entry.trigger
+        self.events.emit(
+            Event(
+                EventKind.TRIGGER_NOT_MARKED,
+                Severity.CRITICAL,
+                "dispatcher",
+                f"trigger {trigger.trigger_id} ({trigger.phase} -> "
+                f"{trigger.next_phase or 'end'}, {trigger.run_key}) was delivered but not "
+                f"marked delivered: both stores failed ({error}); it will be delivered again "
+                "with the same id",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                correlation_id=trigger.correlation_id,
+                error=error,
+                details={"trigger_id": trigger.trigger_id},
             )
         )
 
@@ -188,10 +221,12 @@ class Dispatcher:
         attempts = entry.attempts + 1
         delay = min(self.redelivery_max, self.redelivery_base * 2 ** (attempts - 1))
         next_attempt_at = self.clock.now() + timedelta(seconds=delay)
+        recorded = True
         try:
             self.tracker.record_delivery_failure(entry, error, next_attempt_at)
-        except (BothStoresFailed, StoreError):
-            log.exception("could not record the failed delivery of %s", trigger.trigger_id)
+        except StoreError as exc:
+            recorded = False
+            self._failure_not_recorded(entry, exc)
         self.events.emit(
             Event(
                 EventKind.DELIVERY_FAILED,
@@ -203,18 +238,51 @@ class Dispatcher:
                 run_key=trigger.run_key,
                 phase=trigger.phase,
                 correlation_id=trigger.correlation_id,
-                details={"trigger_id": trigger.trigger_id, "attempts": attempts},
+                details={
+                    "trigger_id": trigger.trigger_id,
+                    "attempts": attempts,
+                    "recorded": recorded,
+                },
+            )
+        )
+
+    def _failure_not_recorded(self, entry: OutboxEntry, error: StoreError) -> None:
+        """A failed delivery neither store recorded: no back-off, no attempt counted."""
+        trigger = entry.trigger
+        self.events.emit(
+            Event(
+                EventKind.DELIVERY_FAILURE_NOT_RECORDED,
+                Severity.CRITICAL,
+                "dispatcher",
+                f"the failed delivery of trigger {trigger.trigger_id} ({trigger.phase} -> "
+                f"{trigger.next_phase or 'end'}, {trigger.run_key}) could not be recorded "
+                f"({error}); it stays due and is retried at every pass, without back-off",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                correlation_id=trigger.correlation_id,
+                error=error,
+                details={"trigger_id": trigger.trigger_id},
             )
         )
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Run passes until ``stop`` is set: at once when woken, else every ``interval``."""
+        """Run passes until ``stop`` is set: at once when woken, else every ``interval``.
+
+        A pass that fails never ends the loop; its failure was alerted where it happened
+        (both stores failing a read, or an unexpected error by :meth:`run_once`'s guard).
+        """
         while not stop.is_set():
             self._wake.clear()
             try:
                 self.run_once()
-            except StoreError:
-                log.exception("dispatcher pass failed; retrying in %.1fs", interval)
+            except StoreError as exc:
+                log.warning("dispatcher pass failed (%s); retrying in %.1fs", exc, interval)
+            except Exception as exc:  # noqa: BLE001 - alerted by run_once; the loop must live
+                log.warning(
+                    "dispatcher pass failed: unexpected %s (alerted); retrying in %.1fs",
+                    type(exc).__name__,
+                    interval,
+                )
             self._wake.wait(interval)
             if stop.is_set():
                 return

@@ -1,10 +1,14 @@
 """What happened, for whoever listens: alerts, metrics and the demo subscribe here.
 
 Components emit events; a listener that fails is logged and never breaks the emitter.
+An exception that a warning or critical event carried is marked as announced, so that
+the same failure is never announced twice as an ``unexpected_error`` by an outer layer
+(a library call's guard, then the service's error handler).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -37,6 +41,8 @@ class EventKind(StrEnum):
     CLAIM_DEFERRED = "claim_deferred"
     TRIGGER_DELIVERED = "trigger_delivered"
     DELIVERY_FAILED = "delivery_failed"
+    TRIGGER_NOT_MARKED = "trigger_not_marked"
+    DELIVERY_FAILURE_NOT_RECORDED = "delivery_failure_not_recorded"
     PHASE_TIMED_OUT = "phase_timed_out"
     UNEXPECTED_ERROR = "unexpected_error"
     DOUBLE_CLAIM = "double_claim"
@@ -63,6 +69,21 @@ class Event:
 
 EventListener = Callable[[Event], None]
 
+_ANNOUNCED = "__phasegate_announced__"
+_ALERTING = frozenset({Severity.WARNING, Severity.CRITICAL})
+
+
+def was_announced(error: BaseException) -> bool:
+    """Whether a warning or critical event already carried ``error``."""
+    return bool(getattr(error, _ANNOUNCED, False))
+
+
+def _mark_announced(error: BaseException) -> None:
+    # An exception type that refuses attributes is simply announced again.
+    with contextlib.suppress(AttributeError):
+        setattr(error, _ANNOUNCED, True)
+
+
 _LEVELS = {
     Severity.CRITICAL: logging.CRITICAL,
     Severity.WARNING: logging.WARNING,
@@ -84,7 +105,17 @@ class EventBus:
             self._listeners.append(listener)
 
     def emit(self, event: Event, *, already_logged: bool = False) -> None:
-        """Log ``event`` at its severity (unless the emitter did) and hand it to every listener."""
+        """Log ``event`` at its severity (unless the emitter did) and hand it to every listener.
+
+        An ``unexpected_error`` about an exception that an earlier event already carried
+        is dropped: one failure, one alert.
+        """
+        error = event.error
+        if error is not None and event.severity in _ALERTING:
+            if event.kind is EventKind.UNEXPECTED_ERROR and was_announced(error):
+                log.debug("%s already announced; not again as unexpected", type(error).__name__)
+                return
+            _mark_announced(error)
         if not already_logged:
             self._log(event)
         with self._lock:

@@ -25,11 +25,26 @@ class Status(StrEnum):
 
 
 class TriggerReason(StrEnum):
-    """Why a phase was handed to the next one."""
+    """Why a phase was handed on, or, for a start signal, why it was started.
+
+    ``ready`` starts a fan-in phase that no trigger could name ready (see
+    :mod:`phasegate.attempts`).
+    """
 
     COMPLETE = "complete"
     TIMEOUT = "timeout"
     MANUAL = "manual"
+    RERUN = "rerun"
+    BACKFILL = "backfill"
+    READY = "ready"
+
+    @property
+    def starts_phase(self) -> bool:
+        """A start signal: it starts its own phase rather than handing on a finished one."""
+        return self in _START_REASONS
+
+
+_START_REASONS = frozenset({TriggerReason.RERUN, TriggerReason.BACKFILL, TriggerReason.READY})
 
 
 class PhaseState(StrEnum):
@@ -55,6 +70,27 @@ def trigger_id_for(pipeline: str, phase: str, run_key: str, attempt: int = 1) ->
     name = f"{pipeline}\x1f{phase}\x1f{run_key}"
     if attempt != 1:
         name += f"\x1f{attempt}"
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
+
+
+def start_signal_id_for(pipeline: str, phase: str, run_key: str, attempt: int) -> str:
+    """The deterministic id of the signal that starts attempt ``attempt`` of ``phase``.
+
+    One id per phase-run, whatever started it (a rerun or a backfill), and never the id
+    of a trigger that hands a finished phase on: a phase-run is started at most once.
+    """
+    name = f"{pipeline}\x1f{phase}\x1f{run_key}\x1f{attempt}\x1fstart"
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
+
+
+def rerun_signal_id_for(pipeline: str, run_key: str, sequence: int) -> str:
+    """The deterministic id of the ``sequence``-th rerun of ``run_key`` (1 for the first).
+
+    Reruns of one run are numbered, not named by phase: two reruns asked at the same
+    moment (of any phases) compete for the same number, exactly one wins it, and the
+    other is numbered after it, so the attempts a rerun opens never depend on timing.
+    """
+    name = f"{pipeline}\x1f{run_key}\x1f{sequence}\x1frerun"
     return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
 
 
@@ -117,7 +153,18 @@ def prefer(current: Completion | None, incoming: Completion) -> Completion:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """The decision that ``phase`` is done for ``run_key``, handed to ``next_phase``."""
+    """The decision that ``phase`` is done for ``run_key``, handed to its next phases.
+
+    ``next_phases`` are every phase downstream of ``phase``; ``ready_phases`` those of
+    them whose every upstream phase has now triggered for the run, the ones a runner
+    starts. ``next_phase`` is the first of ``next_phases`` (kept for receivers written
+    when a phase had one next). Given only ``next_phase``, ``next_phases`` is that one
+    phase; ``ready_phases`` left ``None`` means all of ``next_phases`` (a straight line).
+
+    A *start signal* (reason ``rerun``, ``backfill`` or ``ready``) starts ``phase`` itself:
+    ``next_phases`` and ``ready_phases`` are ``(phase,)`` and ``attempt`` is the attempt
+    it opens.
+    """
 
     trigger_id: str
     pipeline: str
@@ -130,11 +177,66 @@ class Trigger:
     processors: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     attempt: int = 1
+    next_phases: tuple[str, ...] = ()
+    ready_phases: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.next_phases and self.next_phase is not None:
+            object.__setattr__(self, "next_phases", (self.next_phase,))
+        elif self.next_phases and self.next_phase is None:
+            object.__setattr__(self, "next_phase", self.next_phases[0])
+        if self.ready_phases is None:
+            object.__setattr__(self, "ready_phases", self.next_phases)
+
+    @classmethod
+    def start_signal(
+        cls,
+        pipeline: str,
+        phase: str,
+        run_key: str,
+        attempt: int,
+        reason: TriggerReason,
+        triggered_at: datetime,
+        correlation_id: str | None = None,
+        trigger_id: str | None = None,
+    ) -> Trigger:
+        """The message that starts attempt ``attempt`` of ``phase`` for ``run_key``.
+
+        Its id is :func:`start_signal_id_for` unless ``trigger_id`` is given (a rerun
+        passes :func:`rerun_signal_id_for`).
+        """
+        if not reason.starts_phase:
+            raise ValueError(
+                f"a start signal has reason rerun, backfill or ready, not {reason.value}"
+            )
+        return cls(
+            trigger_id=trigger_id or start_signal_id_for(pipeline, phase, run_key, attempt),
+            pipeline=pipeline,
+            phase=phase,
+            next_phase=phase,
+            run_key=run_key,
+            reason=reason,
+            triggered_at=triggered_at,
+            correlation_id=correlation_id,
+            attempt=attempt,
+            next_phases=(phase,),
+            ready_phases=(phase,),
+        )
+
+    @property
+    def is_start_signal(self) -> bool:
+        """Whether this message starts ``phase`` (rerun, backfill) rather than hands it on."""
+        return self.reason.starts_phase
 
     @property
     def phase_run(self) -> PhaseRun:
-        """The phase-run this trigger completes."""
+        """The phase-run this trigger completes (or, for a start signal, opens)."""
         return PhaseRun(self.phase, self.run_key, self.attempt)
+
+    @property
+    def ready(self) -> tuple[str, ...]:
+        """``ready_phases`` as a tuple (never ``None`` once built)."""
+        return self.ready_phases or ()
 
     def to_message(self) -> dict[str, Any]:
         """The trigger message, exactly the documented keys."""
@@ -143,6 +245,8 @@ class Trigger:
             "pipeline": self.pipeline,
             "phase": self.phase,
             "next_phase": self.next_phase,
+            "next_phases": list(self.next_phases),
+            "ready_phases": list(self.ready),
             "run_key": self.run_key,
             "reason": self.reason.value,
             "correlation_id": self.correlation_id,
@@ -158,7 +262,12 @@ class Trigger:
 
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> Trigger:
-        """Rebuild a trigger from its message (as stored in the outbox)."""
+        """Rebuild a trigger from its message (as stored in the outbox).
+
+        Messages stored before fan-out lack ``next_phases`` and ``ready_phases``; they
+        come back as a straight line: both are ``[next_phase]`` (or empty).
+        """
+        ready = message.get("ready_phases")
         return cls(
             trigger_id=str(message["trigger_id"]),
             pipeline=str(message["pipeline"]),
@@ -171,6 +280,8 @@ class Trigger:
             processors=tuple(message.get("processors", ())),
             missing=tuple(message.get("missing", ())),
             attempt=int(message.get("attempt", 1)),
+            next_phases=tuple(message.get("next_phases", ())),
+            ready_phases=None if ready is None else tuple(ready),
         )
 
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
+from phasegate import reruns
+from phasegate.attempts import RunAttempts
+from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Phase, Pipeline
 from phasegate.errors import BothStoresFailed, ValidationError
 from phasegate.events import Event, EventBus, EventKind, Severity
@@ -29,7 +31,12 @@ from phasegate.model import (
     trigger_id_for,
 )
 from phasegate.reports import parse_report
+from phasegate.status import PhaseStatus, evaluate_phase
 from phasegate.tracker import BatchWriteResult, ClaimOutcome, CompletionTracker
+from phasegate.unexpected import alerts_unexpected
+
+# PhaseStatus lives in status.py; importing it from here keeps working.
+__all__ = ["BatchItem", "CompletionResult", "Orchestrator", "PhaseStatus", "TriggerResult"]
 
 log = logging.getLogger(__name__)
 
@@ -107,54 +114,6 @@ class _Claimed:
 
 
 @dataclass(frozen=True, slots=True)
-class PhaseStatus:
-    """Where one phase of one run stands."""
-
-    phase: str
-    run_key: str
-    state: PhaseState
-    expected: tuple[str, ...]
-    succeeded: tuple[str, ...]
-    failed: tuple[str, ...]
-    missing: tuple[str, ...]
-    started_at: datetime | None
-    deadline: datetime | None
-    trigger: OutboxEntry | None
-
-    @property
-    def complete(self) -> bool:
-        """Every expected processor has succeeded."""
-        return not self.missing
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as ``phasegate status --format json`` and the HTTP API show it."""
-        trigger = None
-        if self.trigger is not None:
-            trigger = {
-                "trigger_id": self.trigger.trigger.trigger_id,
-                "reason": self.trigger.trigger.reason.value,
-                "next_phase": self.trigger.trigger.next_phase,
-                "claimed_at": utc_iso(self.trigger.claimed_at),
-                "delivered_at": (
-                    utc_iso(self.trigger.delivered_at) if self.trigger.delivered_at else None
-                ),
-                "attempts": self.trigger.attempts,
-                "last_error": self.trigger.last_error,
-            }
-        return {
-            "phase": self.phase,
-            "state": self.state.value,
-            "expected": list(self.expected),
-            "succeeded": list(self.succeeded),
-            "failed": list(self.failed),
-            "missing": list(self.missing),
-            "started_at": utc_iso(self.started_at) if self.started_at else None,
-            "deadline": utc_iso(self.deadline) if self.deadline else None,
-            "trigger": trigger,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class TriggerResult:
     """The outcome of an attempt to trigger a phase."""
 
@@ -164,7 +123,7 @@ class TriggerResult:
 
 
 def _component(phase: Phase) -> str:
-    return f"{phase.name}_to_{phase.next}" if phase.next else phase.name
+    return f"{phase.name}_to_{'+'.join(phase.next_phases)}" if phase.next_phases else phase.name
 
 
 class Orchestrator:
@@ -187,6 +146,7 @@ class Orchestrator:
         self._stores_down = False
         self._state_lock = threading.Lock()
         self._deferred: set[str] = set()
+        self._book = reruns.AttemptBook()
 
     # -- validation ----------------------------------------------------------------------
 
@@ -206,11 +166,11 @@ class Orchestrator:
         definition = self.pipeline.phase(phase_name)
         run = self.pipeline.validate_run_key(_string("run_key", run_key))
         processor_name = _string("processor", processor)
-        if processor_name not in definition.processors:
+        if processor_name not in definition.all_processors:
             raise ValidationError(
                 "processor",
                 f"{processor_name!r} is not expected in phase {phase_name!r}; "
-                f"expected one of: {', '.join(definition.processors)}",
+                f"expected one of: {', '.join(definition.all_processors)}",
                 code="unknown_processor",
             )
         status_text = _string("status", status)
@@ -242,6 +202,7 @@ class Orchestrator:
 
     # -- the main path -------------------------------------------------------------------
 
+    @alerts_unexpected("orchestrator")
     def handle_completion(
         self,
         phase: object,
@@ -317,25 +278,31 @@ class Orchestrator:
             items[index] = BatchItem(index, result=result)
         return [item for item in items if item is not None]
 
+    @alerts_unexpected("orchestrator")
     async def arecord_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """:meth:`record_completions` for an event loop (the HTTP service's path)."""
         items, valid = self.validate_reports(reports)
         results = await self.arecord([c for _, c in valid]) if valid else []
         return self._answer(items, valid, results)
 
+    @alerts_unexpected("orchestrator")
     async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """:meth:`record` for an event loop: the batch write is awaited without a thread;
         the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
+        completions = self._book.stamp(completions)
         try:
             write = await self.tracker.arecord_completions(completions)
         except BothStoresFailed as exc:
             self._stores_failed(completions, exc)
             raise
         self._stores_ok(completions)
+        if _superseded(write):
+            completions, write = await asyncio.to_thread(self._restamp, completions, write)
         if not self._completed_by(write):
             return self._settle(completions, write)
         return await asyncio.to_thread(self._settle, completions, write)
 
+    @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """Validate each report on its own, record the valid ones as one batch, and trigger
         what they complete.
@@ -348,16 +315,53 @@ class Orchestrator:
         results = self.record([c for _, c in valid]) if valid else []
         return self._answer(items, valid, results)
 
+    @alerts_unexpected("orchestrator")
     def record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """Record validated completions as one dual-written batch, then claim the triggers
-        of every phase-run the batch completed; one result per completion, in order."""
+        of every phase-run the batch completed; one result per completion, in order.
+
+        Each report is stamped with the attempt it counts for (see :mod:`reruns`)."""
+        completions = self._book.stamp(completions)
+        write = self._write(completions)
+        if _superseded(write):
+            completions, write = self._restamp(completions, write)
+        return self._settle(completions, write)
+
+    def _write(self, completions: Sequence[Completion]) -> BatchWriteResult:
         try:
             write = self.tracker.record_completions(completions)
         except BothStoresFailed as exc:
             self._stores_failed(completions, exc)
             raise
         self._stores_ok(completions)
-        return self._settle(completions, write)
+        return write
+
+    def _restamp(
+        self, completions: list[Completion], write: BatchWriteResult
+    ) -> tuple[list[Completion], BatchWriteResult]:
+        """A rerun superseded phase-runs of this batch: learn the runs' current attempts and
+        record those reports again under them; the answer merges both writes."""
+        stale = {run for run, names in write.successes().items() if reruns.SUPERSEDED in names}
+        for run_key in sorted({run.run_key for run in stale}):
+            self.attempts(run_key)
+        restamped = self._book.stamp(completions)
+        moved = [c for c, before in zip(restamped, completions, strict=True) if c != before]
+        if not moved:
+            return completions, write
+        again = self._write(moved)
+
+        def merged(first: Any, second: Any) -> dict[PhaseRun, frozenset[str]]:
+            kept = {run: names for run, names in (first or {}).items() if run not in stale}
+            return {**kept, **(second or {})}
+
+        return restamped, BatchWriteResult(
+            again.primary_ok,
+            again.backup_ok,
+            again.primary_error,
+            again.backup_error,
+            merged(write.primary_value, again.primary_value),
+            merged(write.backup_value, again.backup_value),
+        )
 
     def _completed_by(self, write: BatchWriteResult) -> set[PhaseRun]:
         successes = write.successes()
@@ -433,9 +437,12 @@ class Orchestrator:
             )
 
     def _trigger_complete(self, run: PhaseRun, completions: Sequence[Completion]) -> _Claimed:
-        status_now = self.phase_status(run.phase, run.run_key)
+        status_now, attempts = self._phase_state(run.phase, run.run_key)
         if status_now.trigger is not None:
             return _Claimed(status_now.trigger.trigger.trigger_id, claimed=False, deferred=False)
+        if status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
+            # Superseded by a rerun between the write and this read: nothing to claim.
+            return _Claimed(None, claimed=False, deferred=False)
         correlation = next((c.correlation_id for c in completions if c.phase_run == run), None)
         outcome = self._claim(
             self.pipeline.phase(run.phase),
@@ -443,6 +450,7 @@ class Orchestrator:
             TriggerReason.COMPLETE,
             correlation,
             status_now,
+            attempts,
         )
         return _Claimed(
             None if outcome.deferred else outcome.trigger.trigger_id,
@@ -479,10 +487,11 @@ class Orchestrator:
         reason: TriggerReason,
         correlation_id: str | None,
         status: PhaseStatus,
+        attempts: RunAttempts,
     ) -> TriggerResult:
         now = self.clock.now()
         trigger = Trigger(
-            trigger_id=trigger_id_for(self.pipeline.name, phase.name, run_key),
+            trigger_id=trigger_id_for(self.pipeline.name, phase.name, run_key, status.attempt),
             pipeline=self.pipeline.name,
             phase=phase.name,
             next_phase=phase.next,
@@ -492,6 +501,9 @@ class Orchestrator:
             correlation_id=correlation_id,
             processors=status.succeeded,
             missing=status.missing if reason is not TriggerReason.COMPLETE else (),
+            attempt=status.attempt,
+            next_phases=phase.next_phases,
+            ready_phases=attempts.ready_in_trigger_of(phase.name),
         )
         outcome: ClaimOutcome = self.tracker.claim_trigger(trigger)
         if outcome.deferred:
@@ -512,6 +524,7 @@ class Orchestrator:
                 self._deferred.add(run_key)
             return TriggerResult(trigger, claimed=False, deferred=True)
         if not outcome.won:
+            self._check_held(trigger)
             return TriggerResult(trigger, claimed=False, deferred=False)
         execution = PhaseExecution(
             phase=phase.name,
@@ -521,6 +534,7 @@ class Orchestrator:
             processors=status.succeeded,
             reason=reason,
             trigger_id=trigger.trigger_id,
+            attempt=status.attempt,
         )
         try:
             self.tracker.record_phase_execution(execution)
@@ -545,7 +559,7 @@ class Orchestrator:
                 Severity.INFO,
                 _component(phase),
                 f"{phase.name} {reason.value} for {run_key}: triggering "
-                f"{phase.next or '(end of pipeline)'} as {trigger.trigger_id} "
+                f"{', '.join(trigger.ready) or '(no phase ready)'} as {trigger.trigger_id} "
                 f"after {execution.duration_seconds:.1f}s",
                 run_key=run_key,
                 phase=phase.name,
@@ -555,9 +569,118 @@ class Orchestrator:
         )
         if self._on_claimed is not None:
             self._on_claimed(trigger)
+        if any(
+            len(self.pipeline.upstream(target)) > 1 and target not in trigger.ready
+            for target in phase.next_phases
+        ):
+            # A fan-in phase this trigger could not name may be ready now (attempts.py).
+            self.announce_ready(run_key)
         return TriggerResult(trigger, claimed=True, deferred=False)
 
+    def claim_start_signal(self, signal: Trigger) -> TriggerResult:
+        """Claim a start signal (rerun, backfill, ready): at most once per id."""
+        outcome = self.tracker.claim_trigger(signal)
+        component = _component(self.pipeline.phase(signal.phase))
+        if outcome.deferred:
+            self.events.emit(
+                Event(
+                    EventKind.CLAIM_DEFERRED,
+                    Severity.WARNING,
+                    component,
+                    f"{signal.reason.value} start of {signal.phase} for {signal.run_key} "
+                    "deferred: no store can decide it safely now",
+                    run_key=signal.run_key,
+                    phase=signal.phase,
+                    correlation_id=signal.correlation_id,
+                ),
+                already_logged=True,
+            )
+            with self._state_lock:
+                self._deferred.add(signal.run_key)
+            return TriggerResult(signal, claimed=False, deferred=True)
+        if not outcome.won:
+            self._check_held(signal)
+            return TriggerResult(signal, claimed=False, deferred=False)
+        self.events.emit(
+            Event(
+                EventKind.TRIGGER_CLAIMED,
+                Severity.INFO,
+                component,
+                f"{signal.phase} started for {signal.run_key} ({signal.reason.value}), "
+                f"attempt {signal.attempt}, as {signal.trigger_id}",
+                run_key=signal.run_key,
+                phase=signal.phase,
+                correlation_id=signal.correlation_id,
+                details={"trigger_id": signal.trigger_id, "reason": signal.reason.value},
+            )
+        )
+        if self._on_claimed is not None:
+            self._on_claimed(signal)
+        return TriggerResult(signal, claimed=True, deferred=False)
+
+    def held(self, trigger: Trigger) -> bool:
+        """Whether the outbox holds ``trigger``'s id (read after a lost claim)."""
+        return any(
+            e.trigger.trigger_id == trigger.trigger_id
+            for e in self.tracker.triggers(trigger.run_key)
+        )
+
+    def _check_held(self, trigger: Trigger) -> None:
+        # A lost claim means the store holds this id. A store that keys claims by phase
+        # and run key (SQL schema version 1) may hold another trigger there instead: a
+        # start signal beside the phase's own trigger. Say so loudly, once per claim.
+        if self.held(trigger):
+            return
+        self.events.emit(
+            Event(
+                EventKind.UNEXPECTED_ERROR,
+                Severity.CRITICAL,
+                _component(self.pipeline.phase(trigger.phase)),
+                f"{trigger.reason.value} trigger {trigger.trigger_id} of {trigger.phase} for "
+                f"{trigger.run_key} (attempt {trigger.attempt}) lost its claim to another "
+                "trigger of the same phase and run: the store keys claims by phase and run "
+                f"key; {reruns.OUTBOX_UPGRADE}",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                details={"trigger_id": trigger.trigger_id, "reason": trigger.reason.value},
+            )
+        )
+
+    def announce_ready(self, run_key: str) -> list[TriggerResult]:
+        """Claim a ``ready`` start signal for each phase of ``run_key`` that is ready but
+        named by no message (two upstream phases triggered at once, or after a rerun)."""
+        attempts = self.attempts(run_key)
+        now = self.clock.now()
+        return [
+            self.claim_start_signal(
+                Trigger.start_signal(
+                    self.pipeline.name,
+                    phase,
+                    run_key,
+                    attempts.attempt(phase),
+                    TriggerReason.READY,
+                    now,
+                )
+            )
+            for phase in attempts.unannounced_ready()
+        ]
+
+    def rerun(
+        self, phase: str, run_key: str, *, correlation_id: str | None = None
+    ) -> TriggerResult:
+        """Start attempt N+1 of ``phase`` and every phase downstream for ``run_key``
+        (see :mod:`phasegate.reruns`); the same rerun asked again answers the same signal."""
+        return reruns.rerun(self, phase, run_key, correlation_id=correlation_id)
+
     # -- reading state -------------------------------------------------------------------
+
+    def attempts(self, run_key: str, triggers: Sequence[OutboxEntry] | None = None) -> RunAttempts:
+        """The attempts, triggers and start signals of ``run_key`` (read unless given)."""
+        if triggers is None:
+            triggers = self.tracker.triggers(run_key)
+        attempts = RunAttempts.from_triggers(self.pipeline.graph, run_key, triggers)
+        self._book.learn(attempts)
+        return attempts
 
     def phase_status(
         self,
@@ -567,65 +690,38 @@ class Orchestrator:
         completions: Sequence[Completion] | None = None,
         triggers: Sequence[OutboxEntry] | None = None,
     ) -> PhaseStatus:
-        """Evaluate one phase of one run from both stores."""
+        """Evaluate one phase of one run, at its current attempt, from both stores."""
+        return self._phase_state(phase, run_key, completions=completions, triggers=triggers)[0]
+
+    def _phase_state(
+        self,
+        phase: str,
+        run_key: str,
+        *,
+        completions: Sequence[Completion] | None = None,
+        triggers: Sequence[OutboxEntry] | None = None,
+    ) -> tuple[PhaseStatus, RunAttempts]:
         definition = self.pipeline.phase(phase)
         if completions is None:
             completions = self.tracker.completions(run_key, phase)
-        if triggers is None:
-            triggers = self.tracker.triggers(run_key)
-        by_phase = {entry.trigger.phase: entry for entry in triggers}
-        mine = [c for c in completions if c.phase == phase]
-        succeeded = tuple(
-            p
-            for p in definition.processors
-            if any(c.processor == p and c.status is Status.SUCCESS for c in mine)
-        )
-        failed = tuple(
-            p
-            for p in definition.processors
-            if p not in succeeded and any(c.processor == p for c in mine)
-        )
-        missing = tuple(p for p in definition.processors if p not in succeeded)
-        previous = self.pipeline.previous(phase)
-        started_at: datetime | None = None
-        if previous is not None and previous.name in by_phase:
-            started_at = by_phase[previous.name].claimed_at
-        elif mine:
-            started_at = min(c.occurred_at for c in mine)
-        deadline = started_at + definition.timeout if started_at and definition.timeout else None
-        trigger = by_phase.get(phase)
-        if trigger is not None:
-            state = PhaseState.TRIGGERED
-        elif not missing:
-            state = PhaseState.COMPLETE
-        elif deadline is not None and self.clock.now() > deadline:
-            state = PhaseState.TIMED_OUT
-        elif started_at is not None:
-            state = PhaseState.WAITING
-        else:
-            state = PhaseState.NOT_STARTED
-        return PhaseStatus(
-            phase=phase,
-            run_key=run_key,
-            state=state,
-            expected=definition.processors,
-            succeeded=succeeded,
-            failed=failed,
-            missing=missing,
-            started_at=started_at,
-            deadline=deadline,
-            trigger=trigger,
-        )
+        attempts = self.attempts(run_key, triggers)
+        status = evaluate_phase(definition, run_key, completions, attempts, self.clock.now())
+        return status, attempts
 
+    @alerts_unexpected("orchestrator")
     def run_status(self, run_key: str) -> list[PhaseStatus]:
         """Every phase of ``run_key``, in pipeline order, from one read of each kind."""
+        return self._run_state(run_key)[0]
+
+    def _run_state(self, run_key: str) -> tuple[list[PhaseStatus], RunAttempts]:
         self.pipeline.validate_run_key(run_key)
         completions = self.tracker.completions(run_key)
-        triggers = self.tracker.triggers(run_key)
-        return [
-            self.phase_status(p.name, run_key, completions=completions, triggers=triggers)
-            for p in self.pipeline.phases
+        attempts = self.attempts(run_key)
+        now = self.clock.now()
+        statuses = [
+            evaluate_phase(p, run_key, completions, attempts, now) for p in self.pipeline.phases
         ]
+        return statuses, attempts
 
     def list_runs(self, limit: int = 50) -> list[str]:
         """The most recent run keys, newest first."""
@@ -633,6 +729,7 @@ class Orchestrator:
 
     # -- overrides and sweeps ------------------------------------------------------------
 
+    @alerts_unexpected("orchestrator")
     def trigger(
         self,
         phase: str,
@@ -644,30 +741,37 @@ class Orchestrator:
         """Trigger ``phase`` for ``run_key`` now, complete or not; still at most once."""
         definition = self.pipeline.phase(phase)
         self.pipeline.validate_run_key(run_key)
-        status = self.phase_status(phase, run_key)
+        status, attempts = self._phase_state(phase, run_key)
         if status.trigger is not None:
             return TriggerResult(status.trigger.trigger, claimed=False, deferred=False)
-        return self._claim(definition, run_key, reason, correlation_id or uuid.uuid4().hex, status)
+        return self._claim(
+            definition, run_key, reason, correlation_id or uuid.uuid4().hex, status, attempts
+        )
 
+    @alerts_unexpected("orchestrator")
     def sweep(self, runs: int = 50) -> list[TriggerResult]:
         """Claim phases that are complete but not triggered (after a crash or a deferral)."""
         with self._state_lock:
             deferred = set(self._deferred)
         return self.sweep_runs(sorted(set(self.tracker.list_runs(runs)) | deferred))
 
+    @alerts_unexpected("orchestrator")
     def retry_deferred(self) -> list[TriggerResult]:
         """Sweep the runs whose claims this process deferred (the primary is back)."""
         with self._state_lock:
             deferred = sorted(self._deferred)
         return self.sweep_runs(deferred) if deferred else []
 
+    @alerts_unexpected("orchestrator")
     def sweep_runs(self, run_keys: Iterable[str]) -> list[TriggerResult]:
-        """Claim the phases of ``run_keys`` that are complete but not triggered."""
+        """Claim the phases of ``run_keys`` that are complete but not triggered, and the
+        ``ready`` signals of phases ready but never named (after a crash or a deferral)."""
         results = []
         for run_key in run_keys:
             with self._state_lock:
                 self._deferred.discard(run_key)
-            for status in self.run_status(run_key):
+            statuses, attempts = self._run_state(run_key)
+            for status in statuses:
                 if status.state is PhaseState.COMPLETE:
                     results.append(
                         self._claim(
@@ -676,8 +780,11 @@ class Orchestrator:
                             TriggerReason.COMPLETE,
                             None,
                             status,
+                            attempts,
                         )
                     )
+            if attempts.unannounced_ready():
+                results.extend(self.announce_ready(run_key))
         return results
 
 
@@ -729,3 +836,8 @@ def _metadata(value: object) -> tuple[dict[str, Any], str]:
     # Decoding what was encoded yields plain JSON types (tuples become lists, ...).
     decoded: dict[str, Any] = json.loads(encoded)
     return decoded, encoded
+
+
+def _superseded(write: BatchWriteResult) -> bool:
+    """Whether a rerun marked any phase-run of this write as superseded (see reruns.py)."""
+    return any(reruns.SUPERSEDED in names for names in write.successes().values())

@@ -3,18 +3,21 @@
 Each read asks every store that has the capability and whose breaker is not open, and
 merges: per completion success wins, else the latest; a delivered copy of a trigger
 wins; executions and timeouts are the same in both. Only when no store answers does a
-read fail (CRITICAL, :class:`~phasegate.errors.BothStoresFailed`).
+read fail: CRITICAL, alerted as ``both_stores_failed`` (once while it lasts; the next
+read that succeeds resolves it), and raised as :class:`~phasegate.errors.BothStoresFailed`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from phasegate.errors import BothStoresFailed, StoreError, StoreUnavailable
+from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import Completion, OutboxEntry, PhaseExecution, TimeoutReport
 from phasegate.resilience.breaker import BreakerState
 from phasegate.stores.base import Capability, merge_completions
@@ -29,8 +32,13 @@ T = TypeVar("T")
 class MergedReads:
     """Reads that merge the primary's and the backup's answers."""
 
-    def __init__(self, primary: GuardedStore, backup: GuardedStore) -> None:
+    def __init__(
+        self, primary: GuardedStore, backup: GuardedStore, *, events: EventBus | None = None
+    ) -> None:
         self._stores = (primary, backup)
+        self.events = events or EventBus()
+        self._lock = threading.Lock()
+        self._failing = False
 
     def _read(self, operation: str, capability: Capability, fn: Callable[[Any], T]) -> list[T]:
         answers: list[T] = []
@@ -48,9 +56,39 @@ class MergedReads:
                 errors[index] = exc
         if not answers:
             error = BothStoresFailed(operation, errors[0], errors[1])
-            log.critical("%s", error)
+            self._both_failed(operation, error)
             raise error
+        if self._failing:
+            self._recovered(operation)
         return answers
+
+    def _both_failed(self, operation: str, error: BothStoresFailed) -> None:
+        with self._lock:
+            self._failing = True
+        self.events.emit(
+            Event(
+                EventKind.BOTH_STORES_FAILED,
+                Severity.CRITICAL,
+                "reads",
+                f"{operation} failed: both stores failed ({error}); nothing can be "
+                "evaluated or triggered until one answers",
+                error=error,
+                details={"operation": operation},
+            )
+        )
+
+    def _recovered(self, operation: str) -> None:
+        with self._lock:
+            recovered, self._failing = self._failing, False
+        if recovered:
+            self.events.emit(
+                Event(
+                    EventKind.STORES_RECOVERED,
+                    Severity.RESOLVED,
+                    "reads",
+                    f"the stores answer reads again ({operation})",
+                )
+            )
 
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
         """Current completions of ``run_key`` merged from both stores (success wins)."""

@@ -9,7 +9,8 @@ thread started with :meth:`Replicator.start` calls it every ``interval`` seconds
 
 A store that stays behind for ``degraded_after`` seconds is reported once as degraded
 (``STORE_DEGRADED``, a warning that is alerted), and once more as resolved when it has
-caught up.
+caught up. An unexpected error in a pass is alerted (``unexpected_error``) and the
+background thread keeps going.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from phasegate.model import RecordSet
 from phasegate.resilience.breaker import BreakerState
 from phasegate.stores.base import Capability
 from phasegate.stores.guarded import Counters, GuardedStore, StoreRole
+from phasegate.unexpected import alerts_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,13 @@ class Replicator:
         """Call ``listener(role, run_keys)`` after ``role`` was caught up on ``run_keys``."""
         self._listeners.append(listener)
 
-    def run_once(self) -> dict[StoreRole, frozenset[str]]:
+    @alerts_unexpected("replicator")
+    def run_once(self, *, force: bool = False) -> dict[StoreRole, frozenset[str]]:
         """Catch up every store that missed run keys and answers again; return what is
-        still missed."""
+        still missed. ``force`` tries a store whose breaker is open too (an operator's or
+        a shutdown's explicit pass, not the background loop's)."""
         for role in StoreRole:
-            done = self._catch_up(role)
+            done = self._catch_up(role, force=force)
             if done:
                 for listener in self._listeners:
                     listener(role, done)
@@ -146,13 +150,13 @@ class Replicator:
                 )
             )
 
-    def _catch_up(self, role: StoreRole) -> frozenset[str]:
+    def _catch_up(self, role: StoreRole, *, force: bool = False) -> frozenset[str]:
         target = self._stores[role]
         other = StoreRole.BACKUP if role is StoreRole.PRIMARY else StoreRole.PRIMARY
         source = self._stores[other]
         if not (target.can(Capability.REPLICATION) and source.can(Capability.REPLICATION)):
             return frozenset()
-        if target.breaker.state is BreakerState.OPEN:
+        if target.breaker.state is BreakerState.OPEN and not force:
             self._last_error[role] = "its circuit breaker is open"
             return frozenset()
         with self._lock:
@@ -166,7 +170,10 @@ class Replicator:
                 log.warning("cannot catch up the %s store yet: %s", role, self._last_error[role])
                 break
             try:
-                target.call(_importer(records))
+                if force:
+                    target.store.import_records(records)
+                else:
+                    target.call(_importer(records))
             except StoreError as exc:
                 self._last_error[role] = str(exc)
                 log.warning("catching up the %s store failed: %s", role, exc)
@@ -208,5 +215,8 @@ class Replicator:
             if any(self.missed(role) for role in StoreRole):
                 try:
                     self.run_once()
-                except Exception:
-                    log.exception("the replicator failed; it will try again")
+                except Exception as exc:  # noqa: BLE001 - alerted by run_once; keep going
+                    log.warning(
+                        "the replicator failed: unexpected %s (alerted); it will try again",
+                        type(exc).__name__,
+                    )

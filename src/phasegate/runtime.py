@@ -28,6 +28,7 @@ from phasegate.stores import Store, open_store
 from phasegate.timeouts import MaintenancePass, TimeoutChecker, run_maintenance
 from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
 from phasegate.transports import TriggerTransport, open_transport
+from phasegate.unexpected import alerts_unexpected
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class Runtime:
 
     # -- the library's own shells: what the CLI and the HTTP routes do ------------------
 
+    @alerts_unexpected("runtime")
     def deliver(self, trigger_ids: Collection[str]) -> dict[str, Delivery]:
         """Deliver the pending triggers among ``trigger_ids`` now; each one's fate."""
         if not trigger_ids:
@@ -102,6 +104,7 @@ class Runtime:
         report = self.dispatcher.run_once(only=set(trigger_ids))
         return {tid: Delivery.from_report(tid, report) for tid in trigger_ids}
 
+    @alerts_unexpected("runtime")
     def record(
         self,
         phase: object,
@@ -133,6 +136,7 @@ class Runtime:
             return Recorded(result)
         return Recorded(result, self.deliver([result.trigger_id])[result.trigger_id])
 
+    @alerts_unexpected("runtime")
     async def arecord_report(
         self, body: object, *, default_correlation_id: str | None = None
     ) -> CompletionResult:
@@ -144,10 +148,12 @@ class Runtime:
         [result] = await self.orchestrator.arecord([completion])
         return result
 
+    @alerts_unexpected("runtime")
     async def arecord_reports(self, bodies: Sequence[object]) -> list[BatchItem]:
         """Record a batch of reports from an event loop, an answer per item."""
         return await self.orchestrator.arecord_completions(bodies)
 
+    @alerts_unexpected("runtime")
     def record_report(
         self, body: object, *, default_correlation_id: str | None = None, deliver: bool = True
     ) -> Recorded:
@@ -163,6 +169,7 @@ class Runtime:
             deliver=deliver,
         )
 
+    @alerts_unexpected("runtime")
     def trigger(
         self,
         phase: str,
@@ -178,6 +185,7 @@ class Runtime:
         trigger_id = result.trigger.trigger_id
         return Triggered(result, self.deliver([trigger_id])[trigger_id])
 
+    @alerts_unexpected("runtime")
     def maintain(self, runs: int = 50, *, deliver: bool = True) -> MaintenancePass:
         """One sweep and one timeout pass over recent runs; deliver what they claimed.
 

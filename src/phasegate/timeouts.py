@@ -10,6 +10,7 @@ from phasegate.config import Phase, TimeoutPolicy, format_duration
 from phasegate.events import Event, EventKind, Severity
 from phasegate.model import PhaseState, TimeoutReport, TriggerReason
 from phasegate.orchestrator import Orchestrator, TriggerResult
+from phasegate.unexpected import alerts_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class TimeoutChecker:
         self.orchestrator = orchestrator
         self.runs = runs
 
+    @alerts_unexpected("timeouts", events=lambda checker: checker.orchestrator.events)
     def run_once(self) -> list[TimeoutFinding]:
         """Check every phase with a timeout in the most recent runs."""
         orchestrator = self.orchestrator
@@ -46,10 +48,11 @@ class TimeoutChecker:
                     started_at=status.started_at,
                     reported_at=now,
                     missing=status.missing,
+                    attempt=status.attempt,
                 )
                 outcome = orchestrator.tracker.record_timeout(report)
                 if outcome.won:
-                    self._alert(phase, report)
+                    self._alert(phase, report, status.optional_missing)
                 trigger = None
                 if phase.on_timeout is TimeoutPolicy.TRIGGER:
                     trigger = orchestrator.trigger(
@@ -58,24 +61,37 @@ class TimeoutChecker:
                 findings.append(TimeoutFinding(report, outcome.won, trigger))
         return findings
 
-    def _alert(self, phase: Phase, report: TimeoutReport) -> None:
+    def _alert(
+        self, phase: Phase, report: TimeoutReport, optional_missing: tuple[str, ...]
+    ) -> None:
         waited = (report.reported_at - report.started_at).total_seconds()
         limit = format_duration(phase.timeout) if phase.timeout else "none"
+        attempt = f" (attempt {report.attempt})" if report.attempt != 1 else ""
         then = (
             "; triggering the next phase anyway"
             if phase.on_timeout is TimeoutPolicy.TRIGGER
             else ""
         )
+        optional = (
+            f"; optional, not reported: {', '.join(optional_missing)}" if optional_missing else ""
+        )
         self.orchestrator.events.emit(
             Event(
                 EventKind.PHASE_TIMED_OUT,
                 Severity.WARNING,
-                f"{phase.name}_to_{phase.next}" if phase.next else phase.name,
-                f"{phase.name} for {report.run_key} timed out after {waited:.0f}s "
-                f"(limit {limit}); missing: {', '.join(report.missing)}{then}",
+                f"{phase.name}_to_{'+'.join(phase.next_phases)}"
+                if phase.next_phases
+                else phase.name,
+                f"{phase.name} for {report.run_key}{attempt} timed out after {waited:.0f}s "
+                f"(limit {limit}); missing: {', '.join(report.missing)}"
+                f"{optional}{then}",
                 run_key=report.run_key,
                 phase=phase.name,
-                details={"missing": list(report.missing)},
+                details={
+                    "missing": list(report.missing),
+                    "optional_missing": list(optional_missing),
+                    "attempt": report.attempt,
+                },
             )
         )
 
@@ -131,6 +147,7 @@ class MaintenancePass:
         return "\n".join(lines)
 
 
+@alerts_unexpected("timeouts")
 def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:
     """Claim complete phases left untriggered, then check timeouts, over recent runs."""
     swept = orchestrator.sweep(runs)
@@ -138,6 +155,7 @@ def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> Maintenanc
     return MaintenancePass(tuple(swept), tuple(findings))
 
 
+@alerts_unexpected("timeouts")
 def check_timeouts(orchestrator: Orchestrator, *, runs: int = 50) -> list[TimeoutFinding]:
     """One timeout pass over the ``runs`` most recent runs."""
     return TimeoutChecker(orchestrator, runs=runs).run_once()

@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -158,7 +158,7 @@ class CompletionTracker:
             policy=claim_policy,
             counters=self._counters,
         )
-        self.reads = MergedReads(self._primary, self._backup)
+        self.reads = MergedReads(self._primary, self._backup, events=self.replicator.events)
         # Threads start on first use only: stores with their own writer never need them.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="phasegate-write")
 
@@ -203,8 +203,9 @@ class CompletionTracker:
         return self.replicator.missed(role)
 
     def resync(self) -> dict[StoreRole, frozenset[str]]:
-        """Catch up any store that missed writes now; returns what is still missed."""
-        return self.replicator.run_once()
+        """Catch up any store that missed writes now, breaker open or not; returns what is
+        still missed."""
+        return self.replicator.run_once(force=True)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -307,12 +308,36 @@ class CompletionTracker:
         )
 
     def mark_delivered(self, entry: OutboxEntry, delivered_at: datetime) -> DualWriteResult:
-        """Record in both stores that a trigger was delivered."""
+        """Record in both stores that a trigger was delivered.
+
+        The store the trigger was leased from marks it; the other receives the delivered
+        entry as an idempotent import, so the mark lands even where the claim's own copy
+        has not arrived yet (the claim's mirror and the delivery race).
+        """
         trigger = entry.trigger
+        delivered = RecordSet(
+            triggers=(
+                replace(
+                    entry,
+                    delivered_at=delivered_at,
+                    last_error=None,
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                ),
+            )
+        )
+
+        def mark(store: Any) -> None:
+            if store is self._primary.store or Capability.REPLICATION not in store.capabilities:
+                store.mark_delivered(trigger.trigger_id, delivered_at)
+            else:
+                store.import_records(delivered)
+
         return self.dual_write(
             f"mark trigger {trigger.trigger_id} delivered",
             (trigger.run_key,),
-            lambda store: store.mark_delivered(trigger.trigger_id, delivered_at),
+            mark,
             Capability.OUTBOX,
         )
 

@@ -18,18 +18,36 @@ SEVERITY_RANK = {
 }
 
 _HINTS = {
-    EventKind.BOTH_STORES_FAILED: "Check both stores: reports are not being acknowledged.",
+    EventKind.BOTH_STORES_FAILED: (
+        "Check both stores: while neither answers, reports are not acknowledged and no "
+        "phase is triggered."
+    ),
+    EventKind.STORE_DEGRADED: (
+        "Check this store; the other one takes every write and it is caught up when it answers."
+    ),
     EventKind.BREAKER_OPENED: "Check this store; writes go to the other one meanwhile.",
     EventKind.PHASE_TIMED_OUT: "Check the logs of the missing processors.",
     EventKind.DELIVERY_FAILED: "Check the trigger receiver; the trigger waits in the outbox.",
+    EventKind.TRIGGER_NOT_MARKED: (
+        "Check both stores; the trigger goes out again with the same id: the receiver "
+        "must de-duplicate."
+    ),
+    EventKind.DELIVERY_FAILURE_NOT_RECORDED: (
+        "Check both stores and the receiver; the trigger is retried at every pass meanwhile."
+    ),
     EventKind.PROCESSOR_FAILED: "Check the processor's logs; rerun it to report success.",
     EventKind.CLAIM_DEFERRED: "Run `phasegate check-timeouts` once a store is back.",
-    EventKind.UNEXPECTED_ERROR: "Check the service logs around this time.",
+    EventKind.UNEXPECTED_ERROR: (
+        "A bug or an unmapped driver error: see the traceback; the call raised it to its caller."
+    ),
     EventKind.DOUBLE_CLAIM: "A phase may have triggered twice: check the receiver de-duplicates.",
     EventKind.RECONCILE_DIVERGENCE: (
         "See the records with `phasegate reconcile --format json`; `--repair` copies them."
     ),
     EventKind.RECONCILE_FAILED: "Check both stores are reachable; the next pass tries again.",
+    EventKind.MESSAGE_DEAD_LETTERED: (
+        "Fix the publisher and publish it again: it was acknowledged, not recorded."
+    ),
 }
 
 
@@ -83,6 +101,12 @@ def fingerprint(event: Event) -> str:
             return "stores:both-failed"
         case EventKind.BREAKER_OPENED | EventKind.BREAKER_CLOSED:
             return f"breaker:{event.component}"
+        case EventKind.STORE_DEGRADED:
+            return f"degraded:{event.component}"
+        case EventKind.TRIGGER_NOT_MARKED:
+            return "outbox:not-marked"
+        case EventKind.DELIVERY_FAILURE_NOT_RECORDED:
+            return "outbox:failure-not-recorded"
         case EventKind.PHASE_TIMED_OUT:
             return f"timeout:{event.phase}:{event.run_key}"
         case EventKind.CLAIM_DEFERRED:
@@ -101,10 +125,20 @@ def fingerprint(event: Event) -> str:
 
 
 def resolved_fingerprints(event: Event) -> list[str]:
-    """The conditions that ``event`` shows to have cleared."""
+    """The conditions that ``event`` shows to have cleared.
+
+    A ``resolved`` event clears its own condition (``store_degraded``, ...).
+    """
     match event.kind:
-        case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED | EventKind.TRIGGER_DELIVERED:
+        case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED:
             return [fingerprint(event)]
+        case EventKind.TRIGGER_DELIVERED:
+            cleared = [fingerprint(event)]
+            if event.details.get("marked", True):
+                cleared.append("outbox:not-marked")
+            return cleared
+        case EventKind.DELIVERY_FAILED if event.details.get("recorded", True):
+            return ["outbox:failure-not-recorded"]
         case EventKind.RECONCILED:
             return [
                 f"{EventKind.RECONCILE_FAILED.value}:{Severity.WARNING.value}",
@@ -115,6 +149,8 @@ def resolved_fingerprints(event: Event) -> list[str]:
                 f"timeout:{event.phase}:{event.run_key}",
                 f"deferred:{event.phase}:{event.run_key}",
             ]
+        case _ if event.severity is Severity.RESOLVED:
+            return [fingerprint(event)]
         case _:
             return []
 

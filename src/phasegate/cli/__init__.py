@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from phasegate import __version__
-from phasegate.cli import consume, ops, records, service
+from phasegate.cli import consume, ops, records, runs, service
 from phasegate.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -39,7 +39,7 @@ __all__ = [
     "main",
 ]
 
-GROUPS = (records, service, consume, ops)
+GROUPS = (records, runs, service, consume, ops)
 """The command-group modules; each has ``register(add, common, output)``."""
 
 

@@ -19,12 +19,12 @@ from phasegate.service.body import MAX_BODY_BYTES
 from phasegate.service.context import ServiceContext
 from phasegate.service.docs import install_api_docs
 from phasegate.service.errors import ApiError, install_error_handler
-from phasegate.service.routes import completions, dashboard, health, pubsub, runs
+from phasegate.service.routes import completions, dashboard, health, pubsub, reruns, runs
 from phasegate.service.routes.runs import MAX_RUNS
 
 __all__ = ["MAX_BODY_BYTES", "MAX_RUNS", "ApiError", "create_app", "health_checker_for"]
 
-ROUTE_MODULES = (completions, pubsub, runs, health, dashboard)
+ROUTE_MODULES = (completions, pubsub, runs, reruns, health, dashboard)
 """Each offers ``router(context)``; the app includes them in this order."""
 
 

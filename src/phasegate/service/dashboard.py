@@ -10,6 +10,7 @@ from phasegate import __version__
 from phasegate.errors import PhasegateError
 from phasegate.model import PhaseState
 from phasegate.orchestrator import PhaseStatus
+from phasegate.service.dashboard_run import duration_charts, run_link
 
 if TYPE_CHECKING:
     from phasegate.runtime import Runtime
@@ -38,6 +39,8 @@ td.cell{min-width:150px}
 .failed{color:#a33;font-size:12px;font-weight:600}
 .trigger{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;color:#333}
 .closed{color:#1b7f3b}.half_open{color:#9a6b00}.open{color:#b3261e}
+.charts{display:flex;flex-wrap:wrap;gap:12px;margin:0 0 16px}
+svg.durations{background:#fff;border:1px solid #ddd;border-radius:4px}
 """
 
 
@@ -73,11 +76,14 @@ def render_dashboard(runtime: Runtime, *, limit: int = 14) -> str:
     pipeline = runtime.pipeline
     tracker = runtime.tracker
     rows: list[str] = []
-    problem = ""
+    problem = charts = ""
     try:
         for run_key in tracker.list_runs(limit):
             cells = "".join(_cell(s) for s in runtime.orchestrator.run_status(run_key))
-            rows.append(f'<tr data-run="{escape(run_key)}"><th>{escape(run_key)}</th>{cells}</tr>')
+            rows.append(
+                f'<tr data-run="{escape(run_key)}"><th>{run_link(run_key)}</th>{cells}</tr>'
+            )
+        charts = duration_charts(runtime)
     except PhasegateError as exc:
         problem = f'<p class="failed">cannot read the stores: {escape(str(exc))}</p>'
     stores = "".join(
@@ -102,7 +108,7 @@ def render_dashboard(runtime: Runtime, *, limit: int = 14) -> str:
         f"<h1>phasegate · {escape(pipeline.name)}</h1>"
         f'<div class="meta">{escape(now)} · refreshes every {REFRESH_SECONDS}s · '
         f"transport {escape(runtime.transport.describe())} · v{__version__}</div>"
-        f'<div class="stores">{stores}</div>{problem}'
+        f'<div class="stores">{stores}</div>{problem}{charts}'
         f'<table id="runs"><thead><tr><th>run key</th>{header}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
         "</body></html>"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from html import escape
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from phasegate.errors import ValidationError
 from phasegate.service.auth import COOKIE_NAME
 from phasegate.service.body import read_body
 from phasegate.service.context import ServiceContext
 from phasegate.service.dashboard import render_dashboard, render_login
+from phasegate.service.dashboard_run import read_run, render_run_page
 
 MAX_LOGIN_BYTES = 4096
 
@@ -54,6 +57,21 @@ def router(context: ServiceContext) -> APIRouter:
             render_dashboard, context.runtime, limit=max(1, min(limit, 60))
         )
         return HTMLResponse(page)
+
+    @routes.get("/runs/{run_key}", response_class=HTMLResponse, summary="One run's page")
+    async def get_run_page(request: Request, run_key: str) -> Response:
+        if not auth.can_read(request):
+            return login_page()
+        try:
+            records = await run_in_threadpool(read_run, context.runtime, run_key)
+        except ValidationError as exc:
+            return HTMLResponse(f"<p>{escape(exc.message)}</p>", status_code=422)
+        if records.empty:
+            return HTMLResponse(
+                f"<p>no records for run {escape(run_key)}</p><p><a href='../'>all runs</a></p>",
+                status_code=404,
+            )
+        return HTMLResponse(render_run_page(context.runtime.pipeline, records))
 
     @routes.post("/login", summary="Sign in to the dashboard")
     async def post_login(request: Request) -> Response:
