@@ -40,5 +40,11 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run_all.py
 
+.PHONY: chaos
+# Three replicas under load and faults on a private PostgreSQL primary (initdb/pg_ctl) and
+# the shared PostgreSQL as backup; writes bench/results/chaos.json. CHAOS_ARGS='--completions 5000'
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
