@@ -44,13 +44,6 @@ class LiveStore(MemoryStore):
             super().import_records(RecordSet(completions=(late,)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile --repair (and the service's loop) re-diffs the whole range after the "
-    "repair, so a write that landed during the pass counts as a difference 'remaining after "
-    "repair' and raises a CRITICAL reconcile_divergence alert: under live load every pass "
-    "is a false critical (the chaos run logged '44 remain after repair; 20 were found')",
-)
 def test_a_write_landing_during_repair_is_not_reported_as_left_after_repair() -> None:
     """A completion recorded in the primary while a repair pass runs is new, not a
     difference repair failed to fix: no CRITICAL divergence for it."""
@@ -121,13 +114,6 @@ def test_a_trigger_left_behind_by_a_dead_replicas_lease_is_alerted(clock: FakeCl
     assert warned, [e.message for e in events]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="phasegate serve never calls Runtime.start(), so the replicator's thread never "
-    "runs in the service: a primary that missed writes during an outage is never caught up "
-    "and every claim deferred on it waits forever (the chaos run: 365 of 4,290 phase-runs "
-    "never triggered, 'primary store still misses records of run ...' logged for minutes)",
-)
 def test_the_service_runs_the_replicator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While ``phasegate serve`` serves, the replicator's background thread is running."""
     threads_while_serving: list[str] = []
@@ -171,14 +157,6 @@ class KeptSink:
         return
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a primary outage under load defers one claim per phase-run, each its own "
-    "claim_deferred warning (own fingerprint, never folded), so they fill the bounded alert "
-    "queue (1 message/s per webhook) and the critical alerts that follow are dropped: the "
-    "chaos run with 3,000 completions dropped ~1,700 alerts and delivered 3 of its 14 "
-    "failed delivery rounds' delivery_failed criticals",
-)
 def test_a_flood_of_deferred_claims_does_not_crowd_out_a_critical_alert(
     clock: FakeClock,
 ) -> None:

@@ -57,6 +57,7 @@ class Claiming:
     clock: Clock
     _state_lock: threading.Lock
     _deferred: set[str]
+    _deferring: bool
     _on_claimed: Callable[[Trigger], None] | None
 
     if TYPE_CHECKING:
@@ -140,10 +141,12 @@ class Claiming:
             )
             with self._state_lock:
                 self._deferred.add(run_key)
+                self._deferring = True
             return TriggerResult(trigger, claimed=False, deferred=True)
         if not outcome.won:
             self._check_held(trigger)
             return TriggerResult(trigger, claimed=False, deferred=False)
+        self._deferral_over(phase)
         execution = PhaseExecution(
             phase=phase.name,
             run_key=run_key,
@@ -195,6 +198,23 @@ class Claiming:
             self.announce_ready(run_key)
         return TriggerResult(trigger, claimed=True, deferred=False)
 
+    def _deferral_over(self, phase: Phase) -> None:
+        """After a claim: once no claim waits any more, say so (resolves the one folded
+        ``claim_deferred`` alert an outage raised)."""
+        with self._state_lock:
+            over = self._deferring and not self._deferred
+            if over:
+                self._deferring = False
+        if over:
+            self.events.emit(
+                Event(
+                    EventKind.CLAIM_DEFERRED,
+                    Severity.RESOLVED,
+                    component(phase),
+                    "every claim deferred while the primary was out has been made",
+                )
+            )
+
     def claim_start_signal(self, signal: Trigger) -> TriggerResult:
         """Claim a start signal (rerun, backfill, ready): at most once per id."""
         outcome = self.tracker.claim_trigger(signal)
@@ -215,6 +235,7 @@ class Claiming:
             )
             with self._state_lock:
                 self._deferred.add(signal.run_key)
+                self._deferring = True
             return TriggerResult(signal, claimed=False, deferred=True)
         if not outcome.won:
             self._check_held(signal)

@@ -69,6 +69,7 @@ class Orchestrator(Claiming):
         self._stores_down = False
         self._state_lock = threading.Lock()
         self._deferred: set[str] = set()
+        self._deferring = False  # a claim_deferred alert is out and not resolved yet
         self._book = reruns.AttemptBook()
 
     # -- validation ----------------------------------------------------------------------

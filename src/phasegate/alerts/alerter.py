@@ -136,7 +136,13 @@ class Alerter:
         with self._lock:
             self._in_flight += 1
         try:
-            self._queue.put_nowait(alert)
+            try:
+                self._queue.put_nowait(alert)
+            except queue.Full:
+                # A critical alert is never the one dropped while a lesser one waits.
+                if alert.severity is not Severity.CRITICAL or not self._evict_lesser():
+                    raise
+                self._queue.put_nowait(alert)
         except queue.Full:
             with self._lock:
                 self._in_flight -= 1
@@ -149,6 +155,28 @@ class Alerter:
             )
             return False
         self.counts["queued"] += 1
+        return True
+
+    def _evict_lesser(self) -> bool:
+        """Drop the oldest queued alert that is not critical, to make room; ``False`` if
+        every queued alert is critical."""
+        with self._queue.mutex:
+            for index, queued in enumerate(self._queue.queue):
+                if queued is not None and queued.severity is not Severity.CRITICAL:
+                    del self._queue.queue[index]
+                    break
+            else:
+                return False
+            self._queue.not_full.notify()
+        with self._lock:
+            self._in_flight -= 1
+        self.counts["dropped"] += 1
+        log.error(
+            "alert queue full (%d): dropped a queued %s alert %r to keep a critical one",
+            self._queue.maxsize,
+            queued.severity.value,
+            queued.title,
+        )
         return True
 
     # -- the background side ---------------------------------------------------------------

@@ -110,7 +110,8 @@ def fingerprint(event: Event) -> str:
         case EventKind.PHASE_TIMED_OUT:
             return f"timeout:{event.phase}:{event.run_key}"
         case EventKind.CLAIM_DEFERRED:
-            return f"deferred:{event.phase}:{event.run_key}"
+            # One condition, however many phase-runs wait: "claims wait for the primary".
+            return "claims:deferred"
         case EventKind.DELIVERY_FAILED | EventKind.TRIGGER_DELIVERED:
             return f"delivery:{details.get('trigger_id')}"
         case EventKind.PROCESSOR_FAILED:
@@ -145,10 +146,7 @@ def resolved_fingerprints(event: Event) -> list[str]:
                 f"{EventKind.RECONCILE_DIVERGENCE.value}:{Severity.CRITICAL.value}",
             ]
         case EventKind.TRIGGER_CLAIMED:
-            return [
-                f"timeout:{event.phase}:{event.run_key}",
-                f"deferred:{event.phase}:{event.run_key}",
-            ]
+            return [f"timeout:{event.phase}:{event.run_key}"]
         case _ if event.severity is Severity.RESOLVED:
             return [fingerprint(event)]
         case _:
