@@ -398,3 +398,41 @@ def test_processes_racing_on_the_firestore_emulator_claim_the_trigger_once(
         trigger_id
     ]
     setup.close()
+
+
+# -- the bug the big run found, in a few calls -----------------------------------------
+
+
+@SLOW
+def test_a_primary_that_lost_its_data_does_not_trigger_again_what_bigquery_knows(
+    firestore_host: str, bigquery_host: str, tmp_path: Path
+) -> None:
+    """Firestore empty, BigQuery holding a delivered trigger: a duplicate report claims
+    nothing, and after repair the dispatcher publishes nothing again."""
+    del firestore_host, bigquery_host
+    first_primary, backup_url = fresh_urls()
+    log_path = tmp_path / "triggers.jsonl"
+    before = open_runtime(
+        loads_pipeline(pipeline_text(first_primary, backup_url, f"log:{log_path}"))
+    )
+    before.record("phase2", "2026-06-01", "games")
+    assert before.record("phase2", "2026-06-01", "players").result.claimed
+    [mirrored] = raw(before.tracker.backup).triggers("2026-06-01")
+    assert mirrored.delivered  # the delivery reached the ledger, not only the primary
+    before.close()
+
+    # The same backup, behind a primary that lost everything (a new, empty prefix).
+    empty_primary, _ = fresh_urls()
+    after = open_runtime(
+        loads_pipeline(pipeline_text(empty_primary, backup_url, f"log:{log_path}"))
+    )
+    try:
+        result = after.record("phase2", "2026-06-01", "players").result
+        assert result.phase_complete and not result.claimed
+        assert result.trigger_id == trigger_id_for(PIPELINE, "phase2", "2026-06-01")
+        reconcile(after.tracker.primary, after.tracker.backup, repair=True)
+        assert after.orchestrator.sweep() == []
+        assert after.dispatcher.run_once().delivered == ()
+    finally:
+        after.close()
+    assert len(log_path.read_text().splitlines()) == 1
