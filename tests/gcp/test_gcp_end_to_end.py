@@ -56,6 +56,7 @@ processors = ["analytics"]
 # Emulators on a shared, loaded machine: a run of real round trips needs more than the
 # suite's default per-test timeout.
 SLOW = pytest.mark.timeout(900)
+pytestmark = SLOW  # the Pub/Sub emulator starts on first use, inside a test
 
 
 @dataclass
@@ -428,7 +429,8 @@ def test_a_primary_that_lost_its_data_does_not_trigger_again_what_bigquery_knows
     )
     try:
         result = after.record("phase2", "2026-06-01", "players").result
-        assert result.phase_complete and not result.claimed
+        assert result.phase_complete
+        assert not result.claimed
         assert result.trigger_id == trigger_id_for(PIPELINE, "phase2", "2026-06-01")
         reconcile(after.tracker.primary, after.tracker.backup, repair=True)
         assert after.orchestrator.sweep() == []

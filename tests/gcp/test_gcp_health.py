@@ -18,6 +18,9 @@ from phasegate.stores import open_store
 from phasegate.testing import FakeClock
 from support import UvicornThread
 
+# Emulators (the Pub/Sub one starts on first use) on a shared, loaded machine.
+pytestmark = pytest.mark.timeout(900)
+
 PIPELINE_TOML = """
 [pipeline]
 name = "health"
@@ -28,6 +31,9 @@ backup = "bigquery://phasegate-test/{tag}"
 
 [triggers]
 transport = "pubsub://{project}/{topic}"
+
+[server]
+health_timeout = "60s"    # bqemulator answers in seconds on a loaded machine
 
 [[phases]]
 name = "phase2"
@@ -109,7 +115,7 @@ def test_metrics_count_firestore_and_bigquery_writes_like_the_sql_stores(
     }
     counts = gcp_runtime.tracker.counts()
     for role in ("primary", "backup"):
-        key = f'phasegate_store_writes_total{{store="{role}",outcome="ok"}}'
+        key = f'phasegate_store_writes_total{{outcome="ok",store="{role}"}}'
         assert samples[key] == counts[f"writes.{role}.ok"] >= 3
     assert samples['phasegate_dual_writes_total{result="both"}'] >= 2
 
