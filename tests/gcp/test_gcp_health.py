@@ -15,7 +15,6 @@ from phasegate.health import describe_dependency
 from phasegate.runtime import Runtime, open_runtime
 from phasegate.service.app import create_app
 from phasegate.stores import open_store
-from phasegate.testing import FakeClock
 from support import UvicornThread
 
 # Emulators (the Pub/Sub one starts on first use) on a shared, loaded machine.
@@ -57,7 +56,7 @@ def gcp_runtime(
     topic = emulator.create_topic()
     tag = f"h{uuid.uuid4().hex[:12]}"
     pipeline = loads_pipeline(PIPELINE_TOML.format(tag=tag, project=PROJECT, topic=topic))
-    runtime = open_runtime(pipeline, clock=FakeClock())
+    runtime = open_runtime(pipeline)  # the system clock: latencies are real measurements
     yield runtime
     runtime.close()
 
@@ -81,7 +80,10 @@ def test_health_names_firestore_bigquery_and_pubsub_with_their_latency(
             f" (emulator {shared_emulator().host})",
         ),
     }
-    assert all(d["healthy"] and d["latency_ms"] > 0 for d in dependencies.values())
+    assert {
+        name: (d["healthy"], d.get("error")) for name, d in dependencies.items()
+    } == dict.fromkeys(dependencies, (True, None))
+    assert all(d["latency_ms"] > 0 for d in dependencies.values())
 
 
 def test_the_health_command_prints_each_google_dependency(
