@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_audit
 import bench_celery
 import bench_drift
+import bench_gcp
 import bench_http
 import bench_ingest
 import bench_scale
@@ -42,6 +43,11 @@ def main() -> int:
     ]:
         print(f"== {name}", flush=True)
         figures[name] = module.main()
+    print("== gcp", flush=True)
+    try:
+        figures["gcp"] = bench_gcp.main([])
+    except (bench_gcp.EmulatorMissing, RuntimeError) as exc:
+        figures["gcp"] = {"skipped": str(exc)[:200]}
     ingest, http, celery, scale = (
         figures["ingest"],
         figures["http"],
@@ -133,6 +139,31 @@ def main() -> int:
             verdict(figures["audit"]["audit_s"] < 2),
         )
     )
+    gcp = figures["gcp"]
+    if "skipped" in gcp:
+        rows.append(
+            (
+                "7 Firestore + BigQuery (emulators)",
+                "skipped",
+                gcp["skipped"],
+                "",
+                "reported",
+                "skipped",
+            )
+        )
+    else:
+        dual, sqlite = gcp["dual-write fs+bq (runtime)"], gcp["sqlite"]
+        postgres = gcp.get("postgresql", {}).get("batch_100_per_s", 0)
+        rows.append(
+            (
+                "7 Firestore + BigQuery (emulators), 100/call",
+                f"fs {gcp['firestore (emulator)']['batch_100_per_s']:.0f}/s, bq {gcp['bigquery (emulator)']['batch_100_per_s']:.0f}/s, dual-write {dual['batch_100_per_s']:.0f}/s (single {dual['single_per_s']:.0f}/s)",
+                f"SQLite {sqlite['batch_100_per_s']:.0f}/s, PG {postgres:.0f}/s",
+                f"{dual['batch_100_per_s'] / sqlite['batch_100_per_s']:.2f}x",
+                "reported",
+                "reported",
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
     header = ("benchmark", "phasegate", "baseline", "ratio", "target", "")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]

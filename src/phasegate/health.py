@@ -4,6 +4,11 @@ Every check has its own timeout, so a hung store makes the probe answer "degrade
 instead of hanging with it. Checks run on the checker's own threads, started by
 :meth:`HealthChecker.start` and stopped by :meth:`HealthChecker.stop`; every time it
 reads or waits on comes from the injected clock and timer.
+
+A check that is a store's or a transport's bound ``ping`` (as the service's are) is
+also named: its ``kind`` (``firestore``, ``bigquery``, ``pubsub``, ``postgresql``, ...)
+and a ``description`` of where it is (``firestore://PROJECT (prefix NAME)``), never
+with credentials.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from phasegate.clock import SYSTEM_CLOCK, Clock, utc_iso
-from phasegate.redact import SCRUBBER, Scrubber
+from phasegate.redact import SCRUBBER, Scrubber, redact_url
+from phasegate.stores.gcp_urls import BigQueryLocation, FirestoreLocation
 
 Timer = Callable[[float], Awaitable[None]]
 """Waits a number of seconds in the event loop (``asyncio.sleep``; tests inject their own)."""
@@ -26,18 +32,56 @@ Timer = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DependencyHealth:
-    """One dependency's answer."""
+    """One dependency's answer, with what it is when that is known."""
 
     healthy: bool
     latency_ms: float
     error: str | None = None
+    kind: str | None = None
+    description: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"healthy", "latency_ms"}`` plus ``error`` when unhealthy."""
+        """``{"healthy", "latency_ms"}`` plus ``kind``, ``description`` and ``error``
+        when there are any."""
         data: dict[str, Any] = {"healthy": self.healthy, "latency_ms": round(self.latency_ms, 2)}
+        if self.kind is not None:
+            data["kind"] = self.kind
+        if self.description is not None:
+            data["description"] = self.description
         if self.error is not None:
             data["error"] = self.error
         return data
+
+
+def describe_dependency(target: object) -> tuple[str, str] | None:
+    """``(kind, description)`` of a store or transport, without secrets; None if unknown.
+
+    Fault wrappers (``inner``) are looked through.
+    """
+    while hasattr(target, "inner"):
+        target = target.inner
+    location = getattr(target, "location", None)
+    if isinstance(location, FirestoreLocation):
+        where = f"firestore://{location.project} (prefix {location.prefix}"
+        if location.database != "(default)":
+            where += f", database {location.database}"
+        return "firestore", where + ")"
+    if isinstance(location, BigQueryLocation):
+        return "bigquery", f"bigquery://{location.project}/{location.dataset}"
+    url = getattr(target, "url", None)
+    if isinstance(url, str) and hasattr(target, "engines"):
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        return scheme, redact_url(url)
+    describe = getattr(target, "describe", None)
+    if callable(describe):
+        text = str(describe())
+        return text.split(":", 1)[0], text
+    return None
+
+
+def _described(fn: Callable[[], None]) -> tuple[str, str] | None:
+    target = getattr(fn, "__self__", None)
+    return None if target is None else describe_dependency(target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +114,7 @@ class HealthChecker:
         scrubber: Scrubber = SCRUBBER,
     ) -> None:
         self.checks = dict(checks)
+        self.described = {name: _described(fn) for name, fn in self.checks.items()}
         self.ttl = ttl
         self.timeout = timeout
         self.clock = clock
@@ -155,16 +200,18 @@ class HealthChecker:
         finally:
             timer.cancel()
         elapsed_ms = (self.clock.monotonic() - started) * 1000
+        kind, description = self.described.get(name) or (None, None)
         if not check.done():
             check.cancel()
-            return DependencyHealth(False, elapsed_ms, f"timed out after {self.timeout:.1f}s")
-        error = check.exception()
-        if error is not None:
+            error_text: str | None = f"timed out after {self.timeout:.1f}s"
+        elif (error := check.exception()) is not None:
             # Any failure is "unhealthy", with its reason (secrets masked).
-            return DependencyHealth(
-                False, elapsed_ms, self._scrubber.scrub(f"{type(error).__name__}: {error}")
-            )
-        return DependencyHealth(True, elapsed_ms)
+            error_text = self._scrubber.scrub(f"{type(error).__name__}: {error}")
+        else:
+            error_text = None
+        if description is not None:
+            description = self._scrubber.scrub(description)
+        return DependencyHealth(error_text is None, elapsed_ms, error_text, kind, description)
 
     def to_dict(self, report: HealthReport, cached: bool) -> dict[str, Any]:
         """The JSON body of ``GET /health`` (SPEC §5)."""

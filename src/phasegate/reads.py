@@ -5,6 +5,11 @@ merges: per completion success wins, else the latest; a delivered copy of a trig
 wins; executions and timeouts are the same in both. Only when no store answers does a
 read fail: CRITICAL, alerted as ``both_stores_failed`` (once while it lasts; the next
 read that succeeds resolves it), and raised as :class:`~phasegate.errors.BothStoresFailed`.
+
+Claimed triggers are read from every store that keeps them (:func:`keeps_triggers`):
+the outbox, and also a ledger (BigQuery) that holds the triggers mirrored to it. A
+primary that lost its data, or is out, must not make a triggered phase-run look
+untriggered while the backup still knows it was triggered.
 """
 
 from __future__ import annotations
@@ -29,6 +34,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def keeps_triggers(guarded: GuardedStore) -> bool:
+    """Whether ``guarded`` keeps claimed triggers and their delivery events.
+
+    An outbox does; so does a replicable ledger that answers ``triggers`` and records
+    ``mark_delivered`` (BigQuery): it holds the claims mirrored to it, never leases.
+    """
+    if guarded.can(Capability.OUTBOX):
+        return True
+    store = guarded.store
+    return guarded.can(Capability.REPLICATION) and all(
+        callable(getattr(store, name, None))
+        for name in ("triggers", "mark_delivered", "record_delivery_failure")
+    )
+
+
+def _applies(guarded: GuardedStore, wanted: Capability | Callable[[GuardedStore], bool]) -> bool:
+    if isinstance(wanted, Capability):
+        return guarded.can(wanted)
+    return wanted(guarded)
+
+
 class MergedReads:
     """Reads that merge the primary's and the backup's answers."""
 
@@ -40,11 +66,16 @@ class MergedReads:
         self._lock = threading.Lock()
         self._failing = False
 
-    def _read(self, operation: str, capability: Capability, fn: Callable[[Any], T]) -> list[T]:
+    def _read(
+        self,
+        operation: str,
+        capability: Capability | Callable[[GuardedStore], bool],
+        fn: Callable[[Any], T],
+    ) -> list[T]:
         answers: list[T] = []
         errors: list[BaseException | None] = [None, None]
         for index, guarded in enumerate(self._stores):
-            if not guarded.can(capability):
+            if not _applies(guarded, capability):
                 continue
             if guarded.breaker.state is BreakerState.OPEN:
                 errors[index] = StoreUnavailable(f"{guarded.role} store skipped: circuit open")
@@ -120,7 +151,7 @@ class MergedReads:
     def triggers(self, run_key: str) -> list[OutboxEntry]:
         """Claimed triggers of ``run_key`` from either store; a delivered copy wins."""
         merged: dict[str, OutboxEntry] = {}
-        for group in self._read("read triggers", Capability.OUTBOX, lambda s: s.triggers(run_key)):
+        for group in self._read("read triggers", keeps_triggers, lambda s: s.triggers(run_key)):
             for entry in group:
                 trigger_id = entry.trigger.trigger_id
                 merged[trigger_id] = prefer_entry(merged.get(trigger_id), entry)

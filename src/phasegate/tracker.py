@@ -33,7 +33,7 @@ from phasegate.model import (
     TimeoutReport,
     Trigger,
 )
-from phasegate.reads import MergedReads
+from phasegate.reads import MergedReads, keeps_triggers
 from phasegate.replicator import Replicator
 from phasegate.resilience.breaker import CircuitBreaker
 from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
@@ -248,11 +248,15 @@ class CompletionTracker:
         operation: str,
         run_keys: Iterable[str],
         fn: Callable[[Any], Any],
-        capability: Capability,
+        capability: Capability | Callable[[GuardedStore], bool],
     ) -> DualWriteResult:
-        """Apply ``fn`` to each store that has ``capability``; if none took it, raise."""
+        """Apply ``fn`` to each store that has ``capability`` (or passes that test); if none
+        took it, raise."""
         keys = tuple(run_keys)
-        applies = [g.can(capability) for g in (self._primary, self._backup)]
+        applies = [
+            g.can(capability) if isinstance(capability, Capability) else capability(g)
+            for g in (self._primary, self._backup)
+        ]
         backup_future: Future[tuple[bool, Any, BaseException | None]] | None = None
         if applies[1]:
             backup_future = self._pool.submit(self._attempt, self._backup, fn)
@@ -312,7 +316,9 @@ class CompletionTracker:
 
         The store the trigger was leased from marks it; the other receives the delivered
         entry as an idempotent import, so the mark lands even where the claim's own copy
-        has not arrived yet (the claim's mirror and the delivery race).
+        has not arrived yet (the claim's mirror and the delivery race). A ledger backup
+        (BigQuery) keeps the delivery too: were the primary to lose its data, the trigger
+        restored from the backup must come back delivered, not pending.
         """
         trigger = entry.trigger
         delivered = RecordSet(
@@ -338,7 +344,7 @@ class CompletionTracker:
             f"mark trigger {trigger.trigger_id} delivered",
             (trigger.run_key,),
             mark,
-            Capability.OUTBOX,
+            keeps_triggers,
         )
 
     def record_delivery_failure(
@@ -350,7 +356,7 @@ class CompletionTracker:
             f"record delivery failure of {trigger.trigger_id}",
             (trigger.run_key,),
             lambda store: store.record_delivery_failure(trigger.trigger_id, error, next_attempt_at),
-            Capability.OUTBOX,
+            keeps_triggers,
         )
 
     # -- claims --------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The Cloud Functions entry point, driven by functions-framework with real CloudEvents."""
+"""The Cloud Functions entry point, driven by functions-framework with real CloudEvents: on
+SQLite, and on the Firestore, BigQuery and Pub/Sub emulators."""
 
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from flask.testing import FlaskClient
 from phasegate.config import load_pipeline
 from phasegate.errors import BothStoresFailed
 from phasegate.gcp.function import INSTANCE, handle_pubsub_event
+from phasegate.model import trigger_id_for
 from phasegate.stores import open_store
 from phasegate.testing import FakeClock
 from support import Harness
@@ -220,3 +223,77 @@ def test_a_store_outage_raises_so_pubsub_retries(tmp_path: Path, clock: FakeCloc
     assert result is not None
     assert result.recorded
     harness.runtime.close()
+
+
+GCP_PIPELINE = """
+[pipeline]
+name = "orders"
+
+[stores]
+primary = "firestore://phasegate-test?prefix={tag}"
+backup = "bigquery://phasegate-test/{tag}"
+
+[triggers]
+transport = "pubsub://{project}/{topic}"
+
+[[phases]]
+name = "phase2"
+processors = ["raw_games", "raw_players"]
+next = "phase3"
+
+[[phases]]
+name = "phase3"
+processors = ["analytics"]
+"""
+
+
+@pytest.mark.timeout(600)
+def test_the_function_on_the_emulators_records_in_firestore_and_bigquery_and_publishes_once(
+    firestore_host: str,
+    bigquery_host: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CloudEvents through functions-framework, Firestore + BigQuery + Pub/Sub emulators: both
+    stores hold each report, a redelivery changes nothing, one trigger is published."""
+    del firestore_host, bigquery_host
+    from pubsub_emulator import PROJECT, shared_emulator
+
+    emulator = shared_emulator()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    topic = emulator.create_topic()
+    subscription = emulator.create_subscription(topic)
+    tag = f"f{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "phasegate.toml"
+    path.write_text(GCP_PIPELINE.format(tag=tag, project=PROJECT, topic=topic))
+    monkeypatch.setenv("PHASEGATE_CONFIG", str(path))
+    app = functions_framework.create_app(
+        target="record_completion", source=str(EXAMPLE), signature_type="cloudevent"
+    )
+    client = app.test_client()
+    try:
+        for index, processor in enumerate(("raw_games", "raw_players", "raw_players")):
+            event = pubsub_event(
+                {"phase": "phase2", "run_key": RUN, "processor": processor},
+                message_id=f"m-{index}",
+            )
+            response = post(client, event, to_binary)
+            assert response.status_code == 200, response.text
+    finally:
+        INSTANCE.reset()
+    for url in (f"firestore://phasegate-test?prefix={tag}", f"bigquery://phasegate-test/{tag}"):
+        store = open_store(url, pipeline="orders", name="check")
+        try:
+            assert sorted(c.processor for c in store.completions(RUN)) == [
+                "raw_games",
+                "raw_players",
+            ]
+            [entry] = store.triggers(RUN)
+            assert entry.delivered
+        finally:
+            store.close()
+    messages = emulator.pull(subscription)
+    assert [m.attributes["trigger_id"] for m in messages] == [
+        trigger_id_for("orders", "phase2", RUN)
+    ]
+    assert json.loads(messages[0].data)["next_phase"] == "phase3"

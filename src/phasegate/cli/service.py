@@ -40,7 +40,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"{data.get('status', '?')} ({response.status_code}) {url}")
         for name, dep in (data.get("dependencies") or {}).items():
             state = "ok" if dep.get("healthy") else f"FAILING: {dep.get('error', '')}"
-            print(f"  {name:<18} {state}  {dep.get('latency_ms', 0):.1f} ms")
+            where = f"  {dep['description']}" if dep.get("description") else ""
+            print(f"  {name:<18} {state}  {dep.get('latency_ms', 0):.1f} ms{where}")
     return EXIT_OK if response.status_code == 200 else EXIT_REJECTED
 
 

@@ -29,7 +29,9 @@ primary's claims, deliveries and timeouts arrive through :meth:`import_records`.
 ``outbox``: it cannot honour the lease contract (two dispatchers could append leases for
 the same trigger and neither would know), so it never leases and is never dispatched
 from. It still keeps delivery events (:meth:`mark_delivered`,
-:meth:`record_delivery_failure`) and answers :meth:`triggers` for merged reads.
+:meth:`record_delivery_failure`, which the tracker writes to both stores) and answers
+:meth:`triggers` for merged reads (:func:`phasegate.reads.keeps_triggers`): a primary
+that lost its data must not make a triggered phase-run look untriggered.
 """
 
 from __future__ import annotations
