@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -93,36 +94,44 @@ class AlertSink(Protocol):
         ...
 
 
+def _constant(text: str) -> Callable[[Event], str]:
+    return lambda _event: text
+
+
+def _by_run(prefix: str) -> Callable[[Event], str]:
+    return lambda event: f"{prefix}:{event.phase}:{event.run_key}"
+
+
+# Which condition an event is about, by kind; an unlisted kind folds per phase-run.
+_FINGERPRINTS: dict[EventKind, Callable[[Event], str]] = {
+    EventKind.BOTH_STORES_FAILED: _constant("stores:both-failed"),
+    EventKind.STORES_RECOVERED: _constant("stores:both-failed"),
+    EventKind.BREAKER_OPENED: lambda e: f"breaker:{e.component}",
+    EventKind.BREAKER_CLOSED: lambda e: f"breaker:{e.component}",
+    EventKind.STORE_DEGRADED: lambda e: f"degraded:{e.component}",
+    EventKind.TRIGGER_NOT_MARKED: _constant("outbox:not-marked"),
+    EventKind.DELIVERY_FAILURE_NOT_RECORDED: _constant("outbox:failure-not-recorded"),
+    EventKind.PHASE_TIMED_OUT: _by_run("timeout"),
+    # One condition, however many phase-runs wait: "claims wait for the primary".
+    EventKind.CLAIM_DEFERRED: _constant("claims:deferred"),
+    EventKind.DELIVERY_FAILED: lambda e: f"delivery:{e.details.get('trigger_id')}",
+    EventKind.TRIGGER_DELIVERED: lambda e: f"delivery:{e.details.get('trigger_id')}",
+    EventKind.PROCESSOR_FAILED: lambda e: (
+        f"processor:{e.phase}:{e.details.get('processor')}:{e.run_key}"
+    ),
+    EventKind.UNEXPECTED_ERROR: lambda e: f"unexpected:{e.component}:{type(e.error).__name__}",
+    # by severity: a divergence left after repair must not fold into one repaired
+    EventKind.RECONCILE_DIVERGENCE: lambda e: f"{e.kind.value}:{e.severity.value}",
+    EventKind.RECONCILE_FAILED: lambda e: f"{e.kind.value}:{e.severity.value}",
+}
+
+
 def fingerprint(event: Event) -> str:
     """Which condition ``event`` is about: equal fingerprints are folded together."""
-    details = event.details
-    match event.kind:
-        case EventKind.BOTH_STORES_FAILED | EventKind.STORES_RECOVERED:
-            return "stores:both-failed"
-        case EventKind.BREAKER_OPENED | EventKind.BREAKER_CLOSED:
-            return f"breaker:{event.component}"
-        case EventKind.STORE_DEGRADED:
-            return f"degraded:{event.component}"
-        case EventKind.TRIGGER_NOT_MARKED:
-            return "outbox:not-marked"
-        case EventKind.DELIVERY_FAILURE_NOT_RECORDED:
-            return "outbox:failure-not-recorded"
-        case EventKind.PHASE_TIMED_OUT:
-            return f"timeout:{event.phase}:{event.run_key}"
-        case EventKind.CLAIM_DEFERRED:
-            # One condition, however many phase-runs wait: "claims wait for the primary".
-            return "claims:deferred"
-        case EventKind.DELIVERY_FAILED | EventKind.TRIGGER_DELIVERED:
-            return f"delivery:{details.get('trigger_id')}"
-        case EventKind.PROCESSOR_FAILED:
-            return f"processor:{event.phase}:{details.get('processor')}:{event.run_key}"
-        case EventKind.UNEXPECTED_ERROR:
-            return f"unexpected:{event.component}:{type(event.error).__name__}"
-        case EventKind.RECONCILE_DIVERGENCE | EventKind.RECONCILE_FAILED:
-            # by severity: a divergence left after repair must not fold into one repaired
-            return f"{event.kind.value}:{event.severity.value}"
-        case _:
-            return f"{event.kind.value}:{event.phase}:{event.run_key}"
+    rule = _FINGERPRINTS.get(event.kind)
+    if rule is None:
+        return f"{event.kind.value}:{event.phase}:{event.run_key}"
+    return rule(event)
 
 
 def resolved_fingerprints(event: Event) -> list[str]:
@@ -130,27 +139,26 @@ def resolved_fingerprints(event: Event) -> list[str]:
 
     A ``resolved`` event clears its own condition (``store_degraded``, ...).
     """
+    cleared: list[str] = []
     match event.kind:
         case EventKind.STORES_RECOVERED | EventKind.BREAKER_CLOSED:
-            return [fingerprint(event)]
+            cleared.append(fingerprint(event))
         case EventKind.TRIGGER_DELIVERED:
-            cleared = [fingerprint(event)]
+            cleared.append(fingerprint(event))
             if event.details.get("marked", True):
                 cleared.append("outbox:not-marked")
-            return cleared
         case EventKind.DELIVERY_FAILED if event.details.get("recorded", True):
-            return ["outbox:failure-not-recorded"]
+            cleared.append("outbox:failure-not-recorded")
         case EventKind.RECONCILED:
-            return [
+            cleared += [
                 f"{EventKind.RECONCILE_FAILED.value}:{Severity.WARNING.value}",
                 f"{EventKind.RECONCILE_DIVERGENCE.value}:{Severity.CRITICAL.value}",
             ]
         case EventKind.TRIGGER_CLAIMED:
-            return [f"timeout:{event.phase}:{event.run_key}"]
+            cleared.append(f"timeout:{event.phase}:{event.run_key}")
         case _ if event.severity is Severity.RESOLVED:
-            return [fingerprint(event)]
-        case _:
-            return []
+            cleared.append(fingerprint(event))
+    return cleared
 
 
 def alert_from_event(event: Event, now: datetime) -> Alert:
