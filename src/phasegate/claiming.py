@@ -29,6 +29,7 @@ from phasegate.unexpected import alerts_unexpected
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Sequence
+    from datetime import datetime
 
     from phasegate.clock import Clock
     from phasegate.config import Pipeline
@@ -147,33 +148,7 @@ class Claiming:
             self._check_held(trigger)
             return TriggerResult(trigger, claimed=False, deferred=False)
         self._deferral_over(phase)
-        execution = PhaseExecution(
-            phase=phase.name,
-            run_key=run_key,
-            started_at=min(status.started_at or now, now),
-            triggered_at=now,
-            processors=status.succeeded,
-            reason=reason,
-            trigger_id=trigger.trigger_id,
-            attempt=status.attempt,
-        )
-        try:
-            self.tracker.record_phase_execution(execution)
-        except BothStoresFailed as exc:
-            self.events.emit(
-                Event(
-                    EventKind.BOTH_STORES_FAILED,
-                    Severity.CRITICAL,
-                    component(phase),
-                    f"the execution record of {phase.name} for {run_key} was lost: both "
-                    f"stores failed ({exc}); the trigger itself is claimed and will be delivered",
-                    run_key=run_key,
-                    phase=phase.name,
-                    correlation_id=correlation_id,
-                    error=exc,
-                ),
-                already_logged=True,
-            )
+        execution = self._record_execution(phase, trigger, status, now)
         self.events.emit(
             Event(
                 EventKind.TRIGGER_CLAIMED,
@@ -197,6 +172,41 @@ class Claiming:
             # A fan-in phase this trigger could not name may be ready now (attempts.py).
             self.announce_ready(run_key)
         return TriggerResult(trigger, claimed=True, deferred=False)
+
+    def _record_execution(
+        self, phase: Phase, trigger: Trigger, status: PhaseStatus, now: datetime
+    ) -> PhaseExecution:
+        """Keep how the phase-run went; losing that record is alerted, never fatal: the
+        trigger itself is claimed and will be delivered."""
+        execution = PhaseExecution(
+            phase=phase.name,
+            run_key=trigger.run_key,
+            started_at=min(status.started_at or now, now),
+            triggered_at=now,
+            processors=status.succeeded,
+            reason=trigger.reason,
+            trigger_id=trigger.trigger_id,
+            attempt=status.attempt,
+        )
+        try:
+            self.tracker.record_phase_execution(execution)
+        except BothStoresFailed as exc:
+            self.events.emit(
+                Event(
+                    EventKind.BOTH_STORES_FAILED,
+                    Severity.CRITICAL,
+                    component(phase),
+                    f"the execution record of {phase.name} for {trigger.run_key} was lost: "
+                    f"both stores failed ({exc}); the trigger itself is claimed and will be "
+                    "delivered",
+                    run_key=trigger.run_key,
+                    phase=phase.name,
+                    correlation_id=trigger.correlation_id,
+                    error=exc,
+                ),
+                already_logged=True,
+            )
+        return execution
 
     def _deferral_over(self, phase: Phase) -> None:
         """After a claim: once no claim waits any more, say so (resolves the one folded
