@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -279,26 +279,9 @@ def open_runtime(
         events=events,
     )
 
-    def on_breaker(name: str, old: BreakerState, new: BreakerState) -> None:
-        if new is BreakerState.OPEN and old is BreakerState.CLOSED:
-            events.emit(
-                Event(
-                    EventKind.BREAKER_OPENED,
-                    Severity.WARNING,
-                    name,
-                    f"{name} circuit opened: writes fail; "
-                    f"skipping it, next check in {tuning.breaker_reset:.0f}s",
-                ),
-                already_logged=True,
-            )
-        elif new is BreakerState.CLOSED:
-            events.emit(
-                Event(EventKind.BREAKER_CLOSED, Severity.RESOLVED, name, f"{name} recovered"),
-                already_logged=True,
-            )
-
-    tracker.primary_breaker.add_listener(on_breaker)
-    tracker.backup_breaker.add_listener(on_breaker)
+    announce = breaker_announcer(events, tuning.breaker_reset)
+    tracker.primary_breaker.add_listener(announce)
+    tracker.backup_breaker.add_listener(announce)
     transport = transport or open_transport(pipeline.triggers.transport)
     dispatcher = Dispatcher(
         tracker,
@@ -331,6 +314,32 @@ def open_runtime(
         alerter=alerter,
         scrubber=scrubber,
     )
+
+
+def breaker_announcer(
+    events: EventBus, reset_seconds: float
+) -> Callable[[str, BreakerState, BreakerState], None]:
+    """A breaker listener that raises ``breaker_opened`` and, on recovery, its resolution."""
+
+    def on_breaker(name: str, old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.OPEN and old is BreakerState.CLOSED:
+            events.emit(
+                Event(
+                    EventKind.BREAKER_OPENED,
+                    Severity.WARNING,
+                    name,
+                    f"{name} circuit opened: writes fail; "
+                    f"skipping it, next check in {reset_seconds:.0f}s",
+                ),
+                already_logged=True,
+            )
+        elif new is BreakerState.CLOSED:
+            events.emit(
+                Event(EventKind.BREAKER_CLOSED, Severity.RESOLVED, name, f"{name} recovered"),
+                already_logged=True,
+            )
+
+    return on_breaker
 
 
 def scrubber_for(pipeline: Pipeline, scrubber: Scrubber | None = None) -> Scrubber:
