@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from phasegate.attempts import RunAttempts
 from phasegate.claiming import Claiming, component
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Pipeline
-from phasegate.errors import BothStoresFailed, ValidationError
+from phasegate.errors import BothStoresFailed
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import (
     Completion,
@@ -24,7 +24,13 @@ from phasegate.model import (
     Trigger,
 )
 from phasegate.reports import parse_report
-from phasegate.results import BatchItem, CompletionResult, TriggerResult
+from phasegate.results import (
+    BatchItem,
+    CompletionResult,
+    TriggerResult,
+    answer_items,
+    sort_reports,
+)
 from phasegate.status import PhaseStatus, evaluate_phase
 from phasegate.tracker import BatchWriteResult, CompletionTracker
 from phasegate.unexpected import alerts_unexpected
@@ -32,7 +38,6 @@ from phasegate.validation import (
     MAX_CORRELATION_ID_LENGTH,
     MAX_METADATA_BYTES,
     build_completion,
-    json_type,
 )
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
@@ -131,25 +136,8 @@ class Orchestrator(Claiming):
     def validate_reports(
         self, reports: Iterable[object]
     ) -> tuple[list[BatchItem | None], list[tuple[int, Completion]]]:
-        """Validate each report on its own: a slot per report (an error item, or ``None``
-        for a valid one) and the valid completions with their indexes."""
-        items: list[BatchItem | None] = []
-        valid: list[tuple[int, Completion]] = []
-        for index, report in enumerate(reports):
-            try:
-                if not isinstance(report, Mapping):
-                    raise ValidationError(
-                        "item",
-                        f"expected a JSON object, got {json_type(report)}",
-                        code="wrong_type",
-                    )
-                completion = self.validate_report(report)
-            except ValidationError as exc:
-                items.append(BatchItem(index, error=exc))
-                continue
-            items.append(None)
-            valid.append((index, completion))
-        return items, valid
+        """Validate each report on its own (see :func:`~phasegate.results.sort_reports`)."""
+        return sort_reports(reports, self.validate_report)
 
     def validate_report(
         self, body: object, *, default_correlation_id: str | None = None
@@ -166,22 +154,12 @@ class Orchestrator(Claiming):
             metadata=report.metadata,
         )
 
-    @staticmethod
-    def _answer(
-        items: list[BatchItem | None],
-        valid: list[tuple[int, Completion]],
-        results: list[CompletionResult],
-    ) -> list[BatchItem]:
-        for (index, _), result in zip(valid, results, strict=True):
-            items[index] = BatchItem(index, result=result)
-        return [item for item in items if item is not None]
-
     @alerts_unexpected("orchestrator")
     async def arecord_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """:meth:`record_completions` for an event loop (the HTTP service's path)."""
         items, valid = self.validate_reports(reports)
         results = await self.arecord([c for _, c in valid]) if valid else []
-        return self._answer(items, valid, results)
+        return answer_items(items, valid, results)
 
     @alerts_unexpected("orchestrator")
     async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
@@ -211,7 +189,7 @@ class Orchestrator(Claiming):
         """
         items, valid = self.validate_reports(reports)
         results = self.record([c for _, c in valid]) if valid else []
-        return self._answer(items, valid, results)
+        return answer_items(items, valid, results)
 
     @alerts_unexpected("orchestrator")
     def record(self, completions: Sequence[Completion]) -> list[CompletionResult]:

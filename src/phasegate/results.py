@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from phasegate.errors import ValidationError
 from phasegate.model import Completion, Trigger
+from phasegate.validation import json_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +87,36 @@ class TriggerResult:
     trigger: Trigger
     claimed: bool
     deferred: bool
+
+
+def sort_reports(
+    reports: Iterable[object], validate: Callable[[object], Completion]
+) -> tuple[list[BatchItem | None], list[tuple[int, Completion]]]:
+    """Validate each report of a batch on its own: a slot per report (an error item, or
+    ``None`` for a valid one) and the valid completions with their indexes."""
+    items: list[BatchItem | None] = []
+    valid: list[tuple[int, Completion]] = []
+    for index, report in enumerate(reports):
+        try:
+            if not isinstance(report, Mapping):
+                raise ValidationError(
+                    "item", f"expected a JSON object, got {json_type(report)}", code="wrong_type"
+                )
+            completion = validate(report)
+        except ValidationError as exc:
+            items.append(BatchItem(index, error=exc))
+            continue
+        items.append(None)
+        valid.append((index, completion))
+    return items, valid
+
+
+def answer_items(
+    items: list[BatchItem | None],
+    valid: list[tuple[int, Completion]],
+    results: list[CompletionResult],
+) -> list[BatchItem]:
+    """Fill each valid report's slot with its result: the batch's answer, in order."""
+    for (index, _), result in zip(valid, results, strict=True):
+        items[index] = BatchItem(index, result=result)
+    return [item for item in items if item is not None]
