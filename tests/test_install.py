@@ -30,8 +30,8 @@ import sqlalchemy as sa
 
 import phasegate
 from phasegate.cli import main
-from phasegate.demo import DEMO_EXAMPLE, demo_pipeline, packaged_example
 from phasegate.errors import ConfigError
+from phasegate.packaged import DEMO_EXAMPLE, demo_pipeline, packaged_example
 from support import (
     MYSQL_ADMIN_URL,
     MYSQL_HOST,
@@ -51,7 +51,7 @@ INSTALLS = pytest.mark.timeout(300)
 
 # The README's Install section copies the packaged minimal example with this line.
 README_COPY_EXAMPLE = (
-    "from phasegate.demo import packaged_example; print(packaged_example('minimal.toml'), end='')"
+    "from phasegate.packaged import packaged_example; print(packaged_example('minimal.toml'), end='')"
 )
 
 PIPELINE = """

@@ -20,7 +20,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -31,12 +30,11 @@ from phasegate.config import (
     Pipeline,
     StoresConfig,
     TriggersConfig,
-    load_pipeline,
-    loads_pipeline,
 )
-from phasegate.errors import BothStoresFailed, ConfigError
+from phasegate.errors import BothStoresFailed
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import PhaseState, Status, Trigger
+from phasegate.packaged import demo_pipeline
 from phasegate.resilience.retry import RetryPolicy
 from phasegate.runtime import Runtime, Tuning, open_runtime
 from phasegate.stores.sql import SqlStore
@@ -62,27 +60,6 @@ _STYLE = {
     PhaseState.TRIGGERED: ("→", "green"),
     PhaseState.TIMED_OUT: ("✗", "red"),
 }
-
-
-DEMO_EXAMPLE = "nba.toml"
-
-
-def packaged_example(name: str) -> str:
-    """The text of an example pipeline shipped inside the package (``phasegate/examples/``)."""
-    return (resources.files("phasegate") / "examples" / name).read_text(encoding="utf-8")
-
-
-def demo_pipeline(config: str | os.PathLike[str] | None = None) -> Pipeline:
-    """The demo's pipeline: the user's file when given, else the packaged NBA example."""
-    if config is not None:
-        pipeline = load_pipeline(config)
-    else:
-        source = f"<packaged example {DEMO_EXAMPLE}>"
-        pipeline = loads_pipeline(packaged_example(DEMO_EXAMPLE), source)
-    if len(pipeline.phases) < 2:
-        where = config if config is not None else DEMO_EXAMPLE
-        raise ConfigError(f"{where}: the demo needs a pipeline of at least two phases")
-    return pipeline
 
 
 @dataclass(frozen=True, slots=True)
