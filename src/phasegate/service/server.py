@@ -188,5 +188,5 @@ def serve_one(
             mirror()
         app.state.health.stop()
         runtime.close()
-        log.info("phasegate stopped (pid %d)", os.getpid())
+        log.info("phasegate stopped")
     return 0
