@@ -34,8 +34,8 @@ name = "bench"
 run_key_pattern = "^r[0-9]+$"
 
 [stores]
-primary = "sqlite:///{dir}/primary.db"
-backup = "sqlite:///{dir}/backup.db"
+primary = "{primary}"
+backup = "{backup}"
 
 [triggers]
 transport = "{transport}"
@@ -50,13 +50,24 @@ processors = [{processors}]
 
 
 def start_phasegate(
-    directory: Path, transport: str = "log:/dev/null", processors: list[str] = PROCESSORS
+    directory: Path,
+    transport: str = "log:/dev/null",
+    processors: list[str] = PROCESSORS,
+    stores: tuple[str, str] | None = None,
+    workers: int = 1,
 ) -> Server:
     directory.mkdir(parents=True, exist_ok=True)
+    primary, backup = stores or (
+        f"sqlite:///{directory}/primary.db",
+        f"sqlite:///{directory}/backup.db",
+    )
     config = directory / "phasegate.toml"
     config.write_text(
         CONFIG.format(
-            dir=directory, transport=transport, processors=", ".join(f'"{p}"' for p in processors)
+            primary=primary,
+            backup=backup,
+            transport=transport,
+            processors=", ".join(f'"{p}"' for p in processors),
         )
     )
     port = free_port()
@@ -72,6 +83,8 @@ def start_phasegate(
             str(config),
             "--port",
             str(port),
+            "--workers",
+            str(workers),
         ],
         port,
         directory / "serve.log",

@@ -19,18 +19,21 @@ def populate(path: Path, runs: int) -> None:
     connection = sqlite3.connect(path)
     stamp = datetime(2025, 1, 1, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     rows = [
-        ("bench", f"h{index:07d}", "a", "p0", "success", None, "{}", stamp) for index in range(runs)
+        ("bench", f"h{index:07d}", "a", "p0", 1, "success", None, "{}", stamp)
+        for index in range(runs)
     ]
     with connection:
         connection.executemany(
-            "INSERT INTO phasegate_completions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            "INSERT INTO phasegate_completions (pipeline, run_key, phase, processor, attempt, status, correlation_id, metadata, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
         connection.executemany(
-            "INSERT INTO phasegate_completion_history (pipeline, run_key, phase, processor, status, occurred_at, correlation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r[0], r[1], r[2], r[3], r[4], r[7], r[5], r[6]) for r in rows],
+            "INSERT INTO phasegate_completion_history (pipeline, run_key, phase, processor, attempt, status, occurred_at, correlation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[6], r[7]) for r in rows],
         )
         connection.executemany(
-            "INSERT INTO phasegate_runs VALUES (?, ?, ?)", [(r[0], r[1], stamp) for r in rows]
+            "INSERT INTO phasegate_runs (pipeline, run_key, first_seen_at) VALUES (?, ?, ?)",
+            [(r[0], r[1], stamp) for r in rows],
         )
     connection.close()
 

@@ -50,9 +50,7 @@ PACKAGED_EXAMPLES = ROOT / "src" / "phasegate" / "examples"
 INSTALLS = pytest.mark.timeout(300)
 
 # The README's Install section copies the packaged minimal example with this line.
-README_COPY_EXAMPLE = (
-    "from phasegate.packaged import packaged_example; print(packaged_example('minimal.toml'), end='')"
-)
+README_COPY_EXAMPLE = "from phasegate.packaged import packaged_example; print(packaged_example('minimal.toml'), end='')"
 
 PIPELINE = """
 [pipeline]

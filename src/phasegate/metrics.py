@@ -3,16 +3,24 @@
 Counters the library keeps anyway (tracker, alerter, health checker) are read at
 scrape time by a collector; what only events know (triggers, latency) is counted by
 an event listener.
+
+Under ``phasegate serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set) every worker
+counts into prometheus_client's shared files and ``/metrics`` sums them; the library's
+own counters are mirrored into those files by their increase, every second and at
+each scrape, and its gauges as the highest any live worker reports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from phasegate.events import Event, EventKind
@@ -31,29 +39,31 @@ class Metrics:
 
     def __init__(self, runtime: Runtime, health: HealthChecker | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        owner = None if self.shared else self.registry
         self.completions = Counter(
             "phasegate_completions",
             "Completion reports received, by phase, status and outcome.",
             ["phase", "status", "outcome"],
-            registry=self.registry,
+            registry=owner,
         )
         self.rejected = Counter(
             "phasegate_rejected_requests",
             "Requests refused as bad input, by error code.",
             ["code"],
-            registry=self.registry,
+            registry=owner,
         )
         self.triggers = Counter(
             "phasegate_triggers",
             "Phase triggers claimed, by phase and reason.",
             ["phase", "reason"],
-            registry=self.registry,
+            registry=owner,
         )
         self.deliveries = Counter(
             "phasegate_trigger_deliveries",
             "Trigger delivery rounds, by outcome.",
             ["outcome"],
-            registry=self.registry,
+            registry=owner,
         )
         self.trigger_latency = Histogram(
             "phasegate_trigger_latency_seconds",
@@ -76,10 +86,39 @@ class Metrics:
                 60,
                 300,
             ),
-            registry=self.registry,
+            registry=owner,
         )
-        self.registry.register(_LibraryCollector(runtime, health))
+        library = _LibraryCollector(runtime, health)
+        self.mirror: _SharedMirror | None = None
+        if self.shared:
+            self.mirror = _SharedMirror(library)
+            self.registry.register(self.mirror)
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            self.registry.register(library)
         runtime.events.subscribe(self.on_event)
+
+    def start_mirroring(self, interval: float = 1.0) -> Callable[[], None]:
+        """Mirror the library's counters into the shared files every ``interval`` seconds
+        (multiprocess mode only); returns the stop function, which mirrors once more."""
+        mirror = self.mirror
+        if mirror is None:
+            return lambda: None
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                mirror.sync()
+
+        thread = threading.Thread(target=loop, name="phasegate-metrics-mirror", daemon=True)
+        thread.start()
+
+        def finish() -> None:
+            stop.set()
+            thread.join(interval + 5)
+            mirror.sync()
+
+        return finish
 
     def on_event(self, event: Event) -> None:
         """Count what only events tell."""
@@ -186,3 +225,61 @@ class _LibraryCollector(Collector):
             for kind, value in divergence.items():
                 gauge.add_metric([kind], value)
             yield gauge
+
+
+class _SharedMirror(Collector):
+    """Copies one worker's library counters into the multiprocess files: counters by
+    their increase since the last copy, gauges as this worker's value (the exposition
+    shows the highest of the live workers). Yields nothing itself: registered before
+    the multiprocess collector, it refreshes this worker's share before the files are read.
+    """
+
+    def __init__(self, library: _LibraryCollector) -> None:
+        self.library = library
+        self._lock = threading.Lock()
+        self._counters: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        self.sync()
+        yield from ()
+
+    def sync(self) -> None:
+        """Bring this worker's share of the shared files up to date."""
+        with self._lock:
+            for family in self.library.collect():
+                for sample in family.samples:
+                    names = tuple(sorted(sample.labels))
+                    values = [sample.labels[name] for name in names]
+                    if family.type == "counter":
+                        key = (family.name, tuple(zip(names, values, strict=True)))
+                        delta = sample.value - self._seen.get(key, 0.0)
+                        if delta > 0:
+                            self._counter(family, names).labels(*values).inc(delta)
+                            self._seen[key] = sample.value
+                    else:
+                        gauge = self._gauge(family, names)
+                        (gauge.labels(*values) if names else gauge).set(sample.value)
+
+    def _counter(
+        self, family: CounterMetricFamily | GaugeMetricFamily, names: tuple[str, ...]
+    ) -> Counter:
+        if family.name not in self._counters:
+            self._counters[family.name] = Counter(
+                family.name, family.documentation, names, registry=None
+            )
+        return self._counters[family.name]
+
+    def _gauge(
+        self, family: CounterMetricFamily | GaugeMetricFamily, names: tuple[str, ...]
+    ) -> Gauge:
+        if family.name not in self._gauges:
+            self._gauges[family.name] = Gauge(
+                family.name,
+                family.documentation,
+                names,
+                registry=None,
+                multiprocess_mode="livemax",
+            )
+        return self._gauges[family.name]

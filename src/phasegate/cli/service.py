@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not raw.isdigit() or not 0 < int(raw) < 65536:
             raise ConfigError(f"PORT must be a TCP port number, got {raw!r}")
         port = int(raw)
-    return serve(load(args), host=args.host, port=port)
+    return serve(load(args), host=args.host, port=port, workers=args.workers)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -53,6 +53,12 @@ def register(add: Adder, common: argparse.ArgumentParser, output: argparse.Argum
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument(
         "--port", type=int, default=None, help="listen port (default $PORT, else 8080)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; more than 1 needs PostgreSQL or MariaDB stores)",
     )
 
     health = add("health", cmd_health, "probe a running service's /health", output)

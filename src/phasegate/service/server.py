@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 
@@ -121,13 +123,42 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the exit code."""
+def serve(
+    pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1
+) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the exit code.
+
+    With ``workers`` > 1 the stores must be PostgreSQL or MariaDB/MySQL (see
+    :mod:`phasegate.service.workers`); each worker is a process serving the same socket.
+    """
     if pipeline.server.token is None and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host} without a token: set [server] token "
             '(e.g. token = "env:PHASEGATE_TOKEN") or listen on 127.0.0.1'
         )
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if workers > 1:
+        from phasegate.service.workers import serve_workers  # noqa: PLC0415
+
+        return serve_workers(pipeline, host=host, port=port, workers=workers)
+    return serve_one(pipeline, host=host, port=port)
+
+
+def serve_one(
+    pipeline: Pipeline,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sockets: Sequence[socket.socket] | None = None,
+    worker: bool = False,
+) -> int:
+    """One process serving ``pipeline``: the app, its loops, then a graceful stop.
+
+    ``sockets`` are listening sockets a supervisor shares between its workers; a
+    ``worker`` names its pid in an ``X-Phasegate-Worker`` header on every answer and
+    keeps its library counters mirrored into the shared metrics.
+    """
     runtime = open_runtime(pipeline)
     app = create_app(runtime)
     loops = BackgroundLoops(
@@ -144,14 +175,20 @@ def serve(pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 8080) -> i
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=30,
+            headers=[("X-Phasegate-Worker", str(os.getpid()))] if worker else None,
         )
     )
+    mirror = app.state.metrics.start_mirroring() if worker else None
     loops.start()
-    log.info("phasegate %s serving on http://%s:%d", pipeline.name, host, port)
+    log.info(
+        "phasegate %s serving on http://%s:%d (pid %d)", pipeline.name, host, port, os.getpid()
+    )
     try:
-        server.run()
+        server.run(sockets=list(sockets) if sockets else None)
     finally:
         loops.stop()
+        if mirror is not None:
+            mirror()
         app.state.health.stop()
         runtime.close()
         log.info("phasegate stopped")

@@ -132,6 +132,20 @@ class SqlStore:
         self.ensure_schema()
         return self._engines.write.connect()
 
+    @property
+    def _rides_writer(self) -> bool:
+        """Whether claims and phase executions join the writer's batches: on SQLite, where
+        every write waits for the one write lock anyway and each commit is a sync, they
+        share the completions' commit; on server databases they stay short transactions
+        of their own (no batch fails on another connection's deadlock)."""
+        return self._writer_thread and self.dialect == "sqlite"
+
+    def _ride(self, *statements: tuple[Any, Mapping[str, Any]]) -> int:
+        """Run ``statements`` in the writer's next transaction; the first's row count."""
+        if not self.writer.started:
+            self.writer.start()
+        return self.writer.submit_statements(statements).result()
+
     # -- completions ---------------------------------------------------------------------
 
     def submit_completions(self, completions: Sequence[Completion]) -> Future[Answer]:
@@ -200,6 +214,13 @@ class SqlStore:
         return retry_deadlocks(lambda: self._claim(trigger))
 
     def _claim(self, trigger: Trigger) -> bool:
+        if self._rides_writer:
+            run = {"pipeline": self.pipeline, "run_key": trigger.run_key}
+            count = self._ride(
+                (self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)),
+                (self._s.ignore["runs"], {**run, "first_seen_at": trigger.triggered_at}),
+            )
+            return count == 1
         with self._engines.write.begin() as connection:
             won = connection.execute(
                 self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)
@@ -311,10 +332,12 @@ class SqlStore:
     @_mapped
     def record_phase_execution(self, execution: PhaseExecution) -> None:
         """Keep how a phase-run went (idempotent per phase, run key and attempt)."""
+        row = r.execution_row(self.pipeline, execution)
+        if self._rides_writer:
+            self._ride((self._s.ignore["executions"], row))
+            return
         with self._engines.write.begin() as connection:
-            connection.execute(
-                self._s.ignore["executions"], r.execution_row(self.pipeline, execution)
-            )
+            connection.execute(self._s.ignore["executions"], row)
 
     @_mapped
     def phase_executions(

@@ -8,6 +8,10 @@ wrote, answers every phase-run of the batch with one query by run key, commits o
 resolves exactly the futures of that batch. A failed commit fails every caller of the
 batch; a data error in one caller's rows is retried per caller so it fails only that
 caller. ``close()`` commits (or refuses with the error) everything queued before it.
+
+Short writes other than completions (a claim, a phase execution) may ride along:
+:meth:`submit_statements` queues statements that run in the next batch's transaction,
+answered with the first statement's row count once that transaction commits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import Executable
 
 from phasegate.errors import StoreError
 from phasegate.model import PhaseRun
@@ -37,11 +42,19 @@ _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
 
 
+Statement = tuple[Executable, Mapping[str, Any]]
+
+
 @dataclass(slots=True)
 class _Request:
     rows: list[Row]
     runs: frozenset[PhaseRun]
-    future: Future[Answer]
+    future: Future[Any]
+    statements: tuple[Statement, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) or 1
 
 
 def _copy(error: StoreError) -> StoreError:
@@ -104,12 +117,26 @@ class CompletionWriter:
             if self._closed:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
                 return future
-            self._queue.append(_Request(rows, runs, future))
-            self._queued_items += len(rows)
-            # Wake the writer when it is idle or its batch is full, not on every item.
-            if len(self._queue) == 1 or self._queued_items >= self.max_items:
-                self._cond.notify()
+            self._enqueue(_Request(rows, runs, future))
         return future
+
+    def submit_statements(self, statements: tuple[Statement, ...]) -> Future[int]:
+        """Queue ``statements`` for the next batch's transaction; the future answers the
+        first one's row count once that transaction commits."""
+        future: Future[int] = Future()
+        with self._cond:
+            if self._closed:
+                future.set_exception(StoreError(f"{self.name}: the store is closed"))
+                return future
+            self._enqueue(_Request([], frozenset(), future, statements))
+        return future
+
+    def _enqueue(self, request: _Request) -> None:
+        self._queue.append(request)
+        self._queued_items += request.size
+        # Wake the writer when it is idle or its batch is full, not on every item.
+        if len(self._queue) == 1 or self._queued_items >= self.max_items:
+            self._cond.notify()
 
     def start(self) -> None:
         """Run the write loop on a daemon thread (idempotent)."""
@@ -176,16 +203,16 @@ class CompletionWriter:
                     self._cond.wait(remaining)
             batch: list[_Request] = []
             items = 0
-            while self._queue and (not batch or items + len(self._queue[0].rows) <= self.max_items):
+            while self._queue and (not batch or items + self._queue[0].size <= self.max_items):
                 request = self._queue.popleft()
-                items += len(request.rows)
+                items += request.size
                 batch.append(request)
             self._queued_items -= items
             return batch
 
     def _write(self, batch: list[_Request]) -> None:
         try:
-            successes = self._commit(batch)
+            successes, counts = self._commit(batch)
         except StoreError as error:
             if is_data_error(error) and len(batch) > 1:
                 for request in batch:
@@ -199,7 +226,10 @@ class CompletionWriter:
             for request in batch:
                 request.future.set_exception(StoreError(f"{self.name}: writer failed: {error!r}"))
             return
-        for request in batch:
+        for index, request in enumerate(batch):
+            if request.statements:
+                request.future.set_result(counts[index])
+                continue
             request.future.set_result(
                 {
                     run: frozenset(successes.get((run.phase, run.run_key, run.attempt), ()))
@@ -209,7 +239,7 @@ class CompletionWriter:
 
     # -- one transaction -----------------------------------------------------------------
 
-    def _commit(self, batch: list[_Request]) -> Successes:
+    def _commit(self, batch: list[_Request]) -> tuple[Successes, dict[int, int]]:
         rows = [row for request in batch for row in request.rows]
         run_keys = sorted({run.run_key for request in batch for run in request.runs})
         known = self._known
@@ -218,13 +248,16 @@ class CompletionWriter:
             try:
                 connection, sql = self._connection_and_sql()
                 with connection.begin():
-                    driver = connection.exec_driver_sql
-                    driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
-                    driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
-                    if fresh:
-                        runs = [(self.pipeline, key, seen) for key, seen in fresh.items()]
-                        driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
-                    successes = self._successes(connection, sql, run_keys)
+                    successes: Successes = {}
+                    if rows:
+                        driver = connection.exec_driver_sql
+                        driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
+                        driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
+                        if fresh:
+                            runs = [(self.pipeline, key, seen) for key, seen in fresh.items()]
+                            driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
+                        successes = self._successes(connection, sql, run_keys)
+                    counts = self._statements(connection, batch)
             except BaseException:
                 self._drop_connection(broken=True)
                 raise
@@ -232,7 +265,18 @@ class CompletionWriter:
         self.requests += len(batch)
         self.items += len(rows)
         self._remember(fresh)
-        return successes
+        return successes, counts
+
+    @staticmethod
+    def _statements(connection: Connection, batch: list[_Request]) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for index, request in enumerate(batch):
+            for number, (statement, params) in enumerate(request.statements):
+                result = connection.execute(statement, params)
+                if number == 0:
+                    counts[index] = int(result.rowcount)
+                result.close()
+        return counts
 
     def _successes(self, connection: Connection, sql: WriterSql, run_keys: list[str]) -> Successes:
         query = sql.successes(len(run_keys))

@@ -1,0 +1,156 @@
+"""``phasegate serve --workers N``: several processes on PostgreSQL, metrics that add up,
+SIGTERM stopping them all, and a refusal on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phasegate.cli import main
+from store_databases import _postgres_schema
+from support import PG_HOST, PG_PORT, free_port, require_server
+
+CONFIG = """
+[pipeline]
+name = "orders"
+run_key_pattern = "^r[0-9]+$"
+
+[stores]
+primary = "{primary}"
+backup = "{backup}"
+
+[triggers]
+transport = "log:{dir}/triggers.jsonl"
+
+[[phases]]
+name = "extract"
+processors = ["api", "db"]
+"""
+
+
+@pytest.fixture
+def pg_stores() -> Iterator[tuple[str, str]]:
+    """Two throwaway PostgreSQL schemas, dropped afterwards."""
+    require_server("PostgreSQL", PG_HOST, PG_PORT)
+    primary, drop_primary = _postgres_schema()
+    backup, drop_backup = _postgres_schema()
+    yield primary, backup
+    drop_primary()
+    drop_backup()
+
+
+def _start(
+    tmp_path: Path, primary: str, backup: str, workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    config = tmp_path / "phasegate.toml"
+    config.write_text(CONFIG.format(primary=primary, backup=backup, dir=tmp_path))
+    port = free_port()
+    with (tmp_path / "serve.log").open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "phasegate.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/livez", timeout=0.5).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise AssertionError((tmp_path / "serve.log").read_text() or "did not start")
+
+
+def _recorded_total(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("phasegate_completions_total{") and 'outcome="recorded"' in line
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_answer_completions_sum_metrics_and_stop_on_sigterm(
+    tmp_path: Path, pg_stores: tuple[str, str]
+) -> None:
+    """Both worker processes record completions; /metrics totals every worker's; SIGTERM exits 0."""
+    process, url = _start(tmp_path, *pg_stores, workers=2)
+    try:
+        pids: set[str] = set()
+        sent = 0
+        while sent < 400 and (len(pids) < 2 or sent < 40):
+            # a fresh connection each time: the kernel hands it to whichever worker accepts
+            response = httpx.post(
+                url + "/v1/completions",
+                json={
+                    "phase": "extract",
+                    "run_key": f"r{sent // 2}",
+                    "processor": ("api", "db")[sent % 2],
+                },
+                headers={"Connection": "close"},
+            )
+            assert response.status_code == 202, response.text
+            pids.add(response.headers["X-Phasegate-Worker"])
+            sent += 1
+        assert len(pids) == 2, f"only worker {pids} answered {sent} completions"
+        assert str(process.pid) not in pids
+        scrapes = [httpx.get(url + "/metrics", headers={"Connection": "close"}) for _ in range(6)]
+        assert {r.headers["X-Phasegate-Worker"] for r in scrapes} <= pids
+        assert all(_recorded_total(r.text) == sent for r in scrapes)
+        triggers = tmp_path / "triggers.jsonl"
+        for _ in range(400):
+            if triggers.exists() and len(triggers.read_text().splitlines()) >= sent // 2:
+                break
+            time.sleep(0.05)
+        delivered = [json.loads(line)["run_key"] for line in triggers.read_text().splitlines()]
+        assert sorted(delivered) == sorted(f"r{i}" for i in range(sent // 2))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+    log = (tmp_path / "serve.log").read_text()
+    assert code == 0, log
+    assert log.count("phasegate stopped") == 2, log
+    directories = set(re.findall(r"/[^\s\"']*phasegate-metrics-[^\s\"']*", log))
+    assert len(directories) == 1, log
+    assert not os.path.exists(directories.pop())
+
+
+def test_several_workers_on_sqlite_stores_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--workers 2 on SQLite stores exits with a usage error naming the store and the way out."""
+    config = tmp_path / "phasegate.toml"
+    config.write_text(
+        CONFIG.format(
+            primary=f"sqlite:///{tmp_path}/p.db", backup=f"sqlite:///{tmp_path}/b.db", dir=tmp_path
+        )
+    )
+    code = main(["serve", "--config", str(config), "--workers", "2", "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "--workers > 1 needs PostgreSQL or MariaDB/MySQL stores" in err
+    assert "'sqlite'" in err
