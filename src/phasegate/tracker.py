@@ -386,9 +386,19 @@ class CompletionTracker:
     def lease_triggers(
         self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[OutboxEntry]:
-        """Lease due triggers to ``owner`` on the primary's outbox (the backup's while the
-        primary is out)."""
-        for guarded in (self._primary, self._backup):
+        """Lease due triggers to ``owner`` on the primary's outbox.
+
+        Leases are exclusive only on one registry, so with ``claim_fallback = "defer"``
+        the primary alone leases and deliveries wait for it, as claims do: a lease taken
+        on the backup during an outage would not stop another replica leasing the same
+        trigger on the primary as it comes back (the small chaos run caught two replicas
+        delivering at once). With ``"backup"`` the backup's outbox is used while the
+        primary is out, and such a concurrent redelivery (same id) is the accepted price.
+        """
+        stores: tuple[GuardedStore, ...] = (self._primary, self._backup)
+        if self.claim_policy is ClaimPolicy.DEFER:
+            stores = (self._primary,)
+        for guarded in stores:
             if not guarded.can(Capability.OUTBOX):
                 continue
             try:
