@@ -118,7 +118,7 @@ def test_the_service_runs_the_replicator(tmp_path: Path, monkeypatch: pytest.Mon
     """While ``phasegate serve`` serves, the replicator's background thread is running."""
     threads_while_serving: list[str] = []
 
-    def serve_nothing(_server: object) -> None:
+    def serve_nothing(_server: object, *_args: object, **_kwargs: object) -> None:
         threads_while_serving.extend(t.name for t in threading.enumerate())
 
     monkeypatch.setattr(server._Server, "run", serve_nothing)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from phasegate.errors import ConfigError
 
@@ -56,6 +57,10 @@ class PhaseGraph:
             _upstream=MappingProxyType({k: tuple(v) for k, v in upstream.items()}),
             _descendants=MappingProxyType(descendants),
         )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Read-only mappings do not pickle; a worker process rebuilds the graph instead.
+        return (PhaseGraph.build, ([(name, self.links[name]) for name in self.order],))
 
     def downstream(self, phase: str) -> tuple[str, ...]:
         """The phases ``phase`` triggers directly, as its ``next`` lists them."""
