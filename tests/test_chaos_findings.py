@@ -77,12 +77,6 @@ processors = ["p"]
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a trigger leased by a replica that died is redelivered silently when its lease "
-    "expires: nothing is logged or alerted, so a replica crash that leaves a trigger behind "
-    "(the chaos run's SIGKILL class) never reaches anyone",
-)
 def test_a_trigger_left_behind_by_a_dead_replicas_lease_is_alerted(clock: FakeClock) -> None:
     """When a dispatcher takes over a trigger whose lease another owner let expire, it
     raises a warning naming the trigger (the only trace of that replica's crash)."""

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,25 @@ def test_a_delivery_failure_that_cannot_be_recorded_is_critical_and_resolved_whe
 
 
 # -- the pipeline itself ---------------------------------------------------------------
+
+
+def test_a_trigger_a_dead_replica_leased_is_warned_once_per_replica(
+    rig: Rig, caplog: pytest.LogCaptureFixture, clock: FakeClock
+) -> None:
+    """Triggers a crashed replica leased and never delivered: WARNING, amber, one per owner."""
+    results = [rig.complete_extract()]
+    rig.harness.complete("extract", "api", run_key="2026-01-29")
+    results.append(rig.harness.complete("extract", "files", run_key="2026-01-29"))
+    now = clock.now()
+    leased = rig.runtime.tracker.lease_triggers("dead-replica", now, now + timedelta(seconds=30))
+    assert len(leased) == 2
+    clock.advance(31)
+    delivered = rig.runtime.dispatcher.run_once().delivered
+    assert sorted(delivered) == sorted(r.trigger_id for r in results)
+    lines = logged(caplog, logging.WARNING, "whose lease expired before it was delivered")
+    assert len(lines) == 2
+    assert all("dead-replica" in line for line in lines)
+    assert rig.colours("whose lease expired") == [AMBER]
 
 
 def test_a_phase_past_its_timeout_warns(

@@ -12,7 +12,8 @@ Failures are alerted, not only logged: a failed delivery (``delivery_failed``), 
 delivered trigger that neither store could mark delivered (``trigger_not_marked``: it
 goes out again), a failed delivery that neither store could record
 (``delivery_failure_not_recorded``: it is retried without back-off), and an unexpected
-error in a pass (``unexpected_error``; the loop keeps going).
+error in a pass (``unexpected_error``; the loop keeps going), and a trigger whose lease
+another replica let expire undelivered (``lease_expired``: that replica crashed or hung).
 """
 
 from __future__ import annotations
@@ -98,10 +99,36 @@ class Dispatcher:
         return self.tracker.pending_triggers(horizon, self.batch_size)
 
     def lease(self) -> list[OutboxEntry]:
-        """Lease the due triggers this dispatcher will deliver now."""
+        """Lease the due triggers this dispatcher will deliver now.
+
+        A trigger another owner had leased and let expire undelivered is the only trace
+        a crashed (or hung) replica leaves: each one is alerted (``lease_expired``).
+        """
         now = self.clock.now()
-        return self.tracker.lease_triggers(
+        leased = self.tracker.lease_triggers(
             self.owner, now, now + timedelta(seconds=self.lease_seconds), self.batch_size
+        )
+        for entry in leased:
+            if entry.expired_lease_owner is not None:
+                self._taken_over(entry, entry.expired_lease_owner)
+        return leased
+
+    def _taken_over(self, entry: OutboxEntry, dead_owner: str) -> None:
+        trigger = entry.trigger
+        self.events.emit(
+            Event(
+                EventKind.LEASE_EXPIRED,
+                Severity.WARNING,
+                "dispatcher",
+                f"trigger {trigger.trigger_id} ({trigger.phase} -> "
+                f"{trigger.next_phase or 'end'}, {trigger.run_key}) was leased by "
+                f"{dead_owner}, whose lease expired before it was delivered (that replica "
+                f"crashed or hung); {self.owner} delivers it now, with the same id",
+                run_key=trigger.run_key,
+                phase=trigger.phase,
+                correlation_id=trigger.correlation_id,
+                details={"trigger_id": trigger.trigger_id, "lease_owner": dead_owner},
+            )
         )
 
     @alerts_unexpected("dispatcher")

@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     TRIGGER_NOT_MARKED = "trigger_not_marked"
     DELIVERY_FAILURE_NOT_RECORDED = "delivery_failure_not_recorded"
+    LEASE_EXPIRED = "lease_expired"
     PHASE_TIMED_OUT = "phase_timed_out"
     UNEXPECTED_ERROR = "unexpected_error"
     DOUBLE_CLAIM = "double_claim"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -297,6 +297,9 @@ class OutboxEntry:
     next_attempt_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    # Set only on what ``lease_triggers`` returns: the other owner whose lease on this
+    # trigger had expired undelivered (a replica that died or hung mid-delivery).
+    expired_lease_owner: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -306,6 +309,11 @@ class OutboxEntry:
     def leased_at(self, now: datetime) -> bool:
         """Whether a dispatcher holds an unexpired delivery lease on this trigger at ``now``."""
         return self.lease_expires_at is not None and self.lease_expires_at > now
+
+    def leased_to(self, owner: str, until: datetime) -> OutboxEntry:
+        """This due entry leased to ``owner``, naming the other owner whose lease expired."""
+        expired = self.lease_owner if self.lease_owner not in (None, owner) else None
+        return replace(self, lease_owner=owner, lease_expires_at=until, expired_lease_owner=expired)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,10 +72,25 @@ def test_a_lease_is_exclusive_until_it_expires(store_factory: Any) -> None:
         "a",
         until,
     )
+    assert leased.expired_lease_owner is None
     assert store.lease_triggers("b", T0 + timedelta(seconds=29), T0 + timedelta(minutes=5)) == []
     assert store.pending_triggers(T0 + timedelta(seconds=29)) == []
     [taken] = store.lease_triggers("b", until, until + timedelta(seconds=30))
-    assert taken.lease_owner == "b"
+    assert (taken.lease_owner, taken.expired_lease_owner) == ("b", "a")
+    [stored] = store.triggers("2026-01-10")
+    assert (stored.lease_owner, stored.expired_lease_owner) == ("b", None)
+
+
+def test_an_owner_taking_back_its_own_expired_lease_names_no_dead_owner(
+    store_factory: Any,
+) -> None:
+    """Only another owner's expired lease is a trace of a crash; one's own is not."""
+    store = store_factory.require(C.CLAIMS, C.OUTBOX)
+    _claimed(store)
+    until = T0 + timedelta(seconds=30)
+    store.lease_triggers("a", T0, until)
+    [again] = store.lease_triggers("a", until, until + timedelta(seconds=30))
+    assert (again.lease_owner, again.expired_lease_owner) == ("a", None)
 
 
 @pytest.mark.parametrize("outcome", ["delivered", "failed"])

@@ -36,6 +36,10 @@ _HINTS = {
     EventKind.DELIVERY_FAILURE_NOT_RECORDED: (
         "Check both stores and the receiver; the trigger is retried at every pass meanwhile."
     ),
+    EventKind.LEASE_EXPIRED: (
+        "Check why that replica stopped (its logs, OOM kills, restarts); the trigger was "
+        "delivered again with the same id."
+    ),
     EventKind.PROCESSOR_FAILED: "Check the processor's logs; rerun it to report success.",
     EventKind.CLAIM_DEFERRED: "Run `phasegate check-timeouts` once a store is back.",
     EventKind.UNEXPECTED_ERROR: (
@@ -112,6 +116,8 @@ _FINGERPRINTS: dict[EventKind, Callable[[Event], str]] = {
     EventKind.TRIGGER_NOT_MARKED: _constant("outbox:not-marked"),
     EventKind.DELIVERY_FAILURE_NOT_RECORDED: _constant("outbox:failure-not-recorded"),
     EventKind.PHASE_TIMED_OUT: _by_run("timeout"),
+    # One alert per replica that left triggers behind, however many it held.
+    EventKind.LEASE_EXPIRED: lambda e: f"lease:{e.details.get('lease_owner')}",
     # One condition, however many phase-runs wait: "claims wait for the primary".
     EventKind.CLAIM_DEFERRED: _constant("claims:deferred"),
     EventKind.DELIVERY_FAILED: lambda e: f"delivery:{e.details.get('trigger_id')}",

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -274,23 +273,26 @@ class FirestoreStore:
             if not wanted:
                 break
             for entry in wanted:
-                if self._lease_one(entry.trigger.trigger_id, owner, now, lease_until):
-                    leased.append(replace(entry, lease_owner=owner, lease_expires_at=lease_until))
+                won = self._lease_one(entry.trigger.trigger_id, owner, now, lease_until)
+                if won is not None:
+                    leased.append(won)
         return sorted(leased, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
 
-    def _lease_one(self, trigger_id: str, owner: str, now: datetime, until: datetime) -> bool:
+    def _lease_one(
+        self, trigger_id: str, owner: str, now: datetime, until: datetime
+    ) -> OutboxEntry | None:
         ref = self._collection("outbox").document(doc_id(trigger_id))
 
-        def plan(commit: ConditionalCommit) -> bool:
+        def plan(commit: ConditionalCommit) -> OutboxEntry | None:
             doc = commit.found(ref)
             if doc is None:
-                return False
+                return None
             entry = to_entry(doc)
             due = entry.next_attempt_at is None or entry.next_attempt_at <= now
             if entry.delivered or not due or entry.leased_at(now):
-                return False
+                return None
             commit.put(ref, {**doc, "lease_owner": owner, "lease_expires_at": until})
-            return True
+            return entry.leased_to(owner, until)
 
         return self._optimistic([ref], plan)
 

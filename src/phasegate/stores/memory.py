@@ -153,8 +153,8 @@ class MemoryStore:
         with self._lock:
             leased = []
             for due in self._pending(now)[:limit]:
-                entry = replace(due, lease_owner=owner, lease_expires_at=lease_until)
-                self._outbox[entry.trigger.trigger_id] = entry
+                entry = due.leased_to(owner, lease_until)
+                self._outbox[entry.trigger.trigger_id] = replace(entry, expired_lease_owner=None)
                 leased.append(entry)
             return leased
 

@@ -272,26 +272,20 @@ class SqlStore:
         self, owner: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[OutboxEntry]:
         table = self._t["triggers"]
-        candidates = self._s.pending(now, limit).with_only_columns(table.c.trigger_id)
+        candidates = self._s.pending(now, limit)
         if self.dialect != "sqlite":
             candidates = candidates.with_for_update(skip_locked=True)
         with self._engines.write.begin() as connection:
-            leased: list[str] = []
-            for trigger_id in connection.execute(candidates).scalars().all():
+            leased: list[OutboxEntry] = []
+            for row in connection.execute(candidates).all():
                 update = (
                     sa.update(table)
-                    .where(table.c.trigger_id == trigger_id, *self._s.pending_conditions(now))
+                    .where(table.c.trigger_id == row.trigger_id, *self._s.pending_conditions(now))
                     .values(lease_owner=owner, lease_expires_at=lease_until)
                 )
                 if connection.execute(update).rowcount == 1:
-                    leased.append(trigger_id)
-            if not leased:
-                return []
-            query = sa.select(table).where(
-                table.c.pipeline == self.pipeline, table.c.trigger_id.in_(leased)
-            )
-            found = [r.to_entry(row) for row in connection.execute(query)]
-        return sorted(found, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+                    leased.append(r.to_entry(row).leased_to(owner, lease_until))
+        return sorted(leased, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
 
     def _update_undelivered(self, trigger_id: str, **values: Any) -> None:
         table = self._t["triggers"]
