@@ -306,3 +306,85 @@ def test_metadata_is_serialised_once_and_kept_as_given(harness: Harness) -> None
     assert result.completion.metadata_encoded == '{"rows":3,"tags":["a","b"]}'
     [stored] = harness.tracker.completions(RUN)
     assert dict(stored.metadata) == {"rows": 3, "tags": ["a", "b"]}
+
+
+def _completing(run_keys: list[str]) -> list[dict[str, str]]:
+    """Reports completing ``extract`` for each run key (both processors)."""
+    return [
+        {"phase": "extract", "run_key": key, "processor": name}
+        for key in run_keys
+        for name in ("api", "files")
+    ]
+
+
+def test_a_batch_completing_several_runs_claims_them_together(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The phase-runs one batch completes are decided in one claim call on the primary
+    and mirrored in one import; each is claimed once, answered on its first item, and
+    its execution is kept in both stores."""
+    keys = ["2026-01-10", "2026-01-11", "2026-01-12"]
+    primary = harness.tracker.primary
+    calls: list[int] = []
+    if hasattr(primary, "claim_triggers"):
+        real = primary.claim_triggers
+        monkeypatch.setattr(primary, "claim_triggers", lambda ts: calls.append(len(ts)) or real(ts))
+    # Another replica already claimed the middle run's trigger.
+    harness.complete("extract", "api", run_key=keys[1])
+    assert harness.complete("extract", "files", run_key=keys[1]).claimed
+    items = harness.orchestrator.record_completions(_completing(keys))
+    results = [item.result for item in items]
+    assert all(r is not None and r.phase_complete for r in results)
+    claimed = [r.claimed for r in results if r is not None]
+    assert claimed == [True, False, False, False, True, False]
+    ids = [r.trigger_id for r in results if r is not None]
+    assert ids == [trigger_id_for("orders", "extract", key) for key in keys for _ in range(2)]
+    if hasattr(primary, "claim_triggers"):
+        assert calls == [2]  # the two runs not yet claimed, in one call
+    for store in (harness.tracker.primary, harness.tracker.backup):
+        held = {e.trigger.run_key for key in keys for e in store.triggers(key)}
+        assert held == set(keys)
+        assert {e.run_key for e in store.phase_executions()} == set(keys)
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 3
+    harness.runtime.dispatcher.run_once()
+    assert sorted(t.run_key for t in harness.transport.delivered) == keys
+
+
+def test_a_batch_completing_runs_while_the_primary_is_out_defers_each_claim(
+    harness: Harness,
+) -> None:
+    """With the primary out, every phase-run the batch completed is recorded (on the
+    backup) and deferred; the sweep claims each once when the primary is back."""
+    keys = ["2026-01-10", "2026-01-11"]
+    harness.primary_fault.fail()
+    items = harness.orchestrator.record_completions(_completing(keys))
+    results = [item.result for item in items if item.result is not None]
+    assert [(r.claimed, r.deferred) for r in results] == [(False, True), (False, True)] * 2
+    harness.primary_fault.heal()
+    harness.clock.advance(31)
+    harness.tracker.resync()
+    harness.orchestrator.sweep()
+    assert sorted(e.run_key for e in harness.events_of(EventKind.TRIGGER_CLAIMED)) == keys
+    assert harness.orchestrator.sweep() == []
+
+
+def test_a_lost_batch_of_execution_records_is_alerted_per_phase_run(harness: Harness) -> None:
+    """Both stores refuse the batch's execution records: each phase-run is alerted as
+    critical and its trigger is still claimed and delivered."""
+    keys = ["2026-01-10", "2026-01-11"]
+
+    def refuse(_executions: Any) -> Any:
+        raise BothStoresFailed("record phase executions", None, None)
+
+    harness.tracker.record_phase_executions = refuse  # type: ignore[method-assign]
+    items = harness.orchestrator.record_completions(_completing(keys))
+    assert sum(bool(i.result and i.result.claimed) for i in items) == 2
+    lost = [
+        e
+        for e in harness.events_of(EventKind.BOTH_STORES_FAILED)
+        if "execution record" in e.message
+    ]
+    assert sorted((e.run_key, e.severity) for e in lost) == [
+        (key, Severity.CRITICAL) for key in keys
+    ]
+    assert len(harness.runtime.dispatcher.run_once().delivered) == 2

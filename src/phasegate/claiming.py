@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from phasegate import reruns
@@ -36,9 +37,21 @@ if TYPE_CHECKING:
     from phasegate.events import EventBus
     from phasegate.model import OutboxEntry
     from phasegate.status import PhaseStatus
-    from phasegate.tracker import ClaimOutcome, CompletionTracker
+    from phasegate.tracker import CompletionTracker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """A trigger to claim: which phase-run, why, and its state when it was read."""
+
+    phase: Phase
+    run_key: str
+    reason: TriggerReason
+    correlation_id: str | None
+    status: PhaseStatus
+    attempts: RunAttempts
 
 
 def component(phase: Phase) -> str:
@@ -78,27 +91,36 @@ class Claiming:
 
         def _run_state(self, run_key: str) -> tuple[list[PhaseStatus], RunAttempts]: ...
 
-    def _trigger_complete(self, run: PhaseRun, completions: Sequence[Completion]) -> _Claimed:
-        status_now, attempts = self._phase_state(run.phase, run.run_key)
-        if status_now.trigger is not None:
-            return _Claimed(status_now.trigger.trigger.trigger_id, claimed=False, deferred=False)
-        if status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
-            # Superseded by a rerun between the write and this read: nothing to claim.
-            return _Claimed(None, claimed=False, deferred=False)
-        correlation = next((c.correlation_id for c in completions if c.phase_run == run), None)
-        outcome = self._claim(
-            self.pipeline.phase(run.phase),
-            run.run_key,
-            TriggerReason.COMPLETE,
-            correlation,
-            status_now,
-            attempts,
-        )
-        return _Claimed(
-            None if outcome.deferred else outcome.trigger.trigger_id,
-            claimed=outcome.claimed,
-            deferred=outcome.deferred,
-        )
+    def _trigger_completed(
+        self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
+    ) -> dict[PhaseRun, _Claimed]:
+        """Claim the triggers of the phase-runs a batch completed, decided together."""
+        answers: dict[PhaseRun, _Claimed] = {}
+        wanted: list[tuple[PhaseRun, _Wanted]] = []
+        for run in runs:
+            status_now, attempts = self._phase_state(run.phase, run.run_key)
+            if status_now.trigger is not None:
+                answers[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
+            elif status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
+                # Superseded by a rerun between the write and this read: nothing to claim.
+                answers[run] = _Claimed(None, claimed=False, deferred=False)
+            else:
+                correlation = next(
+                    (c.correlation_id for c in completions if c.phase_run == run), None
+                )
+                phase = self.pipeline.phase(run.phase)
+                reason = TriggerReason.COMPLETE
+                wanted.append(
+                    (run, _Wanted(phase, run.run_key, reason, correlation, status_now, attempts))
+                )
+        outcomes = self._claim_all([w for _, w in wanted])
+        for (run, _), outcome in zip(wanted, outcomes, strict=True):
+            answers[run] = _Claimed(
+                None if outcome.deferred else outcome.trigger.trigger_id,
+                claimed=outcome.claimed,
+                deferred=outcome.deferred,
+            )
+        return answers
 
     def _claim(
         self,
@@ -109,58 +131,88 @@ class Claiming:
         status: PhaseStatus,
         attempts: RunAttempts,
     ) -> TriggerResult:
+        return self._claim_all([_Wanted(phase, run_key, reason, correlation_id, status, attempts)])[
+            0
+        ]
+
+    def _claim_all(self, wanted: Sequence[_Wanted]) -> list[TriggerResult]:
+        """Claim each wanted trigger exactly once: decided together, one outcome each."""
+        if not wanted:
+            return []
         now = self.clock.now()
-        trigger = Trigger(
-            trigger_id=trigger_id_for(self.pipeline.name, phase.name, run_key, status.attempt),
+        triggers = [self._trigger_for(w, now) for w in wanted]
+        if len(triggers) == 1:
+            outcomes = [self.tracker.claim_trigger(triggers[0])]
+        else:
+            outcomes = self.tracker.claim_triggers(triggers)
+        results: list[TriggerResult] = []
+        won: list[tuple[_Wanted, Trigger, PhaseExecution]] = []
+        for w, trigger, outcome in zip(wanted, triggers, outcomes, strict=True):
+            if outcome.deferred:
+                self._claim_deferred(w)
+                results.append(TriggerResult(trigger, claimed=False, deferred=True))
+            elif not outcome.won:
+                self._check_held(trigger)
+                results.append(TriggerResult(trigger, claimed=False, deferred=False))
+            else:
+                self._deferral_over(w.phase)
+                won.append((w, trigger, self._execution(w, trigger, now)))
+                results.append(TriggerResult(trigger, claimed=True, deferred=False))
+        self._record_executions([(w.phase, t, execution) for w, t, execution in won])
+        for w, trigger, execution in won:
+            self._claimed(w, trigger, execution)
+        return results
+
+    def _trigger_for(self, w: _Wanted, now: datetime) -> Trigger:
+        phase, status = w.phase, w.status
+        return Trigger(
+            trigger_id=trigger_id_for(self.pipeline.name, phase.name, w.run_key, status.attempt),
             pipeline=self.pipeline.name,
             phase=phase.name,
             next_phase=phase.next,
-            run_key=run_key,
-            reason=reason,
+            run_key=w.run_key,
+            reason=w.reason,
             triggered_at=now,
-            correlation_id=correlation_id,
+            correlation_id=w.correlation_id,
             processors=status.succeeded,
-            missing=status.missing if reason is not TriggerReason.COMPLETE else (),
+            missing=status.missing if w.reason is not TriggerReason.COMPLETE else (),
             attempt=status.attempt,
             next_phases=phase.next_phases,
-            ready_phases=attempts.ready_in_trigger_of(phase.name),
+            ready_phases=w.attempts.ready_in_trigger_of(phase.name),
         )
-        outcome: ClaimOutcome = self.tracker.claim_trigger(trigger)
-        if outcome.deferred:
-            self.events.emit(
-                Event(
-                    EventKind.CLAIM_DEFERRED,
-                    Severity.WARNING,
-                    component(phase),
-                    f"trigger of {phase.name} for {run_key} deferred: no store can decide it "
-                    "safely now; the next sweep will",
-                    run_key=run_key,
-                    phase=phase.name,
-                    correlation_id=correlation_id,
-                ),
-                already_logged=True,
-            )
-            with self._state_lock:
-                self._deferred.add(run_key)
-                self._deferring = True
-            return TriggerResult(trigger, claimed=False, deferred=True)
-        if not outcome.won:
-            self._check_held(trigger)
-            return TriggerResult(trigger, claimed=False, deferred=False)
-        self._deferral_over(phase)
-        execution = self._record_execution(phase, trigger, status, now)
+
+    def _claim_deferred(self, w: _Wanted) -> None:
+        self.events.emit(
+            Event(
+                EventKind.CLAIM_DEFERRED,
+                Severity.WARNING,
+                component(w.phase),
+                f"trigger of {w.phase.name} for {w.run_key} deferred: no store can decide it "
+                "safely now; the next sweep will",
+                run_key=w.run_key,
+                phase=w.phase.name,
+                correlation_id=w.correlation_id,
+            ),
+            already_logged=True,
+        )
+        with self._state_lock:
+            self._deferred.add(w.run_key)
+            self._deferring = True
+
+    def _claimed(self, w: _Wanted, trigger: Trigger, execution: PhaseExecution) -> None:
+        phase = w.phase
         self.events.emit(
             Event(
                 EventKind.TRIGGER_CLAIMED,
                 Severity.INFO,
                 component(phase),
-                f"{phase.name} {reason.value} for {run_key}: triggering "
+                f"{phase.name} {w.reason.value} for {w.run_key}: triggering "
                 f"{', '.join(trigger.ready) or '(no phase ready)'} as {trigger.trigger_id} "
                 f"after {execution.duration_seconds:.1f}s",
-                run_key=run_key,
+                run_key=w.run_key,
                 phase=phase.name,
-                correlation_id=correlation_id,
-                details={"trigger_id": trigger.trigger_id, "reason": reason.value},
+                correlation_id=w.correlation_id,
+                details={"trigger_id": trigger.trigger_id, "reason": w.reason.value},
             )
         )
         if self._on_claimed is not None:
@@ -170,43 +222,48 @@ class Claiming:
             for target in phase.next_phases
         ):
             # A fan-in phase this trigger could not name may be ready now (attempts.py).
-            self.announce_ready(run_key)
-        return TriggerResult(trigger, claimed=True, deferred=False)
+            self.announce_ready(w.run_key)
 
-    def _record_execution(
-        self, phase: Phase, trigger: Trigger, status: PhaseStatus, now: datetime
-    ) -> PhaseExecution:
-        """Keep how the phase-run went; losing that record is alerted, never fatal: the
-        trigger itself is claimed and will be delivered."""
-        execution = PhaseExecution(
-            phase=phase.name,
-            run_key=trigger.run_key,
-            started_at=min(status.started_at or now, now),
+    @staticmethod
+    def _execution(w: _Wanted, trigger: Trigger, now: datetime) -> PhaseExecution:
+        return PhaseExecution(
+            phase=w.phase.name,
+            run_key=w.run_key,
+            started_at=min(w.status.started_at or now, now),
             triggered_at=now,
-            processors=status.succeeded,
-            reason=trigger.reason,
+            processors=w.status.succeeded,
+            reason=w.reason,
             trigger_id=trigger.trigger_id,
-            attempt=status.attempt,
+            attempt=w.status.attempt,
         )
+
+    def _record_executions(self, done: Sequence[tuple[Phase, Trigger, PhaseExecution]]) -> None:
+        """Keep how the phase-runs went; losing those records is alerted, never fatal:
+        the triggers themselves are claimed and will be delivered."""
+        if not done:
+            return
         try:
-            self.tracker.record_phase_execution(execution)
+            if len(done) == 1:
+                self.tracker.record_phase_execution(done[0][2])
+            else:
+                self.tracker.record_phase_executions([execution for _, _, execution in done])
         except BothStoresFailed as exc:
-            self.events.emit(
-                Event(
-                    EventKind.BOTH_STORES_FAILED,
-                    Severity.CRITICAL,
-                    component(phase),
-                    f"the execution record of {phase.name} for {trigger.run_key} was lost: "
-                    f"both stores failed ({exc}); the trigger itself is claimed and will be "
-                    "delivered",
-                    run_key=trigger.run_key,
-                    phase=phase.name,
-                    correlation_id=trigger.correlation_id,
-                    error=exc,
-                ),
-                already_logged=True,
-            )
-        return execution
+            for phase, trigger, execution in done:
+                self.events.emit(
+                    Event(
+                        EventKind.BOTH_STORES_FAILED,
+                        Severity.CRITICAL,
+                        component(phase),
+                        f"the execution record of {phase.name} for {execution.run_key} was "
+                        f"lost: both stores failed ({exc}); the trigger itself is claimed and "
+                        "will be delivered",
+                        run_key=execution.run_key,
+                        phase=phase.name,
+                        correlation_id=trigger.correlation_id,
+                        error=exc,
+                    ),
+                    already_logged=True,
+                )
 
     def _deferral_over(self, phase: Phase) -> None:
         """After a claim: once no claim waits any more, say so (resolves the one folded

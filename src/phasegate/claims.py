@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -122,6 +122,52 @@ class ClaimArbiter:
             # Someone else holds the claim; only the winner mirrors it to the backup.
             return ClaimOutcome(False, StoreRole.PRIMARY)
         return ClaimOutcome(True, StoreRole.PRIMARY, self._mirror(request))
+
+    def claim_together(
+        self, requests: Sequence[ClaimRequest], claim_all: Callable[[Any], list[bool]]
+    ) -> list[ClaimOutcome]:
+        """Claim several requests on the primary at once (``claim_all`` decides each one
+        by its own compare-and-set, in one commit) and mirror the winners to the backup
+        in one import; one outcome per request, as :meth:`claim` would answer it.
+
+        Anything but the plain case (a run the primary misses, the "backup" policy
+        mirroring by compare-and-set) takes the requests one by one through :meth:`claim`.
+        """
+        mirrors_by_import = not (
+            self.policy is ClaimPolicy.BACKUP and self._backup.can(Capability.CLAIMS)
+        )
+        if (
+            len(requests) < 2
+            or not mirrors_by_import
+            or any(self._replicator.misses(StoreRole.PRIMARY, r.run_key) for r in requests)
+        ):
+            return [self.claim(request) for request in requests]
+        try:
+            won = self._primary.call(claim_all)
+        except StoreError as exc:
+            return [self._primary_out(request, exc) for request in requests]
+        if self._failing:
+            self._recovered(requests[0])
+        winners = [request for request, first in zip(requests, won, strict=True) if first]
+        mirrored = self._mirror_together(winners)
+        return [
+            ClaimOutcome(True, StoreRole.PRIMARY, mirrored)
+            if first
+            else ClaimOutcome(False, StoreRole.PRIMARY)
+            for first in won
+        ]
+
+    def _mirror_together(self, winners: Sequence[ClaimRequest]) -> bool:
+        if not winners or not self._backup.can(Capability.REPLICATION):
+            return True
+        copy = RecordSet(triggers=tuple(e for w in winners for e in w.mirror.triggers))
+        try:
+            self._backup.call(lambda store: store.import_records(copy))
+        except StoreError as exc:
+            self._replicator.note_missed(StoreRole.BACKUP, sorted({w.run_key for w in winners}))
+            log.warning("%d claims: backup store failed (%s)", len(winners), exc)
+            return False
+        return True
 
     def _mirror(self, request: ClaimRequest) -> bool:
         try:

@@ -257,7 +257,7 @@ class Orchestrator(Claiming):
                 self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
         complete = self._completed_by(write)
         # Triggers are read only when they matter: most reports do not complete a phase.
-        claimed = {run: self._trigger_complete(run, completions) for run in sorted(complete)}
+        claimed = self._trigger_completed(sorted(complete), completions)
         results: list[CompletionResult] = []
         first_of: set[PhaseRun] = set()
         for completion in completions:

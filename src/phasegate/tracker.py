@@ -37,7 +37,7 @@ from phasegate.reads import MergedReads, keeps_triggers
 from phasegate.replicator import Replicator
 from phasegate.resilience.breaker import CircuitBreaker
 from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
-from phasegate.stores.base import Capability, Store
+from phasegate.stores.base import Capability, Store, claim_triggers, record_phase_executions
 from phasegate.stores.guarded import Counters, GuardedStore, StoreRole, guard
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,15 @@ class CompletionTracker:
             Capability.PHASE_LOG,
         )
 
+    def record_phase_executions(self, executions: Sequence[PhaseExecution]) -> DualWriteResult:
+        """Write several phase-execution records to both stores, one write per store."""
+        return self.dual_write(
+            f"record {len(executions)} phase execution(s)",
+            sorted({e.run_key for e in executions}),
+            lambda store: record_phase_executions(store, executions),
+            Capability.PHASE_LOG,
+        )
+
     def mark_delivered(self, entry: OutboxEntry, delivered_at: datetime) -> DualWriteResult:
         """Record in both stores that a trigger was delivered.
 
@@ -363,14 +372,22 @@ class CompletionTracker:
 
     def claim_trigger(self, trigger: Trigger) -> ClaimOutcome:
         """Claim ``trigger`` (and enqueue it in the outbox) exactly once."""
-        return self.arbiter.claim(
-            ClaimRequest(
-                f"claim trigger {trigger.phase}/{trigger.run_key}",
-                trigger.run_key,
-                lambda store: store.claim_trigger(trigger),
-                RecordSet(triggers=(OutboxEntry(trigger, trigger.triggered_at),)),
-            )
+        return self.arbiter.claim(self._claim_request(trigger))
+
+    @staticmethod
+    def _claim_request(trigger: Trigger) -> ClaimRequest:
+        return ClaimRequest(
+            f"claim trigger {trigger.phase}/{trigger.run_key}",
+            trigger.run_key,
+            lambda store: store.claim_trigger(trigger),
+            RecordSet(triggers=(OutboxEntry(trigger, trigger.triggered_at),)),
         )
+
+    def claim_triggers(self, triggers: Sequence[Trigger]) -> list[ClaimOutcome]:
+        """Claim several triggers, each exactly once, deciding them together where the
+        primary can (one commit) and mirroring the winners in one import."""
+        requests = [self._claim_request(trigger) for trigger in triggers]
+        return self.arbiter.claim_together(requests, lambda store: claim_triggers(store, triggers))
 
     def record_timeout(self, report: TimeoutReport) -> ClaimOutcome:
         """Record a timeout once; ``won`` tells whether this caller is the one to report it."""

@@ -15,7 +15,7 @@ import pytest
 from store_records import RUN, T0, completion, trigger
 
 from phasegate.model import PhaseRun, Status, TimeoutReport
-from phasegate.stores.base import Capability, CompletionSubmitter, Store
+from phasegate.stores.base import Capability, CompletionSubmitter, Store, claim_triggers
 
 C = Capability
 
@@ -218,6 +218,41 @@ def test_concurrent_claims_from_threads_have_exactly_one_winner(store_factory: A
     results = _together(20, lambda i: handles[i % len(handles)].claim_trigger(trigger()))
     assert sorted(results) == [False] * 19 + [True]
     assert len(first.triggers(RUN)) == 1
+
+
+def test_claims_decided_together_answer_each_trigger_on_its_own(store_factory: Any) -> None:
+    """``claim_triggers``: one compare-and-set per trigger, answered in the order asked,
+    whether the store decides them in one commit (SQL) or one by one."""
+    store = store_factory.require(C.CLAIMS, C.OUTBOX)
+    held = trigger(run_key="2026-01-11")
+    assert store.claim_trigger(held)
+    wanted = [trigger(run_key="2026-01-12"), held, trigger(run_key="2026-01-10", attempt=2)]
+    assert claim_triggers(store, wanted) == [True, False, True]
+    assert claim_triggers(store, wanted) == [False, False, False]
+    assert claim_triggers(store, []) == []
+    pending = store.pending_triggers(T0 + timedelta(hours=1))
+    assert sorted(e.trigger.trigger_id for e in pending) == sorted(t.trigger_id for t in wanted)
+    assert store.list_runs() == ["2026-01-12", "2026-01-11", "2026-01-10"]
+
+
+def test_concurrent_claims_together_have_exactly_one_winner_each(store_factory: Any) -> None:
+    """Eight threads claiming the same five triggers together, in different orders: each
+    trigger is won exactly once (no deadlock between the batches on server databases)."""
+    first = store_factory.require(C.CLAIMS, C.OUTBOX)
+    first.ping()
+    handles = [first] + [store_factory.peer(first) for _ in range(3)]
+    wanted = [trigger(run_key=f"2026-02-{day:02d}") for day in range(1, 6)]
+
+    def claim(index: int) -> dict[str, bool]:
+        order = wanted[index % 5 :] + wanted[: index % 5]
+        if index % 2:
+            order.reverse()
+        answers = claim_triggers(handles[index % len(handles)], order)
+        return {t.trigger_id: won for t, won in zip(order, answers, strict=True)}
+
+    results = _together(8, claim)
+    for item in wanted:
+        assert sum(answer[item.trigger_id] for answer in results) == 1
 
 
 def test_a_timeout_is_reported_once_per_phase_run(store_factory: Any) -> None:

@@ -20,7 +20,7 @@ from phasegate.model import (
     TimeoutReport,
     TriggerReason,
 )
-from phasegate.stores.base import Capability
+from phasegate.stores.base import Capability, record_phase_executions
 from phasegate.testing import FaultSwitch
 
 C = Capability
@@ -164,6 +164,17 @@ def test_phase_executions_are_kept_once_per_phase_run_newest_first(store_factory
     assert store.phase_executions(run_key="2026-01-29") == [other]
     assert store.phase_executions("phase4") == []
     assert first.duration_seconds == 42 * 60
+
+
+def test_phase_executions_kept_together_are_kept_as_one_by_one(store_factory: Any) -> None:
+    """``record_phase_executions`` is idempotent per phase-run, like single records."""
+    store = store_factory.require(C.PHASE_LOG)
+    first, retry = _execution(), _execution(attempt=2, minutes=50)
+    other = _execution("phase3", "2026-01-29", minutes=10)
+    record_phase_executions(store, [first, retry])
+    record_phase_executions(store, [replace(first, processors=("z",)), other, retry])
+    record_phase_executions(store, [])
+    assert store.phase_executions() == [retry, first, other]
 
 
 # -- replication -------------------------------------------------------------------------

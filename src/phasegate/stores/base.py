@@ -247,5 +247,27 @@ def successes_by_phase_run(
     return {run: frozenset(names) for run, names in found.items()}
 
 
+def claim_triggers(store: ClaimRegistry, triggers: Sequence[Trigger]) -> list[bool]:
+    """Claim several triggers, each a compare-and-set of its own; one answer per trigger.
+
+    A store with a ``claim_triggers`` method decides them together (SQL: one
+    transaction, one commit); any other claims them one by one.
+    """
+    together = getattr(store, "claim_triggers", None)
+    if together is not None:
+        return list(together(triggers))
+    return [store.claim_trigger(trigger) for trigger in triggers]
+
+
+def record_phase_executions(store: PhaseLog, executions: Sequence[PhaseExecution]) -> None:
+    """Keep several phase executions (together where the store can, else one by one)."""
+    together = getattr(store, "record_phase_executions", None)
+    if together is not None:
+        together(executions)
+        return
+    for execution in executions:
+        store.record_phase_execution(execution)
+
+
 # What earlier releases called the one wide protocol; kept for code written against it.
 CompletionStore = FullStore

@@ -229,6 +229,36 @@ class SqlStore:
             return bool(won.rowcount == 1)
 
     @_mapped
+    def claim_triggers(self, triggers: Sequence[Trigger]) -> list[bool]:
+        """Claim several triggers in one transaction (each by its id); one answer each.
+
+        On SQLite they ride the writer's next commit; on a server database they are one
+        short transaction, in trigger id order so concurrent replicas cannot deadlock."""
+        if not triggers:
+            return []
+        if self._rides_writer:
+            if not self.writer.started:
+                self.writer.start()
+            return self.writer.submit_work(lambda c: self._claim_all(c, triggers)).result()
+        return retry_deadlocks(lambda: self._claim_in_own_transaction(triggers))
+
+    def _claim_in_own_transaction(self, triggers: Sequence[Trigger]) -> list[bool]:
+        with self._engines.write.begin() as connection:
+            return self._claim_all(connection, triggers)
+
+    def _claim_all(self, connection: Connection, triggers: Sequence[Trigger]) -> list[bool]:
+        won: dict[str, bool] = {}
+        for trigger in sorted(triggers, key=lambda t: t.trigger_id):
+            row = r.trigger_row(self.pipeline, trigger)
+            won[trigger.trigger_id] = (
+                connection.execute(self._s.ignore["triggers"], row).rowcount == 1
+            )
+        seen = {t.run_key: t.triggered_at for t in triggers}
+        for run_key, seen_at in sorted(seen.items()):
+            self._note_run(connection, run_key, seen_at)
+        return [won[t.trigger_id] for t in triggers]
+
+    @_mapped
     def record_timeout(self, report: TimeoutReport) -> bool:
         """Record that a phase-run timed out; ``True`` only for the first caller."""
         return retry_deadlocks(lambda: self._timeout(report))
@@ -334,6 +364,18 @@ class SqlStore:
             connection.execute(self._s.ignore["executions"], row)
 
     @_mapped
+    def record_phase_executions(self, executions: Sequence[PhaseExecution]) -> None:
+        """Keep several phase executions in one transaction (idempotent, as one by one)."""
+        rows = [r.execution_row(self.pipeline, e) for e in executions]
+        if not rows:
+            return
+        if self._rides_writer:
+            self._ride(*((self._s.ignore["executions"], row) for row in rows))
+            return
+        with self._engines.write.begin() as connection:
+            connection.execute(self._s.ignore["executions"], rows)
+
+    @_mapped
     def phase_executions(
         self, phase: str | None = None, limit: int = 100, run_key: str | None = None
     ) -> list[PhaseExecution]:
@@ -367,7 +409,15 @@ class SqlStore:
 
     @_mapped
     def import_records(self, records: RecordSet) -> None:
-        """Merge ``records`` in: success wins, delivered stays delivered, claims kept."""
+        """Merge ``records`` in: success wins, delivered stays delivered, claims kept.
+
+        On SQLite the import rides the writer's transaction (a claim mirrored to the
+        backup would otherwise wait for the write lock behind every batch)."""
+        if self._rides_writer:
+            if not self.writer.started:
+                self.writer.start()
+            self.writer.submit_work(lambda c: import_records(c, self._s, records)).result()
+            return
         with self._engines.write.begin() as connection:
             import_records(connection, self._s, records)
 

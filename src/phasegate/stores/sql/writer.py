@@ -9,9 +9,11 @@ resolves exactly the futures of that batch. A failed commit fails every caller o
 batch; a data error in one caller's rows is retried per caller so it fails only that
 caller. ``close()`` commits (or refuses with the error) everything queued before it.
 
-Short writes other than completions (a claim, a phase execution) may ride along:
-:meth:`submit_statements` queues statements that run in the next batch's transaction,
-answered with the first statement's row count once that transaction commits.
+Short writes other than completions (a claim, a phase execution, an import of copied
+records) may ride along: :meth:`submit_statements` queues statements that run in the next
+batch's transaction, answered with the first statement's row count once that transaction
+commits; :meth:`submit_work` queues a function of the connection, answered with what it
+returned.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
@@ -43,6 +45,7 @@ _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
 
 
 Statement = tuple[Executable, Mapping[str, Any]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class _Request:
     runs: frozenset[PhaseRun]
     future: Future[Any]
     statements: tuple[Statement, ...] = ()
+    work: Callable[[Connection], Any] | None = None
 
     @property
     def size(self) -> int:
@@ -129,6 +133,17 @@ class CompletionWriter:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
                 return future
             self._enqueue(_Request([], frozenset(), future, statements))
+        return future
+
+    def submit_work(self, work: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``work(connection)`` for the next batch's transaction (an import of copied
+        records); the future answers what it returned once that transaction commits."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                future.set_exception(StoreError(f"{self.name}: the store is closed"))
+                return future
+            self._enqueue(_Request([], frozenset(), future, work=work))
         return future
 
     def _enqueue(self, request: _Request) -> None:
@@ -227,8 +242,8 @@ class CompletionWriter:
                 request.future.set_exception(StoreError(f"{self.name}: writer failed: {error!r}"))
             return
         for index, request in enumerate(batch):
-            if request.statements:
-                request.future.set_result(counts[index])
+            if request.statements or request.work is not None:
+                request.future.set_result(counts.get(index))
                 continue
             request.future.set_result(
                 {
@@ -239,7 +254,7 @@ class CompletionWriter:
 
     # -- one transaction -----------------------------------------------------------------
 
-    def _commit(self, batch: list[_Request]) -> tuple[Successes, dict[int, int]]:
+    def _commit(self, batch: list[_Request]) -> tuple[Successes, dict[int, Any]]:
         rows = [row for request in batch for row in request.rows]
         run_keys = sorted({run.run_key for request in batch for run in request.runs})
         known = self._known
@@ -268,9 +283,12 @@ class CompletionWriter:
         return successes, counts
 
     @staticmethod
-    def _statements(connection: Connection, batch: list[_Request]) -> dict[int, int]:
-        counts: dict[int, int] = {}
+    def _statements(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
+        counts: dict[int, Any] = {}
         for index, request in enumerate(batch):
+            if request.work is not None:
+                counts[index] = request.work(connection)
+                continue
             for number, (statement, params) in enumerate(request.statements):
                 result = connection.execute(statement, params)
                 if number == 0:
