@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,25 @@ def test_the_log_transport_appends_one_json_line_per_trigger(tmp_path: Path) -> 
     lines = path.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [_trigger().to_message()] * 2
     assert transport.describe() == f"log:{path}"
+
+
+def test_the_log_transport_delivers_to_dev_null_and_pipes(tmp_path: Path) -> None:
+    """``log:/dev/null`` (discard) and a FIFO take triggers: they cannot be fsynced, so
+    they are not, instead of failing every delivery with EINVAL."""
+    open_transport("log:/dev/null").deliver(_trigger())
+    fifo = tmp_path / "triggers.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    open_transport(f"log:{fifo}").deliver(_trigger())
+    reader.join(5)
+    assert [json.loads(line) for line in received[0].splitlines()] == [_trigger().to_message()]
+
+
+def test_the_log_transport_names_the_file_it_cannot_append_to(tmp_path: Path) -> None:
+    """A file that cannot be opened is a transient delivery error naming it."""
+    folder = tmp_path / "triggers.jsonl"
+    folder.mkdir()  # a folder where the file should be
+    with pytest.raises(TransientDeliveryError, match=f"cannot append to {folder}"):
+        open_transport(f"log:{folder}").deliver(_trigger())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -13,7 +14,8 @@ from phasegate.model import Trigger
 
 
 class LogTransport:
-    """Writes each trigger message as a JSON line; a file is flushed and fsynced per line."""
+    """Writes each trigger message as a JSON line; a file is flushed and fsynced per line
+    (a device or a pipe, such as ``log:/dev/null``, is written without the sync)."""
 
     def __init__(
         self, path: str | os.PathLike[str] | None = None, stream: TextIO | None = None
@@ -37,7 +39,9 @@ class LogTransport:
                 with self.path.open("a", encoding="utf-8") as file:
                     file.write(line)
                     file.flush()
-                    os.fsync(file.fileno())
+                    # Only a regular file can be synced: /dev/null or a FIFO answer EINVAL.
+                    if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                        os.fsync(file.fileno())
             except OSError as exc:
                 raise TransientDeliveryError(
                     f"cannot append to {self.path}: {exc.strerror}"
