@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -332,6 +332,7 @@ def test_a_batch_completing_several_runs_claims_them_together(
     # Another replica already claimed the middle run's trigger.
     harness.complete("extract", "api", run_key=keys[1])
     assert harness.complete("extract", "files", run_key=keys[1]).claimed
+    calls.clear()
     items = harness.orchestrator.record_completions(_completing(keys))
     results = [item.result for item in items]
     assert all(r is not None and r.phase_complete for r in results)
@@ -388,3 +389,37 @@ def test_a_lost_batch_of_execution_records_is_alerted_per_phase_run(harness: Har
         (key, Severity.CRITICAL) for key in keys
     ]
     assert len(harness.runtime.dispatcher.run_once().delivered) == 2
+
+
+def test_a_claim_deferred_by_a_replica_that_crashed_is_found_by_the_rolling_sweep(
+    harness: Harness,
+) -> None:
+    """A replica defers a claim (primary out), then dies with that memory. Newer runs push
+    the run out of every other replica's recent-runs sweep; the rolling sweep still finds
+    the complete, untriggered phase and claims it once, within one turn."""
+    from phasegate.orchestrator import Orchestrator
+
+    old = "2026-01-01"
+    harness.complete("extract", "api", run_key=old)
+    harness.primary_fault.fail()
+    assert harness.complete("extract", "files", run_key=old).deferred
+    harness.orchestrator._deferred.clear()  # the replica dies, and what it knew with it
+    harness.primary_fault.heal()
+    harness.clock.advance(31)
+    harness.tracker.resync()
+    for day in range(60):  # newer runs, none complete
+        key = (datetime(2026, 2, 1) + timedelta(days=day)).strftime("%Y-%m-%d")
+        harness.complete("extract", "api", run_key=key)
+    survivor = Orchestrator(
+        harness.orchestrator.pipeline,
+        harness.tracker,
+        events=harness.orchestrator.events,
+        clock=harness.clock,
+    )
+    assert survivor.sweep() == []  # the 50 most recent runs hold nothing to claim
+    claimed = []
+    for _ in range(3):  # 61 runs, 25 per page: one turn
+        claimed += [r for r in survivor.sweep_rolling(page=25) if r.claimed]
+    assert [(r.trigger.phase, r.trigger.run_key) for r in claimed] == [("extract", old)]
+    assert all(not survivor.sweep_rolling(page=25) for _ in range(3))
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1

@@ -25,6 +25,7 @@ from phasegate.model import (
     trigger_id_for,
 )
 from phasegate.results import TriggerResult, _Claimed
+from phasegate.status import evaluate_phase
 from phasegate.unexpected import alerts_unexpected
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Claiming:
     _state_lock: threading.Lock
     _deferred: set[str]
     _deferring: bool
+    _rolling_after: str | None
     _on_claimed: Callable[[Trigger], None] | None
 
     if TYPE_CHECKING:
@@ -97,8 +99,17 @@ class Claiming:
         """Claim the triggers of the phase-runs a batch completed, decided together."""
         answers: dict[PhaseRun, _Claimed] = {}
         wanted: list[tuple[PhaseRun, _Wanted]] = []
+        # Read after the write: every run key of the batch in one read per store and kind.
+        keys = sorted({run.run_key for run in runs})
+        completed = self.tracker.completions_of_runs(keys) if keys else {}
+        claimed = self.tracker.triggers_of_runs(keys) if keys else {}
         for run in runs:
-            status_now, attempts = self._phase_state(run.phase, run.run_key)
+            status_now, attempts = self._phase_state(
+                run.phase,
+                run.run_key,
+                completions=[c for c in completed[run.run_key] if c.phase == run.phase],
+                triggers=claimed[run.run_key],
+            )
             if status_now.trigger is not None:
                 answers[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
             elif status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
@@ -152,7 +163,9 @@ class Claiming:
                 self._claim_deferred(w)
                 results.append(TriggerResult(trigger, claimed=False, deferred=True))
             elif not outcome.won:
-                self._check_held(trigger)
+                # Lost to the same id (another replica, a duplicate report). Only a start
+                # signal can lose to another trigger, on a phase-keyed outbox: see
+                # claim_start_signal; no read here, on the hot path of every batch.
                 results.append(TriggerResult(trigger, claimed=False, deferred=False))
             else:
                 self._deferral_over(w.phase)
@@ -403,6 +416,45 @@ class Claiming:
         with self._state_lock:
             deferred = sorted(self._deferred)
         return self.sweep_runs(deferred) if deferred else []
+
+    @alerts_unexpected("orchestrator")
+    def sweep_rolling(self, page: int = 200, horizon: int = 10_000) -> list[TriggerResult]:
+        """One step of the rolling sweep: the next ``page`` of the ``horizon`` most recent
+        runs (oldest first, wrapping around), read together and claimed where a phase is
+        complete but untriggered.
+
+        :meth:`sweep` looks at the most recent runs and at the runs whose claims this
+        process deferred; a replica that deferred a claim and then crashed took that
+        memory with it, and the run may be old by the time the primary is back. The
+        rolling sweep finds such a phase-run within one turn (``horizon`` / ``page``
+        maintenance passes) on whichever replica is alive.
+        """
+        keys = sorted(self.tracker.list_runs(horizon))
+        after = self._rolling_after
+        chosen = [key for key in keys if after is None or key > after][:page]
+        with self._state_lock:
+            self._rolling_after = chosen[-1] if len(chosen) == page else None
+        if not chosen:
+            return []
+        completions = self.tracker.completions_of_runs(chosen)
+        triggers = self.tracker.triggers_of_runs(chosen)
+        now = self.clock.now()
+        stale = []
+        for key in chosen:
+            attempts = self.attempts(key, triggers[key])
+            if attempts.unannounced_ready() or any(
+                evaluate_phase(phase, key, completions[key], attempts, now).state
+                is PhaseState.COMPLETE
+                for phase in self.pipeline.phases
+            ):
+                stale.append(key)
+        if stale:
+            log.warning(
+                "rolling sweep: %d run(s) had a complete phase left untriggered (%s)",
+                len(stale),
+                ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""),
+            )
+        return self.sweep_runs(stale) if stale else []
 
     @alerts_unexpected("orchestrator")
     def sweep_runs(self, run_keys: Iterable[str]) -> list[TriggerResult]:

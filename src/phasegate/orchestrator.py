@@ -75,6 +75,7 @@ class Orchestrator(Claiming):
         self._state_lock = threading.Lock()
         self._deferred: set[str] = set()
         self._deferring = False  # a claim_deferred alert is out and not resolved yet
+        self._rolling_after: str | None = None  # where the rolling sweep goes on from
         self._book = reruns.AttemptBook()
 
     # -- validation ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,7 +25,12 @@ from phasegate.errors import BothStoresFailed, StoreError, StoreUnavailable
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import Completion, OutboxEntry, PhaseExecution, TimeoutReport
 from phasegate.resilience.breaker import BreakerState
-from phasegate.stores.base import Capability, merge_completions
+from phasegate.stores.base import (
+    Capability,
+    completions_of_runs,
+    merge_completions,
+    triggers_of_runs,
+)
 from phasegate.stores.guarded import GuardedStore
 from phasegate.stores.memory import prefer_entry
 
@@ -131,6 +136,15 @@ class MergedReads:
             )
         )
 
+    def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
+        """:meth:`completions` of several run keys, one read per store."""
+        groups = self._read(
+            "read completions",
+            Capability.COMPLETIONS,
+            lambda s: completions_of_runs(s, run_keys),
+        )
+        return {key: merge_completions(*(g.get(key, []) for g in groups)) for key in run_keys}
+
     def history(self, run_key: str) -> list[Completion]:
         """Every distinct report of ``run_key`` in either store, oldest first."""
         seen: dict[tuple[Any, ...], Completion] = {}
@@ -150,12 +164,16 @@ class MergedReads:
 
     def triggers(self, run_key: str) -> list[OutboxEntry]:
         """Claimed triggers of ``run_key`` from either store; a delivered copy wins."""
-        merged: dict[str, OutboxEntry] = {}
-        for group in self._read("read triggers", keeps_triggers, lambda s: s.triggers(run_key)):
-            for entry in group:
-                trigger_id = entry.trigger.trigger_id
-                merged[trigger_id] = prefer_entry(merged.get(trigger_id), entry)
-        return sorted(merged.values(), key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+        return _merge_entries(
+            self._read("read triggers", keeps_triggers, lambda s: s.triggers(run_key))
+        )
+
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        """:meth:`triggers` of several run keys, one read per store."""
+        groups = self._read(
+            "read triggers", keeps_triggers, lambda s: triggers_of_runs(s, run_keys)
+        )
+        return {key: _merge_entries([g.get(key, []) for g in groups]) for key in run_keys}
 
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
         """Undelivered, due triggers in either store, minus those either store saw delivered."""
@@ -206,3 +224,12 @@ class MergedReads:
             for report in group:
                 merged.setdefault((report.phase, report.attempt), report)
         return list(merged.values())
+
+
+def _merge_entries(groups: Iterable[Iterable[OutboxEntry]]) -> list[OutboxEntry]:
+    merged: dict[str, OutboxEntry] = {}
+    for group in groups:
+        for entry in group:
+            trigger_id = entry.trigger.trigger_id
+            merged[trigger_id] = prefer_entry(merged.get(trigger_id), entry)
+    return sorted(merged.values(), key=lambda e: (e.claimed_at, e.trigger.trigger_id))

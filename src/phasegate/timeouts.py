@@ -149,8 +149,9 @@ class MaintenancePass:
 
 @alerts_unexpected("timeouts")
 def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:
-    """Claim complete phases left untriggered, then check timeouts, over recent runs."""
-    swept = orchestrator.sweep(runs)
+    """Claim complete phases left untriggered (over recent runs, then one step of the
+    rolling sweep over older ones), then check timeouts over recent runs."""
+    swept = orchestrator.sweep(runs) + orchestrator.sweep_rolling()
     findings = TimeoutChecker(orchestrator, runs=runs).run_once()
     return MaintenancePass(tuple(swept), tuple(findings))
 

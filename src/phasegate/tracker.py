@@ -434,6 +434,14 @@ class CompletionTracker:
         """Current completions of ``run_key`` merged from both stores (success wins)."""
         return self.reads.completions(run_key, phase)
 
+    def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
+        """:meth:`completions` of several run keys, one read per store."""
+        return self.reads.completions_of_runs(run_keys)
+
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        """:meth:`triggers` of several run keys, one read per store."""
+        return self.reads.triggers_of_runs(run_keys)
+
     def history(self, run_key: str) -> list[Completion]:
         """Every distinct report of ``run_key`` in either store, oldest first."""
         return self.reads.history(run_key)

@@ -259,6 +259,24 @@ def claim_triggers(store: ClaimRegistry, triggers: Sequence[Trigger]) -> list[bo
     return [store.claim_trigger(trigger) for trigger in triggers]
 
 
+def completions_of_runs(
+    store: CompletionLog, run_keys: Sequence[str]
+) -> dict[str, list[Completion]]:
+    """The current completions of each run key (one query where the store can)."""
+    together = getattr(store, "completions_of_runs", None)
+    if together is not None:
+        return dict(together(run_keys))
+    return {key: store.completions(key) for key in run_keys}
+
+
+def triggers_of_runs(store: Outbox, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+    """The claimed triggers of each run key (one query where the store can)."""
+    together = getattr(store, "triggers_of_runs", None)
+    if together is not None:
+        return dict(together(run_keys))
+    return {key: store.triggers(key) for key in run_keys}
+
+
 def record_phase_executions(store: PhaseLog, executions: Sequence[PhaseExecution]) -> None:
     """Keep several phase executions (together where the store can, else one by one)."""
     together = getattr(store, "record_phase_executions", None)

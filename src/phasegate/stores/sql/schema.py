@@ -7,6 +7,8 @@ is keyed by trigger id and carries the phase-run and a delivery lease.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -180,25 +182,33 @@ def create_schema(
             connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
                 "PRAGMA journal_mode=WAL"
             )
-    with engines.write.begin() as connection:
+    with _mysql_schema_lock(engines), engines.write.begin() as connection:
         if engines.dialect == "postgresql":
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
             )
             if engines.schema:
                 connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{engines.schema}"')
-        elif engines.dialect == "mysql":
-            connection.execute(sa.text("SELECT GET_LOCK('phasegate_schema', 30)"))
+        version = read_version(connection, tables["meta"])
+        check_version(version, store)
+        metadata.create_all(connection, checkfirst=True)
+        if version is None:
+            connection.execute(
+                sa.insert(tables["meta"]).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+
+
+@contextlib.contextmanager
+def _mysql_schema_lock(engines: Engines) -> Iterator[None]:
+    """On MySQL/MariaDB, hold a named lock (on a connection of its own) until the schema
+    transaction has committed: released inside it, a second process could read the
+    version before the first one's insert commits, and insert it again."""
+    if engines.dialect != "mysql":
+        yield
+        return
+    with engines.write.connect() as holder:
+        holder.execute(sa.text("SELECT GET_LOCK('phasegate_schema', 30)"))
         try:
-            version = read_version(connection, tables["meta"])
-            check_version(version, store)
-            metadata.create_all(connection, checkfirst=True)
-            if version is None:
-                connection.execute(
-                    sa.insert(tables["meta"]).values(
-                        key="schema_version", value=str(SCHEMA_VERSION)
-                    )
-                )
+            yield
         finally:
-            if engines.dialect == "mysql":
-                connection.execute(sa.text("SELECT RELEASE_LOCK('phasegate_schema')"))
+            holder.execute(sa.text("SELECT RELEASE_LOCK('phasegate_schema')"))

@@ -46,6 +46,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def _mapped(method: Callable[P, T]) -> Callable[P, T]:
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -140,11 +144,16 @@ class SqlStore:
         of their own (no batch fails on another connection's deadlock)."""
         return self._writer_thread and self.dialect == "sqlite"
 
-    def _ride(self, *statements: tuple[Any, Mapping[str, Any]]) -> int:
-        """Run ``statements`` in the writer's next transaction; the first's row count."""
-        if not self.writer.started:
-            self.writer.start()
-        return self.writer.submit_statements(statements).result()
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction: on SQLite the writer's next one (every
+        write shares the writer's connection, so none waits for the write lock behind a
+        batch), else a short transaction of its own."""
+        if self._rides_writer:
+            if not self.writer.started:
+                self.writer.start()
+            return self.writer.submit_work(work).result()
+        with self._engines.write.begin() as connection:
+            return work(connection)
 
     # -- completions ---------------------------------------------------------------------
 
@@ -184,6 +193,16 @@ class SqlStore:
         return sorted(found, key=lambda c: c.key)
 
     @_mapped
+    def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
+        """:meth:`completions` of several run keys, in one query per 500 keys."""
+        found: dict[str, list[Completion]] = {key: [] for key in run_keys}
+        with self._read() as connection:
+            for chunk in _chunks(sorted(found), 500):
+                for row in connection.execute(self._s.of_keys("completions", chunk)):
+                    found[row.run_key].append(r.to_completion(row))
+        return {key: sorted(group, key=lambda c: c.key) for key, group in found.items()}
+
+    @_mapped
     def history(self, run_key: str) -> list[Completion]:
         """Every distinct report received for ``run_key``, oldest first."""
         with self._read() as connection:
@@ -211,22 +230,7 @@ class SqlStore:
     @_mapped
     def claim_trigger(self, trigger: Trigger) -> bool:
         """Claim ``trigger`` by id and put it in the outbox atomically; ``True`` for the winner."""
-        return retry_deadlocks(lambda: self._claim(trigger))
-
-    def _claim(self, trigger: Trigger) -> bool:
-        if self._rides_writer:
-            run = {"pipeline": self.pipeline, "run_key": trigger.run_key}
-            count = self._ride(
-                (self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)),
-                (self._s.ignore["runs"], {**run, "first_seen_at": trigger.triggered_at}),
-            )
-            return count == 1
-        with self._engines.write.begin() as connection:
-            won = connection.execute(
-                self._s.ignore["triggers"], r.trigger_row(self.pipeline, trigger)
-            )
-            self._note_run(connection, trigger.run_key, trigger.triggered_at)
-            return bool(won.rowcount == 1)
+        return self.claim_triggers([trigger])[0]
 
     @_mapped
     def claim_triggers(self, triggers: Sequence[Trigger]) -> list[bool]:
@@ -236,15 +240,9 @@ class SqlStore:
         short transaction, in trigger id order so concurrent replicas cannot deadlock."""
         if not triggers:
             return []
-        if self._rides_writer:
-            if not self.writer.started:
-                self.writer.start()
-            return self.writer.submit_work(lambda c: self._claim_all(c, triggers)).result()
-        return retry_deadlocks(lambda: self._claim_in_own_transaction(triggers))
-
-    def _claim_in_own_transaction(self, triggers: Sequence[Trigger]) -> list[bool]:
-        with self._engines.write.begin() as connection:
-            return self._claim_all(connection, triggers)
+        return retry_deadlocks(
+            lambda: self._transaction(lambda connection: self._claim_all(connection, triggers))
+        )
 
     def _claim_all(self, connection: Connection, triggers: Sequence[Trigger]) -> list[bool]:
         won: dict[str, bool] = {}
@@ -264,11 +262,10 @@ class SqlStore:
         return retry_deadlocks(lambda: self._timeout(report))
 
     def _timeout(self, report: TimeoutReport) -> bool:
-        with self._engines.write.begin() as connection:
-            done = connection.execute(
-                self._s.ignore["timeouts"], r.timeout_row(self.pipeline, report)
-            )
-            return bool(done.rowcount == 1)
+        row = r.timeout_row(self.pipeline, report)
+        return self._transaction(
+            lambda connection: connection.execute(self._s.ignore["timeouts"], row).rowcount == 1
+        )
 
     def _note_run(self, connection: Connection, run_key: str, seen_at: datetime) -> None:
         row = {"pipeline": self.pipeline, "run_key": run_key, "first_seen_at": seen_at}
@@ -284,6 +281,17 @@ class SqlStore:
                 r.to_entry(row) for row in connection.execute(self._s.of_run("triggers", run_key))
             ]
         return sorted(found, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+
+    @_mapped
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        """:meth:`triggers` of several run keys, in one query per 500 keys."""
+        found: dict[str, list[OutboxEntry]] = {key: [] for key in run_keys}
+        with self._read() as connection:
+            for chunk in _chunks(sorted(found), 500):
+                for row in connection.execute(self._s.of_keys("triggers", chunk)):
+                    found[row.run_key].append(r.to_entry(row))
+        order = lambda e: (e.claimed_at, e.trigger.trigger_id)  # noqa: E731
+        return {key: sorted(group, key=order) for key, group in found.items()}
 
     @_mapped
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -305,7 +313,8 @@ class SqlStore:
         candidates = self._s.pending(now, limit)
         if self.dialect != "sqlite":
             candidates = candidates.with_for_update(skip_locked=True)
-        with self._engines.write.begin() as connection:
+
+        def lease(connection: Connection) -> list[OutboxEntry]:
             leased: list[OutboxEntry] = []
             for row in connection.execute(candidates).all():
                 update = (
@@ -315,6 +324,9 @@ class SqlStore:
                 )
                 if connection.execute(update).rowcount == 1:
                     leased.append(r.to_entry(row).leased_to(owner, lease_until))
+            return leased
+
+        leased = self._transaction(lease)
         return sorted(leased, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
 
     def _update_undelivered(self, trigger_id: str, **values: Any) -> None:
@@ -328,8 +340,7 @@ class SqlStore:
             )
             .values(lease_owner=None, lease_expires_at=None, **values)
         )
-        with self._engines.write.begin() as connection:
-            connection.execute(statement)
+        self._transaction(lambda connection: connection.execute(statement).rowcount)
 
     @_mapped
     def mark_delivered(self, trigger_id: str, delivered_at: datetime) -> None:
@@ -356,24 +367,15 @@ class SqlStore:
     @_mapped
     def record_phase_execution(self, execution: PhaseExecution) -> None:
         """Keep how a phase-run went (idempotent per phase, run key and attempt)."""
-        row = r.execution_row(self.pipeline, execution)
-        if self._rides_writer:
-            self._ride((self._s.ignore["executions"], row))
-            return
-        with self._engines.write.begin() as connection:
-            connection.execute(self._s.ignore["executions"], row)
+        self.record_phase_executions([execution])
 
     @_mapped
     def record_phase_executions(self, executions: Sequence[PhaseExecution]) -> None:
         """Keep several phase executions in one transaction (idempotent, as one by one)."""
         rows = [r.execution_row(self.pipeline, e) for e in executions]
-        if not rows:
-            return
-        if self._rides_writer:
-            self._ride(*((self._s.ignore["executions"], row) for row in rows))
-            return
-        with self._engines.write.begin() as connection:
-            connection.execute(self._s.ignore["executions"], rows)
+        if rows:
+            statement = self._s.ignore["executions"]
+            self._transaction(lambda connection: connection.execute(statement, rows).rowcount)
 
     @_mapped
     def phase_executions(
@@ -413,13 +415,7 @@ class SqlStore:
 
         On SQLite the import rides the writer's transaction (a claim mirrored to the
         backup would otherwise wait for the write lock behind every batch)."""
-        if self._rides_writer:
-            if not self.writer.started:
-                self.writer.start()
-            self.writer.submit_work(lambda c: import_records(c, self._s, records)).result()
-            return
-        with self._engines.write.begin() as connection:
-            import_records(connection, self._s, records)
+        self._transaction(lambda connection: import_records(connection, self._s, records))
 
     # -- health and lifecycle ------------------------------------------------------------
 

@@ -9,11 +9,10 @@ resolves exactly the futures of that batch. A failed commit fails every caller o
 batch; a data error in one caller's rows is retried per caller so it fails only that
 caller. ``close()`` commits (or refuses with the error) everything queued before it.
 
-Short writes other than completions (a claim, a phase execution, an import of copied
-records) may ride along: :meth:`submit_statements` queues statements that run in the next
-batch's transaction, answered with the first statement's row count once that transaction
-commits; :meth:`submit_work` queues a function of the connection, answered with what it
-returned.
+On SQLite every other write of the store (a claim, a lease, a delivery mark, a phase
+execution, an import of copied records) rides along: :meth:`submit_work` queues a function
+of the connection that runs in the next batch's transaction, answered with what it
+returned once that transaction commits.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.expression import Executable
 
 from phasegate.errors import StoreError
 from phasegate.model import PhaseRun
@@ -42,9 +40,14 @@ Successes = dict[tuple[str, str, int], set[str]]  # (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
+_KEY_COLUMNS = len(("pipeline", "run_key", "phase", "processor", "attempt"))
+assert COMPLETION_COLUMNS[:_KEY_COLUMNS] == ("pipeline", "run_key", "phase", "processor", "attempt")
 
 
-Statement = tuple[Executable, Mapping[str, Any]]
+def _row_key(row: Row) -> tuple[Any, ...]:
+    return row[:_KEY_COLUMNS]
+
+
 T = TypeVar("T")
 
 
@@ -53,7 +56,6 @@ class _Request:
     rows: list[Row]
     runs: frozenset[PhaseRun]
     future: Future[Any]
-    statements: tuple[Statement, ...] = ()
     work: Callable[[Connection], Any] | None = None
 
     @property
@@ -122,17 +124,6 @@ class CompletionWriter:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
                 return future
             self._enqueue(_Request(rows, runs, future))
-        return future
-
-    def submit_statements(self, statements: tuple[Statement, ...]) -> Future[int]:
-        """Queue ``statements`` for the next batch's transaction; the future answers the
-        first one's row count once that transaction commits."""
-        future: Future[int] = Future()
-        with self._cond:
-            if self._closed:
-                future.set_exception(StoreError(f"{self.name}: the store is closed"))
-                return future
-            self._enqueue(_Request([], frozenset(), future, statements))
         return future
 
     def submit_work(self, work: Callable[[Connection], T]) -> Future[T]:
@@ -242,7 +233,7 @@ class CompletionWriter:
                 request.future.set_exception(StoreError(f"{self.name}: writer failed: {error!r}"))
             return
         for index, request in enumerate(batch):
-            if request.statements or request.work is not None:
+            if request.work is not None:
                 request.future.set_result(counts.get(index))
                 continue
             request.future.set_result(
@@ -255,7 +246,9 @@ class CompletionWriter:
     # -- one transaction -----------------------------------------------------------------
 
     def _commit(self, batch: list[_Request]) -> tuple[Successes, dict[int, Any]]:
-        rows = [row for request in batch for row in request.rows]
+        # In key order: batches of replicas sharing a server database lock the same rows
+        # in the same order, so they wait for each other instead of deadlocking.
+        rows = sorted((row for request in batch for row in request.rows), key=_row_key)
         run_keys = sorted({run.run_key for request in batch for run in request.runs})
         known = self._known
         fresh = {row[_RUN_KEY]: row[_OCCURRED_AT] for row in rows if row[_RUN_KEY] not in known}
@@ -269,10 +262,10 @@ class CompletionWriter:
                         driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
                         driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
                         if fresh:
-                            runs = [(self.pipeline, key, seen) for key, seen in fresh.items()]
+                            runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
                             driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
                         successes = self._successes(connection, sql, run_keys)
-                    counts = self._statements(connection, batch)
+                    counts = self._work(connection, batch)
             except BaseException:
                 self._drop_connection(broken=True)
                 raise
@@ -283,18 +276,12 @@ class CompletionWriter:
         return successes, counts
 
     @staticmethod
-    def _statements(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
-        counts: dict[int, Any] = {}
-        for index, request in enumerate(batch):
-            if request.work is not None:
-                counts[index] = request.work(connection)
-                continue
-            for number, (statement, params) in enumerate(request.statements):
-                result = connection.execute(statement, params)
-                if number == 0:
-                    counts[index] = int(result.rowcount)
-                result.close()
-        return counts
+    def _work(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
+        return {
+            index: request.work(connection)
+            for index, request in enumerate(batch)
+            if request.work is not None
+        }
 
     def _successes(self, connection: Connection, sql: WriterSql, run_keys: list[str]) -> Successes:
         query = sql.successes(len(run_keys))
