@@ -89,18 +89,20 @@ class Auth:
         return None
 
     # -- FastAPI dependencies --------------------------------------------------------------
+    # Coroutines on purpose: FastAPI runs a plain function dependency in its thread pool,
+    # a hop per request for a comparison of two strings.
 
-    def require_write(self, request: Request) -> None:
+    async def require_write(self, request: Request) -> None:
         """Dependency of the write routes: 401 without the main token."""
         if not self.can_write(request):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
 
-    def require_push(self, request: Request) -> None:
+    async def require_push(self, request: Request) -> None:
         """Dependency of the Pub/Sub push route: the main token, as a header or ``?token=``."""
         if not self.can_write(request, query_token=True):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
 
-    def require_read(self, request: Request) -> None:
+    async def require_read(self, request: Request) -> None:
         """Dependency of the read routes: 401 without either token or the dashboard cookie."""
         if not self.can_read(request):
             raise ApiError(401, "unauthorized", "a valid bearer token (or read token) is required")
