@@ -423,3 +423,21 @@ def test_a_claim_deferred_by_a_replica_that_crashed_is_found_by_the_rolling_swee
     assert [(r.trigger.phase, r.trigger.run_key) for r in claimed] == [("extract", old)]
     assert all(not survivor.sweep_rolling(page=25) for _ in range(3))
     assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_a_one_shot_maintenance_pass_takes_a_whole_rolling_turn(harness: Harness) -> None:
+    """``check-timeouts`` (a fresh process each time) sweeps the whole rolling window in
+    one pass; the service's loop takes one step of 200 runs per pass."""
+    days = [(datetime(2026, 2, 1) + timedelta(days=n)).strftime("%Y-%m-%d") for n in range(261)]
+    lost = days[205]  # 55 newer runs: outside the recent sweep and the first step
+    for key in days:
+        harness.complete("extract", "api", run_key=key)
+    harness.primary_fault.fail()
+    assert harness.complete("extract", "files", run_key=lost).deferred
+    harness.orchestrator._deferred.clear()  # the replica that deferred it died
+    harness.primary_fault.heal()
+    harness.clock.advance(31)
+    harness.tracker.resync()
+    assert harness.runtime.maintain(rolling_steps=1).claimed == frozenset()
+    swept = harness.runtime.maintain(rolling_steps=None)
+    assert [(r.trigger.run_key, r.claimed) for r in swept.swept] == [(lost, True)]

@@ -417,6 +417,11 @@ class Claiming:
             deferred = sorted(self._deferred)
         return self.sweep_runs(deferred) if deferred else []
 
+    @property
+    def rolling_turn_over(self) -> bool:
+        """Whether the rolling sweep's last step ended a turn (the next starts over)."""
+        return self._rolling_after is None
+
     @alerts_unexpected("orchestrator")
     def sweep_rolling(self, page: int = 200, horizon: int = 10_000) -> list[TriggerResult]:
         """One step of the rolling sweep: the next ``page`` of the ``horizon`` most recent

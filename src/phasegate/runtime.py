@@ -186,12 +186,15 @@ class Runtime:
         return Triggered(result, self.deliver([trigger_id])[trigger_id])
 
     @alerts_unexpected("runtime")
-    def maintain(self, runs: int = 50, *, deliver: bool = True) -> MaintenancePass:
-        """One sweep and one timeout pass over recent runs; deliver what they claimed.
+    def maintain(
+        self, runs: int = 50, *, deliver: bool = True, rolling_steps: int | None = 1
+    ) -> MaintenancePass:
+        """One sweep and one timeout pass over recent runs, and ``rolling_steps`` steps of
+        the rolling sweep (``None``: a whole turn); deliver what they claimed.
 
         With ``deliver=False`` the dispatcher's loop is woken instead.
         """
-        maintenance = run_maintenance(self.orchestrator, runs=runs)
+        maintenance = run_maintenance(self.orchestrator, runs=runs, rolling_steps=rolling_steps)
         if maintenance.claimed:
             if deliver:
                 self.dispatcher.run_once(only=maintenance.claimed)

@@ -148,10 +148,19 @@ class MaintenancePass:
 
 
 @alerts_unexpected("timeouts")
-def run_maintenance(orchestrator: Orchestrator, *, runs: int = 50) -> MaintenancePass:
-    """Claim complete phases left untriggered (over recent runs, then one step of the
-    rolling sweep over older ones), then check timeouts over recent runs."""
-    swept = orchestrator.sweep(runs) + orchestrator.sweep_rolling()
+def run_maintenance(
+    orchestrator: Orchestrator, *, runs: int = 50, rolling_steps: int | None = 1
+) -> MaintenancePass:
+    """Claim complete phases left untriggered (over recent runs, then ``rolling_steps``
+    steps of the rolling sweep over older ones, or a whole turn with ``None``), then
+    check timeouts over recent runs."""
+    swept = orchestrator.sweep(runs)
+    steps = 0
+    while rolling_steps is None or steps < rolling_steps:
+        swept += orchestrator.sweep_rolling()
+        steps += 1
+        if orchestrator.rolling_turn_over:
+            break
     findings = TimeoutChecker(orchestrator, runs=runs).run_once()
     return MaintenancePass(tuple(swept), tuple(findings))
 

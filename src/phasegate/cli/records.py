@@ -182,7 +182,8 @@ def cmd_check_timeouts(args: argparse.Namespace) -> int:
     """One timeout pass; also claims complete phases left untriggered. Exit 1 if any timed out."""
     runtime = open_for(args)
     try:
-        maintenance = runtime.maintain(args.runs)
+        # A one-shot pass remembers nothing between runs: it takes a whole rolling turn.
+        maintenance = runtime.maintain(args.runs, rolling_steps=None)
         if args.format == "json":
             emit_json(maintenance.to_dict())
         else:
