@@ -454,7 +454,8 @@ class Claiming:
             ):
                 stale.append(key)
         if stale:
-            log.warning(
+            # Often a claim still in flight on another thread or replica: not a warning.
+            log.info(
                 "rolling sweep: %d run(s) had a complete phase left untriggered (%s)",
                 len(stale),
                 ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""),
