@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,32 @@ def test_the_log_transport_names_the_file_it_cannot_append_to(tmp_path: Path) ->
     folder.mkdir()  # a folder where the file should be
     with pytest.raises(TransientDeliveryError, match=f"cannot append to {folder}"):
         open_transport(f"log:{folder}").deliver(_trigger())
+
+
+def test_a_pass_marks_what_it_delivered_together_in_each_store(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty triggers in one pass: every one delivered and marked in both stores, with
+    one marking write per store for each group of MARK_EVERY (25), not one per trigger."""
+    from phasegate.dispatch import MARK_EVERY
+
+    keys = [f"2026-01-{day:02d}" for day in range(1, 31)]
+    for key in keys:
+        harness.complete("extract", "api", run_key=key)
+        harness.complete("extract", "files", run_key=key)
+    groups: list[int] = []
+    real = harness.tracker.mark_delivered_many
+
+    def counted(entries: Any, at: Any) -> Any:
+        groups.append(len(entries))
+        return real(entries, at)
+
+    monkeypatch.setattr(harness.tracker, "mark_delivered_many", counted)
+    assert len(harness.runtime.dispatcher.run_once().delivered) == 30
+    assert groups == [MARK_EVERY, 30 - MARK_EVERY]
+    for store in (harness.tracker.primary, harness.tracker.backup):
+        for key in keys:
+            [entry] = store.triggers(key)
+            assert entry.delivered_at == harness.clock.now()
+    assert len(harness.events_of(EventKind.TRIGGER_DELIVERED)) == 30
+    assert harness.runtime.dispatcher.run_once().delivered == ()

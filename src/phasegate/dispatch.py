@@ -40,6 +40,8 @@ from phasegate.unexpected import alerts_unexpected
 log = logging.getLogger(__name__)
 
 DELIVERY_POLICY = RetryPolicy(attempts=3, base=0.5, max_delay=5.0)
+# Delivered triggers are marked in both stores together, at most this many at a time.
+MARK_EVERY = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +155,20 @@ class Dispatcher:
                     if only is None or entry.trigger.trigger_id in only
                 ]
             batched = self._deliver_batch(entries)
+            unmarked: list[OutboxEntry] = []
             for entry in entries:
                 trigger_id = entry.trigger.trigger_id
-                if trigger_id in batched:
-                    self._mark_delivered(entry)
-                    error = None
-                else:
-                    error = self._deliver(entry)
+                error = None if trigger_id in batched else self._deliver(entry)
                 if error is None:
                     delivered.append(trigger_id)
+                    unmarked.append(entry)
                 else:
                     failed.append((trigger_id, error))
+                if error is not None or len(unmarked) >= MARK_EVERY:
+                    # Marks go out together, and before a slow stretch (retries) begins.
+                    self._mark_delivered(unmarked)
+                    unmarked = []
+            self._mark_delivered(unmarked)
             return DispatchReport(tuple(delivered), tuple(failed))
 
     def _deliver(self, entry: OutboxEntry) -> str | None:
@@ -178,7 +183,6 @@ class Dispatcher:
         except DeliveryError as exc:
             self._defer(entry, str(exc))
             return str(exc)
-        self._mark_delivered(entry)
         return None
 
     def _deliver_batch(self, entries: list[OutboxEntry]) -> set[str]:
@@ -194,34 +198,39 @@ class Dispatcher:
             return set()
         return {e.trigger.trigger_id for e, out in zip(entries, outcomes, strict=True) if not out}
 
-    def _mark_delivered(self, entry: OutboxEntry) -> None:
-        trigger = entry.trigger
+    def _mark_delivered(self, entries: list[OutboxEntry]) -> None:
+        """Mark delivered triggers in both stores, one write per store for all of them."""
+        if not entries:
+            return
         now = self.clock.now()
-        marked = True
+        error: BothStoresFailed | None = None
         try:
-            self.tracker.mark_delivered(entry, now)
+            self.tracker.mark_delivered_many(entries, now)
         except BothStoresFailed as exc:
-            marked = False
-            self._not_marked(entry, exc)
-        latency = (now - entry.claimed_at).total_seconds()
-        self.events.emit(
-            Event(
-                EventKind.TRIGGER_DELIVERED,
-                Severity.INFO,
-                "dispatcher",
-                f"delivered {trigger.trigger_id} ({trigger.phase} -> "
-                f"{trigger.next_phase or 'end'}, {trigger.run_key}) via "
-                f"{self.transport.describe()} {latency * 1000:.0f} ms after its claim",
-                run_key=trigger.run_key,
-                phase=trigger.phase,
-                correlation_id=trigger.correlation_id,
-                details={
-                    "trigger_id": trigger.trigger_id,
-                    "latency_seconds": latency,
-                    "marked": marked,
-                },
+            error = exc
+        for entry in entries:
+            trigger = entry.trigger
+            if error is not None:
+                self._not_marked(entry, error)
+            latency = (now - entry.claimed_at).total_seconds()
+            self.events.emit(
+                Event(
+                    EventKind.TRIGGER_DELIVERED,
+                    Severity.INFO,
+                    "dispatcher",
+                    f"delivered {trigger.trigger_id} ({trigger.phase} -> "
+                    f"{trigger.next_phase or 'end'}, {trigger.run_key}) via "
+                    f"{self.transport.describe()} {latency * 1000:.0f} ms after its claim",
+                    run_key=trigger.run_key,
+                    phase=trigger.phase,
+                    correlation_id=trigger.correlation_id,
+                    details={
+                        "trigger_id": trigger.trigger_id,
+                        "latency_seconds": latency,
+                        "marked": error is None,
+                    },
+                )
             )
-        )
 
     def _not_marked(self, entry: OutboxEntry, error: BothStoresFailed) -> None:
         """Delivered but not marked delivered: it will go out again, with the same id."""

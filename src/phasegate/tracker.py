@@ -37,7 +37,13 @@ from phasegate.reads import MergedReads, keeps_triggers
 from phasegate.replicator import Replicator
 from phasegate.resilience.breaker import CircuitBreaker
 from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
-from phasegate.stores.base import Capability, Store, claim_triggers, record_phase_executions
+from phasegate.stores.base import (
+    Capability,
+    Store,
+    claim_triggers,
+    mark_delivered,
+    record_phase_executions,
+)
 from phasegate.stores.guarded import Counters, GuardedStore, StoreRole, guard
 
 log = logging.getLogger(__name__)
@@ -323,15 +329,20 @@ class CompletionTracker:
     def mark_delivered(self, entry: OutboxEntry, delivered_at: datetime) -> DualWriteResult:
         """Record in both stores that a trigger was delivered.
 
-        The store the trigger was leased from marks it; the other receives the delivered
-        entry as an idempotent import, so the mark lands even where the claim's own copy
-        has not arrived yet (the claim's mirror and the delivery race). A ledger backup
+        The primary marks it; the other store receives the delivered entry as an
+        idempotent import, so the mark lands even where the claim's own copy has not
+        arrived yet (the claim's mirror and the delivery race). A ledger backup
         (BigQuery) keeps the delivery too: were the primary to lose its data, the trigger
         restored from the backup must come back delivered, not pending.
         """
-        trigger = entry.trigger
+        return self.mark_delivered_many([entry], delivered_at)
+
+    def mark_delivered_many(
+        self, entries: Sequence[OutboxEntry], delivered_at: datetime
+    ) -> DualWriteResult:
+        """:meth:`mark_delivered` for several triggers: one write per store."""
         delivered = RecordSet(
-            triggers=(
+            triggers=tuple(
                 replace(
                     entry,
                     delivered_at=delivered_at,
@@ -339,19 +350,23 @@ class CompletionTracker:
                     next_attempt_at=None,
                     lease_owner=None,
                     lease_expires_at=None,
-                ),
+                    expired_lease_owner=None,
+                )
+                for entry in entries
             )
         )
+        ids = [entry.trigger.trigger_id for entry in entries]
 
         def mark(store: Any) -> None:
             if store is self._primary.store or Capability.REPLICATION not in store.capabilities:
-                store.mark_delivered(trigger.trigger_id, delivered_at)
+                mark_delivered(store, ids, delivered_at)
             else:
                 store.import_records(delivered)
 
+        what = f"trigger {ids[0]}" if len(ids) == 1 else f"{len(ids)} triggers"
         return self.dual_write(
-            f"mark trigger {trigger.trigger_id} delivered",
-            (trigger.run_key,),
+            f"mark {what} delivered",
+            sorted({entry.trigger.run_key for entry in entries}),
             mark,
             keeps_triggers,
         )

@@ -20,7 +20,7 @@ from phasegate.model import (
     TimeoutReport,
     TriggerReason,
 )
-from phasegate.stores.base import Capability, record_phase_executions
+from phasegate.stores.base import Capability, mark_delivered, record_phase_executions
 from phasegate.testing import FaultSwitch
 
 C = Capability
@@ -106,6 +106,25 @@ def test_delivery_outcomes_drop_the_lease(store_factory: Any, outcome: str) -> N
         assert [e.lease_owner for e in store.pending_triggers(LATER)] == [None]
     [entry] = store.triggers("2026-01-10")
     assert (entry.lease_owner, entry.lease_expires_at) == (None, None)
+
+
+def test_several_triggers_marked_delivered_together(store_factory: Any) -> None:
+    """``mark_delivered`` over several ids marks each, drops its lease, and leaves a
+    trigger already delivered as it was."""
+    store = store_factory.require(C.CLAIMS, C.OUTBOX)
+    ids = _claimed(store, 3)
+    store.mark_delivered(ids[0], T0)
+    store.lease_triggers("a", T0, T0 + timedelta(minutes=5))
+    mark_delivered(store, ids, LATER)
+    mark_delivered(store, [], LATER)
+    entries = {
+        e.trigger.trigger_id: e
+        for key in ("2026-01-10", "2026-01-11", "2026-01-12")
+        for e in store.triggers(key)
+    }
+    assert [entries[i].delivered_at for i in ids] == [T0, LATER, LATER]
+    assert {(e.lease_owner, e.lease_expires_at) for e in entries.values()} == {(None, None)}
+    assert store.pending_triggers(LATER + timedelta(days=1)) == []
 
 
 def test_concurrent_dispatchers_never_lease_the_same_trigger(store_factory: Any) -> None:

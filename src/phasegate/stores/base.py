@@ -259,6 +259,16 @@ def claim_triggers(store: ClaimRegistry, triggers: Sequence[Trigger]) -> list[bo
     return [store.claim_trigger(trigger) for trigger in triggers]
 
 
+def mark_delivered(store: Outbox, trigger_ids: Sequence[str], delivered_at: datetime) -> None:
+    """Mark several triggers delivered (in one transaction where the store can)."""
+    together = getattr(store, "mark_delivered_many", None)
+    if together is not None:
+        together(trigger_ids, delivered_at)
+        return
+    for trigger_id in trigger_ids:
+        store.mark_delivered(trigger_id, delivered_at)
+
+
 def completions_of_runs(
     store: CompletionLog, run_keys: Sequence[str]
 ) -> dict[str, list[Completion]]:
