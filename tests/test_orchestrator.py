@@ -441,3 +441,43 @@ def test_a_one_shot_maintenance_pass_takes_a_whole_rolling_turn(harness: Harness
     assert harness.runtime.maintain(rolling_steps=1).claimed == frozenset()
     swept = harness.runtime.maintain(rolling_steps=None)
     assert [(r.trigger.run_key, r.claimed) for r in swept.swept] == [(lost, True)]
+
+
+def test_concurrent_reports_of_one_phase_run_share_one_decision(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight threads whose reports all complete one phase-run at once: one of them reads
+    and claims, the others wait for its answer (same trigger id, not claimed by them)."""
+    harness.complete("extract", "api")
+    entered = threading.Semaphore(0)
+    real_settle = harness.orchestrator._trigger_completed
+    real_claim = harness.tracker.claim_trigger
+    claims: list[str] = []
+
+    def settle(*args: Any) -> Any:
+        entered.release()
+        return real_settle(*args)
+
+    def claim(trigger: Any) -> Any:
+        claims.append(trigger.trigger_id)
+        for _ in range(8):  # hold the decision until every thread is waiting on it
+            assert entered.acquire(timeout=10)
+        return real_claim(trigger)
+
+    monkeypatch.setattr(harness.orchestrator, "_trigger_completed", settle)
+    monkeypatch.setattr(harness.tracker, "claim_trigger", claim)
+    barrier = threading.Barrier(8)
+    results: list[Any] = []
+
+    def report() -> None:
+        barrier.wait()
+        results.append(harness.complete("extract", "files"))
+
+    threads = [threading.Thread(target=report) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert claims == [trigger_id_for("orders", "extract", RUN)]
+    assert sorted(r.claimed for r in results) == [False] * 7 + [True]
+    assert {r.trigger_id for r in results} == {claims[0]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,7 @@ class Claiming:
     _deferred: set[str]
     _deferring: bool
     _rolling_after: str | None
+    _deciding: dict[PhaseRun, Future[_Claimed]]
     _on_claimed: Callable[[Trigger], None] | None
 
     if TYPE_CHECKING:
@@ -96,7 +98,52 @@ class Claiming:
     def _trigger_completed(
         self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
     ) -> dict[PhaseRun, _Claimed]:
-        """Claim the triggers of the phase-runs a batch completed, decided together."""
+        """Claim the triggers of the phase-runs a batch completed, decided together.
+
+        Concurrent reports of one phase-run often all see it complete (their writes
+        share a commit): one thread of this process decides each phase-run, and the
+        others wait for its answer (the same trigger id, not claimed by them) instead of
+        reading and claiming again. The compare-and-set in the store still decides
+        between processes and replicas.
+        """
+        mine: list[PhaseRun] = []
+        theirs: dict[PhaseRun, Future[_Claimed]] = {}
+        with self._state_lock:
+            for run in runs:
+                pending = self._deciding.get(run)
+                if pending is None:
+                    self._deciding[run] = Future()
+                    mine.append(run)
+                else:
+                    theirs[run] = pending
+        try:
+            answers = self._decide(mine, completions)
+        except BaseException as exc:
+            self._settle_deciding(mine, {}, exc)
+            raise
+        self._settle_deciding(mine, answers, None)
+        for run, pending in theirs.items():
+            decided = pending.result()
+            answers[run] = _Claimed(decided.trigger_id, claimed=False, deferred=decided.deferred)
+        return answers
+
+    def _settle_deciding(
+        self,
+        runs: Sequence[PhaseRun],
+        answers: dict[PhaseRun, _Claimed],
+        error: BaseException | None,
+    ) -> None:
+        with self._state_lock:
+            futures = [self._deciding.pop(run) for run in runs]
+        for run, future in zip(runs, futures, strict=True):
+            if error is None:
+                future.set_result(answers[run])
+            else:
+                future.set_exception(error)
+
+    def _decide(
+        self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
+    ) -> dict[PhaseRun, _Claimed]:
         answers: dict[PhaseRun, _Claimed] = {}
         wanted: list[tuple[PhaseRun, _Wanted]] = []
         # Read after the write: every run key of the batch in one read per store and kind.

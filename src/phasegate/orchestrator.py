@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from phasegate.results import (
     BatchItem,
     CompletionResult,
     TriggerResult,
+    _Claimed,
     answer_items,
     sort_reports,
 )
@@ -76,6 +78,7 @@ class Orchestrator(Claiming):
         self._deferred: set[str] = set()
         self._deferring = False  # a claim_deferred alert is out and not resolved yet
         self._rolling_after: str | None = None  # where the rolling sweep goes on from
+        self._deciding: dict[PhaseRun, Future[_Claimed]] = {}  # claims under way here
         self._book = reruns.AttemptBook()
 
     # -- validation ----------------------------------------------------------------------
