@@ -189,9 +189,9 @@ class Claiming:
         status: PhaseStatus,
         attempts: RunAttempts,
     ) -> TriggerResult:
-        return self._claim_all([_Wanted(phase, run_key, reason, correlation_id, status, attempts)])[
-            0
-        ]
+        wanted = _Wanted(phase, run_key, reason, correlation_id, status, attempts)
+        [result] = self._claim_all([wanted])
+        return result
 
     def _claim_all(self, wanted: Sequence[_Wanted]) -> list[TriggerResult]:
         """Claim each wanted trigger exactly once: decided together, one outcome each."""

@@ -46,6 +46,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _oldest_first(entry: OutboxEntry) -> tuple[datetime, str]:
+    return entry.claimed_at, entry.trigger.trigger_id
+
+
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -280,7 +284,7 @@ class SqlStore:
             found = [
                 r.to_entry(row) for row in connection.execute(self._s.of_run("triggers", run_key))
             ]
-        return sorted(found, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+        return sorted(found, key=_oldest_first)
 
     @_mapped
     def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
@@ -290,8 +294,7 @@ class SqlStore:
             for chunk in _chunks(sorted(found), 500):
                 for row in connection.execute(self._s.of_keys("triggers", chunk)):
                     found[row.run_key].append(r.to_entry(row))
-        order = lambda e: (e.claimed_at, e.trigger.trigger_id)  # noqa: E731
-        return {key: sorted(group, key=order) for key, group in found.items()}
+        return {key: sorted(group, key=_oldest_first) for key, group in found.items()}
 
     @_mapped
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -327,7 +330,7 @@ class SqlStore:
             return leased
 
         leased = self._transaction(lease)
-        return sorted(leased, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+        return sorted(leased, key=_oldest_first)
 
     def _update_undelivered(self, trigger_ids: Sequence[str], **values: Any) -> None:
         table = self._t["triggers"]
