@@ -93,6 +93,8 @@ class RecordingServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body are two writes
+
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
