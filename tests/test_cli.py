@@ -101,6 +101,66 @@ def test_complete_rejects_bad_input_with_exit_1(
     assert message in err
 
 
+def test_complete_from_file_records_each_line_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``complete --from-file``: good lines recorded and their triggers delivered, a bad
+    line (unknown phase, not JSON) rejected with its line number; exit 1."""
+    config = str(write_config(tmp_path))
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(
+        '{"phase": "extract", "run_key": "2026-01-28", "processor": "api"}\n'
+        "\n"
+        '{"phase": "extract", "run_key": "2026-01-28", "processor": "files"}\n'
+        '{"phase": "nope", "run_key": "2026-01-28", "processor": "api"}\n'
+        "{not json\n"
+        '{"phase": "extract", "run_key": "2026-01-29", "processor": "api", '
+        '"metadata": {"rows": 3}}\n'
+    )
+    code, out, _ = run(capsys, "complete", "--config", config, "--from-file", str(reports))
+    assert code == 1
+    assert "rejected line 4: phase: unknown phase 'nope'" in out
+    assert "rejected line 5: line: not valid JSON" in out
+    assert "recorded 3 of 5 report(s)" in out
+    [line] = (tmp_path / "triggers.jsonl").read_text().splitlines()
+    trigger_id = json.loads(line)["trigger_id"]
+    assert f"trigger {trigger_id} delivered" in out
+    # Sent again: every report is a duplicate now, answered the same way.
+    code, out, _ = run(
+        capsys, "complete", "--config", config, "--from-file", str(reports), "--format", "json"
+    )
+    data = json.loads(out)
+    assert (code, data["recorded"], data["rejected"]) == (1, 3, 2)
+    assert [(r["line"], r["ok"]) for r in data["results"]] == [
+        (1, True),
+        (3, True),
+        (4, False),
+        (5, False),
+        (6, True),
+    ]
+    assert data["results"][1]["trigger_id"] == trigger_id
+    assert data["results"][3]["error"]["code"] == "malformed_json"
+    assert len((tmp_path / "triggers.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-file", "missing.jsonl"], "--from-file missing.jsonl: cannot read it"),
+        (["--from-file", "-", "--phase", "extract"], "drop --phase"),
+        (["--phase", "extract"], "complete needs --run-key, --processor (or --from-file FILE)"),
+    ],
+)
+def test_complete_says_which_arguments_are_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Without a report, or with both a file and a report, or an unreadable file: exit 2."""
+    config = str(write_config(tmp_path))
+    code, _, err = run(capsys, "complete", "--config", config, *args)
+    assert code == 2
+    assert message in err
+
+
 def test_complete_exits_3_when_both_stores_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

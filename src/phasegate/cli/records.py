@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from phasegate.cli.common import (
@@ -19,6 +21,7 @@ from phasegate.cli.common import (
 from phasegate.errors import ConfigError, ValidationError
 from phasegate.orchestrator import PhaseStatus
 from phasegate.recording import Recorded
+from phasegate.results import BatchItem
 
 _STATE_MARKS = {
     "not_started": "·",
@@ -33,7 +36,18 @@ _STATE_MARKS = {
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    """Record one completion; deliver the trigger it caused before exiting."""
+    """Record one completion (or every report of ``--from-file``); deliver the triggers
+    they caused before exiting."""
+    if args.from_file is not None:
+        given = [f"--{n.replace('_', '-')}" for n in _ONE_REPORT if getattr(args, n) is not None]
+        if given:
+            raise ConfigError(
+                f"--from-file takes the reports from the file; drop {', '.join(given)}"
+            )
+        return _complete_from_file(args)
+    missing = [f"--{n.replace('_', '-')}" for n in _REQUIRED if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"complete needs {', '.join(missing)} (or --from-file FILE)")
     metadata: Any = None
     if args.metadata is not None:
         try:
@@ -59,6 +73,75 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         runtime.close()
+
+
+_REQUIRED = ("phase", "run_key", "processor")
+_ONE_REPORT = (*_REQUIRED, "metadata", "correlation_id")
+FILE_BATCH = 1000  # reports per batch, as POST /v1/completions:batch takes at most
+
+
+def _read_lines(source: str) -> list[tuple[int, object]]:
+    """``(line number, decoded report)`` of each non-blank line of a JSON Lines file
+    (``-``: standard input); a line that is not JSON carries its ValidationError."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--from-file {source}: cannot read it: {exc}") from None
+    lines: list[tuple[int, object]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            lines.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            error = ValidationError("line", f"not valid JSON: {exc}", code="malformed_json")
+            lines.append((number, error))
+    return lines
+
+
+def _complete_from_file(args: argparse.Namespace) -> int:
+    """Record a JSON Lines file of reports in batches of 1,000, each line answered on
+    its own; deliver what they triggered. Exit 1 when any line was rejected (the others
+    are recorded all the same)."""
+    lines = _read_lines(args.from_file)
+    answers: dict[int, BatchItem] = {}
+    runtime = open_for(args)
+    try:
+        good = [(n, body) for n, body in lines if not isinstance(body, ValidationError)]
+        for start in range(0, len(good), FILE_BATCH):
+            chunk = good[start : start + FILE_BATCH]
+            items = runtime.orchestrator.record_completions([body for _, body in chunk])
+            for (number, _), item in zip(chunk, items, strict=True):
+                answers[number] = dataclasses.replace(item, index=number)
+        claimed = {a.result.trigger_id for a in answers.values() if a.result and a.result.claimed}
+        deliveries = runtime.deliver({tid for tid in claimed if tid is not None})
+    finally:
+        runtime.close()
+    for number, body in lines:
+        if isinstance(body, ValidationError):
+            answers[number] = BatchItem(number, error=body)
+    ordered = [answers[number] for number in sorted(answers)]
+    rejected = [a for a in ordered if not a.ok]
+    if args.format == "json":
+        emit_json(
+            {
+                "recorded": len(ordered) - len(rejected),
+                "rejected": len(rejected),
+                "results": [
+                    {"line": a.index, **{k: v for k, v in a.to_dict().items() if k != "index"}}
+                    for a in ordered
+                ],
+                "deliveries": {tid: d.describe() for tid, d in sorted(deliveries.items())},
+            }
+        )
+    else:
+        for item in rejected:
+            assert item.error is not None
+            print(f"rejected line {item.index}: {item.error.field}: {item.error.message}")
+        print(f"recorded {len(ordered) - len(rejected)} of {len(ordered)} report(s)")
+        for trigger_id, delivery in sorted(deliveries.items()):
+            print(f"  trigger {trigger_id} {delivery.describe()}")
+    return EXIT_REJECTED if rejected else EXIT_OK
 
 
 def _print_recorded(args: argparse.Namespace, recorded: Recorded) -> None:
@@ -228,13 +311,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def register(add: Adder, common: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
     """Add this group's subcommands."""
-    complete = add("complete", cmd_complete, "record one processor's completion", common, output)
-    complete.add_argument("--phase", required=True)
-    complete.add_argument("--run-key", required=True)
-    complete.add_argument("--processor", required=True)
+    complete = add(
+        "complete",
+        cmd_complete,
+        "record a processor's completion (or a file of them)",
+        common,
+        output,
+    )
+    complete.add_argument("--phase")
+    complete.add_argument("--run-key")
+    complete.add_argument("--processor")
     complete.add_argument("--status", default="success", help="success (default) or failed")
     complete.add_argument("--metadata", help="a JSON object, at most 16 KiB")
     complete.add_argument("--correlation-id")
+    complete.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="record the reports of a JSON Lines file (one report object a line, as "
+        "POST /v1/completions takes it; - for standard input), each answered on its own",
+    )
 
     add("dispatch", cmd_dispatch, "deliver pending triggers and exit", common, output)
 
