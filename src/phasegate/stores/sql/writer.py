@@ -40,12 +40,12 @@ Successes = dict[tuple[str, str, int], set[str]]  # (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
-_KEY_COLUMNS = len(("pipeline", "run_key", "phase", "processor", "attempt"))
-assert COMPLETION_COLUMNS[:_KEY_COLUMNS] == ("pipeline", "run_key", "phase", "processor", "attempt")
+# A row's identity: its leading columns, pipeline to attempt.
+_KEY_END = COMPLETION_COLUMNS.index("attempt") + 1
 
 
 def _row_key(row: Row) -> tuple[Any, ...]:
-    return row[:_KEY_COLUMNS]
+    return row[:_KEY_END]
 
 
 T = TypeVar("T")
@@ -127,8 +127,8 @@ class CompletionWriter:
         return future
 
     def submit_work(self, work: Callable[[Connection], T]) -> Future[T]:
-        """Queue ``work(connection)`` for the next batch's transaction (an import of copied
-        records); the future answers what it returned once that transaction commits."""
+        """Queue ``work(connection)`` for the next batch's transaction (a claim, a lease, an
+        import...); the future answers what it returned once that transaction commits."""
         future: Future[T] = Future()
         with self._cond:
             if self._closed:
