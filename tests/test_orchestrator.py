@@ -481,3 +481,51 @@ def test_concurrent_reports_of_one_phase_run_share_one_decision(
     assert claims == [trigger_id_for("orders", "extract", RUN)]
     assert sorted(r.claimed for r in results) == [False] * 7 + [True]
     assert {r.trigger_id for r in results} == {claims[0]}
+
+
+def test_a_decision_that_fails_fails_the_callers_waiting_on_it_and_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A waiter gets the decider's error (it was not answered); the next caller decides
+    afresh instead of finding a stale decision."""
+    from concurrent.futures import Future
+
+    from phasegate import results
+    from phasegate.model import PhaseRun
+    from phasegate.results import Decisions, _Claimed
+
+    waiting = threading.Event()
+
+    class Watched(Future):  # type: ignore[type-arg]
+        def result(self, timeout: float | None = None) -> Any:
+            waiting.set()
+            return super().result(timeout)
+
+    monkeypatch.setattr(results, "Future", Watched)
+    decisions, run = Decisions(), PhaseRun("extract", RUN)
+    deciding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def failing(mine: list[PhaseRun]) -> dict[PhaseRun, _Claimed]:
+        deciding.set()
+        assert release.wait(10)
+        raise BothStoresFailed("claim", None, None)
+
+    def call(decide: Any) -> None:
+        try:
+            decisions.decide([run], decide)
+        except BothStoresFailed as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=call, args=(failing,))
+    leader.start()
+    assert deciding.wait(10)
+    follower = threading.Thread(target=call, args=(lambda mine: {},))
+    follower.start()
+    assert waiting.wait(10)  # the follower waits on the decision under way
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert len(errors) == 2
+    fresh = decisions.decide([run], lambda mine: {r: _Claimed("id", True, False) for r in mine})
+    assert fresh == {run: _Claimed("id", True, False)}

@@ -1,13 +1,11 @@
 """The claiming half of the orchestrator: turning a complete phase-run (or an operator's
-word, or a start signal) into exactly one claimed trigger, and the sweeps that claim what
-was deferred or left behind."""
+word, or a start signal) into exactly one claimed trigger. The sweeps that claim what
+was deferred or left behind are in :mod:`phasegate.sweeping`."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,8 +23,7 @@ from phasegate.model import (
     TriggerReason,
     trigger_id_for,
 )
-from phasegate.results import TriggerResult, _Claimed
-from phasegate.status import evaluate_phase
+from phasegate.results import Decisions, TriggerResult, _Claimed
 from phasegate.unexpected import alerts_unexpected
 
 if TYPE_CHECKING:
@@ -74,8 +71,7 @@ class Claiming:
     _state_lock: threading.Lock
     _deferred: set[str]
     _deferring: bool
-    _rolling_after: str | None
-    _deciding: dict[PhaseRun, Future[_Claimed]]
+    _decisions: Decisions
     _on_claimed: Callable[[Trigger], None] | None
 
     if TYPE_CHECKING:
@@ -98,48 +94,9 @@ class Claiming:
     def _trigger_completed(
         self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
     ) -> dict[PhaseRun, _Claimed]:
-        """Claim the triggers of the phase-runs a batch completed, decided together.
-
-        Concurrent reports of one phase-run often all see it complete (their writes
-        share a commit): one thread of this process decides each phase-run, and the
-        others wait for its answer (the same trigger id, not claimed by them) instead of
-        reading and claiming again. The compare-and-set in the store still decides
-        between processes and replicas.
-        """
-        mine: list[PhaseRun] = []
-        theirs: dict[PhaseRun, Future[_Claimed]] = {}
-        with self._state_lock:
-            for run in runs:
-                pending = self._deciding.get(run)
-                if pending is None:
-                    self._deciding[run] = Future()
-                    mine.append(run)
-                else:
-                    theirs[run] = pending
-        try:
-            answers = self._decide(mine, completions)
-        except BaseException as exc:
-            self._settle_deciding(mine, {}, exc)
-            raise
-        self._settle_deciding(mine, answers, None)
-        for run, pending in theirs.items():
-            decided = pending.result()
-            answers[run] = _Claimed(decided.trigger_id, claimed=False, deferred=decided.deferred)
-        return answers
-
-    def _settle_deciding(
-        self,
-        runs: Sequence[PhaseRun],
-        answers: dict[PhaseRun, _Claimed],
-        error: BaseException | None,
-    ) -> None:
-        with self._state_lock:
-            futures = [self._deciding.pop(run) for run in runs]
-        for run, future in zip(runs, futures, strict=True):
-            if error is None:
-                future.set_result(answers[run])
-            else:
-                future.set_exception(error)
+        """Claim the triggers of the phase-runs a batch completed, decided together, each
+        phase-run once in this process (see :class:`~phasegate.results.Decisions`)."""
+        return self._decisions.decide(runs, lambda mine: self._decide(mine, completions))
 
     def _decide(
         self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
@@ -449,87 +406,3 @@ class Claiming:
         return self._claim(
             definition, run_key, reason, correlation_id or uuid.uuid4().hex, status, attempts
         )
-
-    @alerts_unexpected("orchestrator")
-    def sweep(self, runs: int = 50) -> list[TriggerResult]:
-        """Claim phases that are complete but not triggered (after a crash or a deferral)."""
-        with self._state_lock:
-            deferred = set(self._deferred)
-        return self.sweep_runs(sorted(set(self.tracker.list_runs(runs)) | deferred))
-
-    @alerts_unexpected("orchestrator")
-    def retry_deferred(self) -> list[TriggerResult]:
-        """Sweep the runs whose claims this process deferred (the primary is back)."""
-        with self._state_lock:
-            deferred = sorted(self._deferred)
-        return self.sweep_runs(deferred) if deferred else []
-
-    @property
-    def rolling_turn_over(self) -> bool:
-        """Whether the rolling sweep's last step ended a turn (the next starts over)."""
-        return self._rolling_after is None
-
-    @alerts_unexpected("orchestrator")
-    def sweep_rolling(self, page: int = 200, horizon: int = 10_000) -> list[TriggerResult]:
-        """One step of the rolling sweep: the next ``page`` of the ``horizon`` most recent
-        runs (oldest first, wrapping around), read together and claimed where a phase is
-        complete but untriggered.
-
-        :meth:`sweep` looks at the most recent runs and at the runs whose claims this
-        process deferred; a replica that deferred a claim and then crashed took that
-        memory with it, and the run may be old by the time the primary is back. The
-        rolling sweep finds such a phase-run within one turn (``horizon`` / ``page``
-        maintenance passes) on whichever replica is alive.
-        """
-        keys = sorted(self.tracker.list_runs(horizon))
-        after = self._rolling_after
-        chosen = [key for key in keys if after is None or key > after][:page]
-        with self._state_lock:
-            self._rolling_after = chosen[-1] if len(chosen) == page else None
-        if not chosen:
-            return []
-        completions = self.tracker.completions_of_runs(chosen)
-        triggers = self.tracker.triggers_of_runs(chosen)
-        now = self.clock.now()
-        stale = []
-        for key in chosen:
-            attempts = self.attempts(key, triggers[key])
-            if attempts.unannounced_ready() or any(
-                evaluate_phase(phase, key, completions[key], attempts, now).state
-                is PhaseState.COMPLETE
-                for phase in self.pipeline.phases
-            ):
-                stale.append(key)
-        if stale:
-            # Often a claim still in flight on another thread or replica: not a warning.
-            log.info(
-                "rolling sweep: %d run(s) had a complete phase left untriggered (%s)",
-                len(stale),
-                ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""),
-            )
-        return self.sweep_runs(stale) if stale else []
-
-    @alerts_unexpected("orchestrator")
-    def sweep_runs(self, run_keys: Iterable[str]) -> list[TriggerResult]:
-        """Claim the phases of ``run_keys`` that are complete but not triggered, and the
-        ``ready`` signals of phases ready but never named (after a crash or a deferral)."""
-        results = []
-        for run_key in run_keys:
-            with self._state_lock:
-                self._deferred.discard(run_key)
-            statuses, attempts = self._run_state(run_key)
-            for status in statuses:
-                if status.state is PhaseState.COMPLETE:
-                    results.append(
-                        self._claim(
-                            self.pipeline.phase(status.phase),
-                            run_key,
-                            TriggerReason.COMPLETE,
-                            None,
-                            status,
-                            attempts,
-                        )
-                    )
-            if attempts.unannounced_ready():
-                results.extend(self.announce_ready(run_key))
-        return results

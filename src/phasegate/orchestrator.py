@@ -6,7 +6,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -28,12 +27,13 @@ from phasegate.reports import parse_report
 from phasegate.results import (
     BatchItem,
     CompletionResult,
+    Decisions,
     TriggerResult,
-    _Claimed,
     answer_items,
     sort_reports,
 )
 from phasegate.status import PhaseStatus, evaluate_phase
+from phasegate.sweeping import Sweeping
 from phasegate.tracker import BatchWriteResult, CompletionTracker
 from phasegate.unexpected import alerts_unexpected
 from phasegate.validation import (
@@ -56,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(Claiming):
+class Orchestrator(Claiming, Sweeping):
     """Turns completions into exactly-once phase triggers for one pipeline."""
 
     def __init__(
@@ -78,7 +78,7 @@ class Orchestrator(Claiming):
         self._deferred: set[str] = set()
         self._deferring = False  # a claim_deferred alert is out and not resolved yet
         self._rolling_after: str | None = None  # where the rolling sweep goes on from
-        self._deciding: dict[PhaseRun, Future[_Claimed]] = {}  # claims under way here
+        self._decisions = Decisions()  # one decision per phase-run here at a time
         self._book = reruns.AttemptBook()
 
     # -- validation ----------------------------------------------------------------------

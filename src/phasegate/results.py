@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from phasegate.errors import ValidationError
-from phasegate.model import Completion, Trigger
+from phasegate.model import Completion, PhaseRun, Trigger
 from phasegate.validation import json_type
 
 
@@ -120,3 +122,58 @@ def answer_items(
     for (index, _), result in zip(valid, results, strict=True):
         items[index] = BatchItem(index, result=result)
     return [item for item in items if item is not None]
+
+
+class Decisions:
+    """One decision per phase-run in this process at a time.
+
+    Concurrent reports of one phase-run often all see it complete (their writes share a
+    commit): the first caller decides it, the others wait for its answer — the same
+    trigger id, not claimed by them — instead of reading and claiming again. The
+    compare-and-set in the store still decides between processes and replicas.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[PhaseRun, Future[_Claimed]] = {}
+
+    def decide(
+        self,
+        runs: Sequence[PhaseRun],
+        decide: Callable[[list[PhaseRun]], dict[PhaseRun, _Claimed]],
+    ) -> dict[PhaseRun, _Claimed]:
+        """``decide`` the runs nobody here is deciding; wait for the others' answers."""
+        mine: list[PhaseRun] = []
+        theirs: dict[PhaseRun, Future[_Claimed]] = {}
+        with self._lock:
+            for run in runs:
+                pending = self._pending.get(run)
+                if pending is None:
+                    self._pending[run] = Future()
+                    mine.append(run)
+                else:
+                    theirs[run] = pending
+        try:
+            answers = decide(mine)
+        except BaseException as exc:
+            self._settle(mine, {}, exc)
+            raise
+        self._settle(mine, answers, None)
+        for run, pending in theirs.items():
+            decided = pending.result()
+            answers[run] = _Claimed(decided.trigger_id, claimed=False, deferred=decided.deferred)
+        return answers
+
+    def _settle(
+        self,
+        runs: list[PhaseRun],
+        answers: dict[PhaseRun, _Claimed],
+        error: BaseException | None,
+    ) -> None:
+        with self._lock:
+            futures = [self._pending.pop(run) for run in runs]
+        for run, future in zip(runs, futures, strict=True):
+            if error is None:
+                future.set_result(answers[run])
+            else:
+                future.set_exception(error)
