@@ -6,11 +6,12 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -44,14 +45,27 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: skip on a laptop, fail under ``CI=true``
+    (where ``.ci/run`` has installed or started everything)."""
+    if IN_CI:
+        pytest.fail(f"{message}, and CI=true requires it (.ci/run provides it)")
+    pytest.skip(message)
+
+
 def require_server(name: str, host: str, port: int) -> None:
     """Skip when the server is not running on a laptop; fail in CI, where it must be."""
-    if reachable(host, port):
-        return
-    message = f"{name} is not reachable on {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{message}, and CI=true requires it (.ci/run starts it)")
-    pytest.skip(f"{message}; start it to run these tests")
+    if not reachable(host, port):
+        unavailable(f"{name} is not reachable on {host}:{port}; start it to run these tests")
+
+
+CHROMIUM = os.environ.get("PHASEGATE_CHROMIUM", "/usr/bin/chromium")
+
+
+def require_chromium() -> None:
+    """The headless browser the page tests drive."""
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+        unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
 
 
 def backends(*names: str) -> pytest.MarkDecorator:

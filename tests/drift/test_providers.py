@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from phasegate.drift.providers import CloudFunctionsProvider, CloudRunProvider, parse_time
-from support import RecordingServer
+from support import RecordingServer, unavailable
 
 FUNCTION = {
     "name": "projects/my-project/locations/us-west2/functions/phase2-to-phase3",
@@ -32,7 +32,7 @@ def test_gcloud_functions_describe_through_the_real_cli(
 ) -> None:
     """gcloud asks GET /v2/projects/P/locations/R/functions/NAME; we read updateTime and the SHA label."""
     if shutil.which("gcloud") is None:
-        pytest.skip("the Google Cloud CLI is not installed; the stand-in test covers the parsing")
+        unavailable("the Google Cloud CLI is not installed; the stand-in test covers the parsing")
     not_found = json.dumps(
         {
             "error": {

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from phasegate.service import create_app
-from support import IN_CI, Harness, UvicornThread
+from support import CHROMIUM, Harness, UvicornThread, require_chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = os.environ.get("PHASEGATE_CHROMIUM", "/usr/bin/chromium")
-
-
-def _require_chromium() -> None:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return
-    if IN_CI:
-        pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
 
 
 @pytest.mark.slow
 def test_headless_chromium_sees_the_grid_with_the_right_states(harness: Harness) -> None:
     """Recorded runs show as rows, phases as coloured cells; a screenshot is saved."""
-    _require_chromium()
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     for processor in ("api", "files"):

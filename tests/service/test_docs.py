@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,9 +12,7 @@ from fastapi.testclient import TestClient
 
 from phasegate.service import create_app
 from phasegate.service.docs import ASSET_FILES, docs_assets_dir, install_api_docs
-from support import IN_CI, Harness, UvicornThread
-
-CHROMIUM = os.environ.get("PHASEGATE_CHROMIUM", "/usr/bin/chromium")
+from support import CHROMIUM, Harness, UvicornThread, require_chromium
 
 
 class _AssetLinks(HTMLParser):
@@ -113,10 +108,7 @@ def test_headless_chromium_renders_the_api_with_outside_requests_blocked(
     harness: Harness,
 ) -> None:
     """Swagger UI draws every operation while any request off loopback is aborted."""
-    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import Route, sync_playwright
 
     outside: list[str] = []

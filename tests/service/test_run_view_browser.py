@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,24 +9,15 @@ import pytest
 from phasegate.service import create_app
 from phasegate.testing import FakeClock
 from rigs import RUN, scripted_run
-from support import IN_CI, UvicornThread
+from support import CHROMIUM, UvicornThread, require_chromium
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-CHROMIUM = os.environ.get("PHASEGATE_CHROMIUM", "/usr/bin/chromium")
-
-
-def _require_chromium() -> None:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return
-    if IN_CI:
-        pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
 
 
 @pytest.mark.slow
 def test_clicking_a_run_opens_its_timeline_in_chromium(clock: FakeClock) -> None:
     """Front page → click the run → Gantt bars, failed and late highlighted; screenshots saved."""
-    _require_chromium()
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     rig = scripted_run(clock, earlier=12)

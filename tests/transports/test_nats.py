@@ -20,7 +20,7 @@ import pytest
 from phasegate.errors import ConfigError, DeliveryError, TransientDeliveryError
 from phasegate.model import Trigger, TriggerReason, trigger_id_for
 from phasegate.transports import open_transport
-from support import free_port, reachable, require_server
+from support import free_port, reachable, require_server, unavailable
 
 nats = pytest.importorskip("nats", reason="the nats extra is not installed")
 from phasegate.transports.nats import NatsSettings, NatsTransport, subject_matches  # noqa: E402
@@ -199,7 +199,7 @@ class PrivateNats:
     def __init__(self, tmp_path: Path) -> None:
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if not Path(binary).exists():
-            pytest.skip("nats-server is not installed")
+            unavailable("nats-server is not installed (its private instances restart it)")
         self.binary, self.port, self.store = binary, free_port(), tmp_path / "js"
         self.process: subprocess.Popen[bytes] | None = None
 
