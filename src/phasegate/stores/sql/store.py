@@ -37,6 +37,7 @@ from phasegate.stores.sql.engines import (
     redact_url,
     retry_deadlocks,
 )
+from phasegate.stores.sql.outbox import claim_all, lease, oldest_first, rows_of_runs
 from phasegate.stores.sql.replication import export_records, import_records
 from phasegate.stores.sql.schema import build_tables, create_schema, read_version
 from phasegate.stores.sql.statements import Statements, WriterSql
@@ -44,14 +45,6 @@ from phasegate.stores.sql.writer import Answer, CompletionWriter
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _oldest_first(entry: OutboxEntry) -> tuple[datetime, str]:
-    return entry.claimed_at, entry.trigger.trigger_id
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _mapped(method: Callable[P, T]) -> Callable[P, T]:
@@ -199,11 +192,8 @@ class SqlStore:
     @_mapped
     def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
         """:meth:`completions` of several run keys, in one query per 500 keys."""
-        found: dict[str, list[Completion]] = {key: [] for key in run_keys}
         with self._read() as connection:
-            for chunk in _chunks(sorted(found), 500):
-                for row in connection.execute(self._s.of_keys("completions", chunk)):
-                    found[row.run_key].append(r.to_completion(row))
+            found = rows_of_runs(connection, self._s, "completions", run_keys, r.to_completion)
         return {key: sorted(group, key=lambda c: c.key) for key, group in found.items()}
 
     @_mapped
@@ -245,20 +235,8 @@ class SqlStore:
         if not triggers:
             return []
         return retry_deadlocks(
-            lambda: self._transaction(lambda connection: self._claim_all(connection, triggers))
+            lambda: self._transaction(lambda connection: claim_all(connection, self._s, triggers))
         )
-
-    def _claim_all(self, connection: Connection, triggers: Sequence[Trigger]) -> list[bool]:
-        won: dict[str, bool] = {}
-        for trigger in sorted(triggers, key=lambda t: t.trigger_id):
-            row = r.trigger_row(self.pipeline, trigger)
-            won[trigger.trigger_id] = (
-                connection.execute(self._s.ignore["triggers"], row).rowcount == 1
-            )
-        seen = {t.run_key: t.triggered_at for t in triggers}
-        for run_key, seen_at in sorted(seen.items()):
-            self._note_run(connection, run_key, seen_at)
-        return [won[t.trigger_id] for t in triggers]
 
     @_mapped
     def record_timeout(self, report: TimeoutReport) -> bool:
@@ -271,10 +249,6 @@ class SqlStore:
             lambda connection: connection.execute(self._s.ignore["timeouts"], row).rowcount == 1
         )
 
-    def _note_run(self, connection: Connection, run_key: str, seen_at: datetime) -> None:
-        row = {"pipeline": self.pipeline, "run_key": run_key, "first_seen_at": seen_at}
-        connection.execute(self._s.ignore["runs"], row)
-
     # -- the outbox ----------------------------------------------------------------------
 
     @_mapped
@@ -284,17 +258,14 @@ class SqlStore:
             found = [
                 r.to_entry(row) for row in connection.execute(self._s.of_run("triggers", run_key))
             ]
-        return sorted(found, key=_oldest_first)
+        return sorted(found, key=oldest_first)
 
     @_mapped
     def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
         """:meth:`triggers` of several run keys, in one query per 500 keys."""
-        found: dict[str, list[OutboxEntry]] = {key: [] for key in run_keys}
         with self._read() as connection:
-            for chunk in _chunks(sorted(found), 500):
-                for row in connection.execute(self._s.of_keys("triggers", chunk)):
-                    found[row.run_key].append(r.to_entry(row))
-        return {key: sorted(group, key=_oldest_first) for key, group in found.items()}
+            found = rows_of_runs(connection, self._s, "triggers", run_keys, r.to_entry)
+        return {key: sorted(group, key=oldest_first) for key, group in found.items()}
 
     @_mapped
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -307,30 +278,12 @@ class SqlStore:
         self, owner: str, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[OutboxEntry]:
         """Lease up to ``limit`` due triggers to ``owner`` until ``lease_until``."""
-        return retry_deadlocks(lambda: self._lease(owner, now, lease_until, limit))
-
-    def _lease(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[OutboxEntry]:
-        table = self._t["triggers"]
-        candidates = self._s.pending(now, limit)
-        if self.dialect != "sqlite":
-            candidates = candidates.with_for_update(skip_locked=True)
-
-        def lease(connection: Connection) -> list[OutboxEntry]:
-            leased: list[OutboxEntry] = []
-            for row in connection.execute(candidates).all():
-                update = (
-                    sa.update(table)
-                    .where(table.c.trigger_id == row.trigger_id, *self._s.pending_conditions(now))
-                    .values(lease_owner=owner, lease_expires_at=lease_until)
-                )
-                if connection.execute(update).rowcount == 1:
-                    leased.append(r.to_entry(row).leased_to(owner, lease_until))
-            return leased
-
-        leased = self._transaction(lease)
-        return sorted(leased, key=_oldest_first)
+        skip_locked = self.dialect != "sqlite"
+        return retry_deadlocks(
+            lambda: self._transaction(
+                lambda c: lease(c, self._s, owner, now, lease_until, limit, skip_locked=skip_locked)
+            )
+        )
 
     def _update_undelivered(self, trigger_ids: Sequence[str], **values: Any) -> None:
         table = self._t["triggers"]

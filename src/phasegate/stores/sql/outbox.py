@@ -1,0 +1,82 @@
+"""The SQL store's claims, leases and reads of many runs, as functions of a connection
+(each runs inside whatever transaction the store gives it: the writer's on SQLite, a
+short one of its own on a server database)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from phasegate.model import OutboxEntry, Trigger
+from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.statements import Statements
+
+T = TypeVar("T")
+CHUNK = 500  # run keys per IN list
+
+
+def oldest_first(entry: OutboxEntry) -> tuple[datetime, str]:
+    """How outbox entries are ordered: claim time, then trigger id."""
+    return entry.claimed_at, entry.trigger.trigger_id
+
+
+def rows_of_runs(
+    connection: Connection,
+    s: Statements,
+    table: str,
+    run_keys: Sequence[str],
+    convert: Callable[[Any], T],
+) -> dict[str, list[T]]:
+    """The rows of ``table`` for each run key, one query per :data:`CHUNK` keys."""
+    found: dict[str, list[T]] = {key: [] for key in run_keys}
+    keys = sorted(found)
+    for start in range(0, len(keys), CHUNK):
+        for row in connection.execute(s.of_keys(table, keys[start : start + CHUNK])):
+            found[row.run_key].append(convert(row))
+    return found
+
+
+def claim_all(connection: Connection, s: Statements, triggers: Sequence[Trigger]) -> list[bool]:
+    """Claim each trigger by its id (in id order, so concurrent claimers cannot deadlock)
+    and note its run; ``True`` for each one this call won, in the order given."""
+    won: dict[str, bool] = {}
+    for trigger in sorted(triggers, key=lambda t: t.trigger_id):
+        row = r.trigger_row(s.pipeline, trigger)
+        won[trigger.trigger_id] = connection.execute(s.ignore["triggers"], row).rowcount == 1
+    seen = {t.run_key: t.triggered_at for t in triggers}
+    for run_key, seen_at in sorted(seen.items()):
+        row = {"pipeline": s.pipeline, "run_key": run_key, "first_seen_at": seen_at}
+        connection.execute(s.ignore["runs"], row)
+    return [won[t.trigger_id] for t in triggers]
+
+
+def lease(
+    connection: Connection,
+    s: Statements,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    *,
+    skip_locked: bool,
+) -> list[OutboxEntry]:
+    """Lease up to ``limit`` due triggers to ``owner``: each by a conditional UPDATE on
+    rows picked ``FOR UPDATE SKIP LOCKED`` where the database has it; oldest first."""
+    table = s.tables["triggers"]
+    candidates = s.pending(now, limit)
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    leased: list[OutboxEntry] = []
+    for row in connection.execute(candidates).all():
+        update = (
+            sa.update(table)
+            .where(table.c.trigger_id == row.trigger_id, *s.pending_conditions(now))
+            .values(lease_owner=owner, lease_expires_at=until)
+        )
+        if connection.execute(update).rowcount == 1:
+            leased.append(r.to_entry(row).leased_to(owner, until))
+    return sorted(leased, key=oldest_first)
