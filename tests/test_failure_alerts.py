@@ -302,7 +302,7 @@ def test_a_delivery_failure_that_cannot_be_recorded_is_critical_and_resolved_whe
         monkeypatch.setattr(store, "record_delivery_failure", failing("outbox"))
     rig.runtime.dispatcher.run_once()
     [line] = logged(caplog, logging.CRITICAL, "could not be recorded")
-    assert f"the failed delivery of trigger {result.trigger_id}" in line
+    assert f"trigger {result.trigger_id}" in line
     for store, record in zip(rig.inner, real, strict=True):
         monkeypatch.setattr(store, "record_delivery_failure", record)
     clock.advance(61)

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from phasegate.clock import Clock
 from phasegate.errors import BothStoresFailed, DeliveryError, StoreError
@@ -116,20 +117,39 @@ class Dispatcher:
         return leased
 
     def _taken_over(self, entry: OutboxEntry, dead_owner: str) -> None:
+        self._announce(
+            EventKind.LEASE_EXPIRED,
+            Severity.WARNING,
+            entry,
+            f"was leased by {dead_owner}, whose lease expired before it was delivered (that "
+            f"replica crashed or hung); {self.owner} delivers it now, with the same id",
+            lease_owner=dead_owner,
+        )
+
+    def _announce(
+        self,
+        kind: EventKind,
+        severity: Severity,
+        entry: OutboxEntry,
+        what: str,
+        *,
+        error: BaseException | None = None,
+        **details: Any,
+    ) -> None:
+        """Emit ``kind`` about ``entry``'s trigger: ``what`` follows its description."""
         trigger = entry.trigger
         self.events.emit(
             Event(
-                EventKind.LEASE_EXPIRED,
-                Severity.WARNING,
+                kind,
+                severity,
                 "dispatcher",
                 f"trigger {trigger.trigger_id} ({trigger.phase} -> "
-                f"{trigger.next_phase or 'end'}, {trigger.run_key}) was leased by "
-                f"{dead_owner}, whose lease expired before it was delivered (that replica "
-                f"crashed or hung); {self.owner} delivers it now, with the same id",
+                f"{trigger.next_phase or 'end'}, {trigger.run_key}) {what}",
                 run_key=trigger.run_key,
                 phase=trigger.phase,
                 correlation_id=trigger.correlation_id,
-                details={"trigger_id": trigger.trigger_id, "lease_owner": dead_owner},
+                error=error,
+                details={"trigger_id": trigger.trigger_id, **details},
             )
         )
 
@@ -209,51 +229,31 @@ class Dispatcher:
         except BothStoresFailed as exc:
             error = exc
         for entry in entries:
-            trigger = entry.trigger
             if error is not None:
                 self._not_marked(entry, error)
             latency = (now - entry.claimed_at).total_seconds()
-            self.events.emit(
-                Event(
-                    EventKind.TRIGGER_DELIVERED,
-                    Severity.INFO,
-                    "dispatcher",
-                    f"delivered {trigger.trigger_id} ({trigger.phase} -> "
-                    f"{trigger.next_phase or 'end'}, {trigger.run_key}) via "
-                    f"{self.transport.describe()} {latency * 1000:.0f} ms after its claim",
-                    run_key=trigger.run_key,
-                    phase=trigger.phase,
-                    correlation_id=trigger.correlation_id,
-                    details={
-                        "trigger_id": trigger.trigger_id,
-                        "latency_seconds": latency,
-                        "marked": error is None,
-                    },
-                )
+            self._announce(
+                EventKind.TRIGGER_DELIVERED,
+                Severity.INFO,
+                entry,
+                f"delivered via {self.transport.describe()} {latency * 1000:.0f} ms after its "
+                "claim",
+                latency_seconds=latency,
+                marked=error is None,
             )
 
     def _not_marked(self, entry: OutboxEntry, error: BothStoresFailed) -> None:
         """Delivered but not marked delivered: it will go out again, with the same id."""
-        trigger = entry.trigger
-        self.events.emit(
-            Event(
-                EventKind.TRIGGER_NOT_MARKED,
-                Severity.CRITICAL,
-                "dispatcher",
-                f"trigger {trigger.trigger_id} ({trigger.phase} -> "
-                f"{trigger.next_phase or 'end'}, {trigger.run_key}) was delivered but not "
-                f"marked delivered: both stores failed ({error}); it will be delivered again "
-                "with the same id",
-                run_key=trigger.run_key,
-                phase=trigger.phase,
-                correlation_id=trigger.correlation_id,
-                error=error,
-                details={"trigger_id": trigger.trigger_id},
-            )
+        self._announce(
+            EventKind.TRIGGER_NOT_MARKED,
+            Severity.CRITICAL,
+            entry,
+            f"was delivered but not marked delivered: both stores failed ({error}); it will "
+            "be delivered again with the same id",
+            error=error,
         )
 
     def _defer(self, entry: OutboxEntry, error: str) -> None:
-        trigger = entry.trigger
         attempts = entry.attempts + 1
         delay = min(self.redelivery_max, self.redelivery_base * 2 ** (attempts - 1))
         next_attempt_at = self.clock.now() + timedelta(seconds=delay)
@@ -263,42 +263,25 @@ class Dispatcher:
         except StoreError as exc:
             recorded = False
             self._failure_not_recorded(entry, exc)
-        self.events.emit(
-            Event(
-                EventKind.DELIVERY_FAILED,
-                Severity.CRITICAL,
-                "dispatcher",
-                f"trigger {trigger.trigger_id} ({trigger.phase} -> {trigger.next_phase or 'end'}, "
-                f"{trigger.run_key}) not delivered after {self.policy.attempts} tries "
-                f"(delivery round {attempts}): {error}; next attempt in {delay:.0f}s",
-                run_key=trigger.run_key,
-                phase=trigger.phase,
-                correlation_id=trigger.correlation_id,
-                details={
-                    "trigger_id": trigger.trigger_id,
-                    "attempts": attempts,
-                    "recorded": recorded,
-                },
-            )
+        self._announce(
+            EventKind.DELIVERY_FAILED,
+            Severity.CRITICAL,
+            entry,
+            f"not delivered after {self.policy.attempts} tries (delivery round {attempts}): "
+            f"{error}; next attempt in {delay:.0f}s",
+            attempts=attempts,
+            recorded=recorded,
         )
 
     def _failure_not_recorded(self, entry: OutboxEntry, error: StoreError) -> None:
         """A failed delivery neither store recorded: no back-off, no attempt counted."""
-        trigger = entry.trigger
-        self.events.emit(
-            Event(
-                EventKind.DELIVERY_FAILURE_NOT_RECORDED,
-                Severity.CRITICAL,
-                "dispatcher",
-                f"the failed delivery of trigger {trigger.trigger_id} ({trigger.phase} -> "
-                f"{trigger.next_phase or 'end'}, {trigger.run_key}) could not be recorded "
-                f"({error}); it stays due and is retried at every pass, without back-off",
-                run_key=trigger.run_key,
-                phase=trigger.phase,
-                correlation_id=trigger.correlation_id,
-                error=error,
-                details={"trigger_id": trigger.trigger_id},
-            )
+        self._announce(
+            EventKind.DELIVERY_FAILURE_NOT_RECORDED,
+            Severity.CRITICAL,
+            entry,
+            f"failed, and the failure could not be recorded ({error}); it stays due and is "
+            "retried at every pass, without back-off",
+            error=error,
         )
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
