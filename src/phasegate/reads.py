@@ -233,3 +233,48 @@ def _merge_entries(groups: Iterable[Iterable[OutboxEntry]]) -> list[OutboxEntry]
             trigger_id = entry.trigger.trigger_id
             merged[trigger_id] = prefer_entry(merged.get(trigger_id), entry)
     return sorted(merged.values(), key=lambda e: (e.claimed_at, e.trigger.trigger_id))
+
+
+class ReadsBothStores:
+    """The reading half of :class:`~phasegate.tracker.CompletionTracker`: each read asks
+    both stores and merges the answers (see :class:`MergedReads`)."""
+
+    reads: MergedReads
+
+    def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
+        """Current completions of ``run_key`` merged from both stores (success wins)."""
+        return self.reads.completions(run_key, phase)
+
+    def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
+        """:meth:`completions` of several run keys, one read per store."""
+        return self.reads.completions_of_runs(run_keys)
+
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        """:meth:`triggers` of several run keys, one read per store."""
+        return self.reads.triggers_of_runs(run_keys)
+
+    def history(self, run_key: str) -> list[Completion]:
+        """Every distinct report of ``run_key`` in either store, oldest first."""
+        return self.reads.history(run_key)
+
+    def list_runs(self, limit: int = 50) -> list[str]:
+        """Most recent run keys in either store, newest first."""
+        return self.reads.list_runs(limit)
+
+    def triggers(self, run_key: str) -> list[OutboxEntry]:
+        """Claimed triggers of ``run_key`` from either store; a delivered copy wins."""
+        return self.reads.triggers(run_key)
+
+    def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
+        """Undelivered, due triggers in either store, minus those either saw delivered."""
+        return self.reads.pending_triggers(now, limit)
+
+    def phase_executions(
+        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
+    ) -> list[PhaseExecution]:
+        """Recent phase executions in either store, newest first."""
+        return self.reads.phase_executions(phase, limit, run_key)
+
+    def timeouts(self, run_key: str) -> list[TimeoutReport]:
+        """Timeout reports of ``run_key`` from either store."""
+        return self.reads.timeouts(run_key)

@@ -33,7 +33,7 @@ from phasegate.model import (
     TimeoutReport,
     Trigger,
 )
-from phasegate.reads import MergedReads, keeps_triggers
+from phasegate.reads import MergedReads, ReadsBothStores, keeps_triggers
 from phasegate.replicator import Replicator
 from phasegate.resilience.breaker import CircuitBreaker
 from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
@@ -111,7 +111,7 @@ class BatchWriteResult(DualWriteResult):
         return found.get(run, frozenset())
 
 
-class CompletionTracker:
+class CompletionTracker(ReadsBothStores):
     """Dual-writes completions and every other record to a primary and a backup store."""
 
     def __init__(
@@ -442,46 +442,6 @@ class CompletionTracker:
                 continue
             return leased
         return []
-
-    # -- reading -------------------------------------------------------------------------
-
-    def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
-        """Current completions of ``run_key`` merged from both stores (success wins)."""
-        return self.reads.completions(run_key, phase)
-
-    def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
-        """:meth:`completions` of several run keys, one read per store."""
-        return self.reads.completions_of_runs(run_keys)
-
-    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
-        """:meth:`triggers` of several run keys, one read per store."""
-        return self.reads.triggers_of_runs(run_keys)
-
-    def history(self, run_key: str) -> list[Completion]:
-        """Every distinct report of ``run_key`` in either store, oldest first."""
-        return self.reads.history(run_key)
-
-    def list_runs(self, limit: int = 50) -> list[str]:
-        """Most recent run keys in either store, newest first."""
-        return self.reads.list_runs(limit)
-
-    def triggers(self, run_key: str) -> list[OutboxEntry]:
-        """Claimed triggers of ``run_key`` from either store; a delivered copy wins."""
-        return self.reads.triggers(run_key)
-
-    def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
-        """Undelivered, due triggers in either store, minus those either saw delivered."""
-        return self.reads.pending_triggers(now, limit)
-
-    def phase_executions(
-        self, phase: str | None = None, limit: int = 100, run_key: str | None = None
-    ) -> list[PhaseExecution]:
-        """Recent phase executions in either store, newest first."""
-        return self.reads.phase_executions(phase, limit, run_key)
-
-    def timeouts(self, run_key: str) -> list[TimeoutReport]:
-        """Timeout reports of ``run_key`` from either store."""
-        return self.reads.timeouts(run_key)
 
     # -- lifecycle -----------------------------------------------------------------------
 
