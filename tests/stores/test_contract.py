@@ -12,10 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from store_records import RUN, T0, completion, trigger
 
 from phasegate.model import PhaseRun, Status, TimeoutReport
 from phasegate.stores.base import Capability, CompletionSubmitter, Store, claim_triggers
+from store_records import RUN, T0, completion, trigger
 
 C = Capability
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from store_records import RUN, T0, completion, trigger
 
 from phasegate.errors import TransientStoreError
 from phasegate.model import (
@@ -22,6 +21,7 @@ from phasegate.model import (
 )
 from phasegate.stores.base import Capability, mark_delivered, record_phase_executions
 from phasegate.testing import FaultSwitch
+from store_records import RUN, T0, completion, trigger
 
 C = Capability
 LATER = T0 + timedelta(minutes=1)

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
-from store_records import PIPELINE, RUN, T0, completion, trigger
 
 from phasegate.errors import StoreError, TransientStoreError
 from phasegate.model import PhaseRun, Status
@@ -25,6 +24,7 @@ from phasegate.stores.sql.schema import UTCDateTime, build_tables
 from phasegate.stores.sql.statements import WriterSql
 from phasegate.stores.sql.writer import CompletionWriter
 from phasegate.testing import FaultSwitch
+from store_records import PIPELINE, RUN, T0, completion, trigger
 from support import backends
 
 ALL = backends()
