@@ -337,3 +337,37 @@ def test_a_deadlock_victim_is_run_again_and_other_errors_are_not() -> None:
     assert not is_deadlock(duplicate)
     with pytest.raises(sa.exc.IntegrityError):
         retry_deadlocks(lambda: (_ for _ in ()).throw(duplicate))
+
+
+def test_switching_a_sqlite_file_to_wal_tries_again_while_it_is_locked() -> None:
+    """Switching to WAL takes a lock the busy timeout does not wait for (the contract's
+    concurrent-claims test met "database is locked" there when several handles opened
+    one new file at once): a locked attempt is tried again, anything else is raised."""
+    import sqlite3
+
+    from phasegate.stores.sql.schema import _use_wal
+
+    class Raw:
+        def __init__(self, mode: str, failures: list[str]) -> None:
+            self.mode, self.failures, self.statements = mode, failures, []
+
+        def execute(self, sql: str) -> Any:
+            self.statements.append(sql)
+            if self.failures:
+                raise sqlite3.OperationalError(self.failures.pop(0))
+            if sql.endswith("=WAL"):
+                self.mode = "wal"
+            cursor = type("Cursor", (), {"fetchone": lambda _self: (self.mode,)})
+            return cursor()
+
+    locked = Raw("delete", ["database is locked", "database is locked"])
+    _use_wal(locked, pause=0)
+    assert locked.mode == "wal"
+    assert locked.statements[-1] == "PRAGMA journal_mode=WAL"
+    already = Raw("wal", [])
+    _use_wal(already, pause=0)
+    assert already.statements == ["PRAGMA journal_mode"]  # left alone
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _use_wal(Raw("delete", ["disk I/O error"]), pause=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _use_wal(Raw("delete", ["database is locked"] * 5), attempts=3, pause=0)

@@ -8,6 +8,8 @@ is keyed by trigger id and carries the phase-run and a delivery lease.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -178,10 +180,7 @@ def create_schema(
     """Create the tables (or check their version), serialised across processes."""
     if engines.dialect == "sqlite":
         with engines.write.connect() as connection:
-            # Outside any transaction: the driver connection, not SQLAlchemy's autobegin.
-            connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                "PRAGMA journal_mode=WAL"
-            )
+            _use_wal(connection.connection.dbapi_connection)
     with _mysql_schema_lock(engines), engines.write.begin() as connection:
         if engines.dialect == "postgresql":
             connection.execute(
@@ -196,6 +195,24 @@ def create_schema(
             connection.execute(
                 sa.insert(tables["meta"]).values(key="schema_version", value=str(SCHEMA_VERSION))
             )
+
+
+def _use_wal(raw: Any, attempts: int = 100, pause: float = 0.05) -> None:
+    """Put a SQLite file in WAL mode, outside any transaction (the driver connection).
+
+    Switching takes a lock the busy timeout does not wait for, so several handles or
+    processes opening one new file at once ("database is locked") try again; a file
+    already in WAL is left alone.
+    """
+    for attempt in range(attempts):
+        try:
+            if str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                raw.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause)
 
 
 @contextlib.contextmanager
