@@ -105,6 +105,9 @@ class Claiming:
         wanted: list[tuple[PhaseRun, _Wanted]] = []
         # Read after the write: every run key of the batch in one read per store and kind.
         keys = sorted({run.run_key for run in runs})
+        correlations: dict[PhaseRun, str | None] = {}
+        for c in completions:
+            correlations.setdefault(c.phase_run, c.correlation_id)
         completed = self.tracker.completions_of_runs(keys) if keys else {}
         claimed = self.tracker.triggers_of_runs(keys) if keys else {}
         for run in runs:
@@ -120,9 +123,7 @@ class Claiming:
                 # Superseded by a rerun between the write and this read: nothing to claim.
                 answers[run] = _Claimed(None, claimed=False, deferred=False)
             else:
-                correlation = next(
-                    (c.correlation_id for c in completions if c.phase_run == run), None
-                )
+                correlation = correlations.get(run)
                 phase = self.pipeline.phase(run.phase)
                 reason = TriggerReason.COMPLETE
                 wanted.append(

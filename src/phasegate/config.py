@@ -6,6 +6,7 @@ Every error names the file, the key and what was expected, e.g.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -24,6 +25,8 @@ DEFAULT_TRANSPORT = "log:"
 CONFIG_ENV = "PHASEGATE_CONFIG"
 DEFAULT_CONFIG_NAME = "phasegate.toml"
 MAX_RUN_KEY_LENGTH = 128
+_SPACE = re.compile(r"\s")
+_pattern = functools.lru_cache(maxsize=64)(re.compile)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -311,13 +314,13 @@ class Pipeline:
             raise ValidationError(
                 "run_key", f"longer than {MAX_RUN_KEY_LENGTH} characters", code="bad_run_key"
             )
-        if not run_key.isprintable() or any(ch.isspace() for ch in run_key):
+        if not run_key.isprintable() or _SPACE.search(run_key) is not None:
             raise ValidationError(
                 "run_key",
                 f"{run_key!r} contains whitespace or control characters",
                 code="bad_run_key",
             )
-        if re.search(self.run_key_pattern, run_key) is None:
+        if _pattern(self.run_key_pattern).search(run_key) is None:
             raise ValidationError(
                 "run_key",
                 f"{run_key!r} does not match the pattern {self.run_key_pattern}",

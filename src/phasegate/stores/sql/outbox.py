@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from phasegate.model import OutboxEntry, Trigger
+from phasegate.model import Completion, OutboxEntry, Trigger
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.statements import Statements
 
@@ -40,17 +40,40 @@ def rows_of_runs(
     return found
 
 
+def completions_of_keys(
+    connection: Connection, s: Statements, run_keys: Sequence[str], read_time: r.TimeReader
+) -> dict[str, list[Completion]]:
+    """The completions of each run key, one driver query per :data:`CHUNK` keys."""
+    found: dict[str, list[Completion]] = {key: [] for key in run_keys}
+    keys = sorted(found)
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        query = s.driver.completions_of_keys(len(chunk))
+        params: dict[str, Any] = {"pipeline": s.pipeline}
+        params.update((f"k{i}", key) for i, key in enumerate(chunk))
+        result = connection.exec_driver_sql(query.sql, query.params(params))
+        for values in result.cursor.fetchall():
+            completion = r.driver_to_completion(values, read_time)
+            found[completion.run_key].append(completion)
+        result.close()
+    return found
+
+
 def claim_all(connection: Connection, s: Statements, triggers: Sequence[Trigger]) -> list[bool]:
     """Claim each trigger by its id (in id order, so concurrent claimers cannot deadlock)
     and note its run; ``True`` for each one this call won, in the order given."""
     won: dict[str, bool] = {}
+    claim, note_run = s.driver.ignore["triggers"], s.driver.ignore["runs"]
     for trigger in sorted(triggers, key=lambda t: t.trigger_id):
-        row = r.trigger_row(s.pipeline, trigger)
-        won[trigger.trigger_id] = connection.execute(s.ignore["triggers"], row).rowcount == 1
+        won[trigger.trigger_id] = claim.execute(connection, r.trigger_row(s.pipeline, trigger)) == 1
     seen = {t.run_key: t.triggered_at for t in triggers}
-    for run_key, seen_at in sorted(seen.items()):
-        row = {"pipeline": s.pipeline, "run_key": run_key, "first_seen_at": seen_at}
-        connection.execute(s.ignore["runs"], row)
+    note_run.execute_many(
+        connection,
+        [
+            {"pipeline": s.pipeline, "run_key": run_key, "first_seen_at": seen_at}
+            for run_key, seen_at in sorted(seen.items())
+        ],
+    )
     return [won[t.trigger_id] for t in triggers]
 
 

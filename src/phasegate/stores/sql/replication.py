@@ -54,10 +54,8 @@ def import_records(connection: Connection, s: Statements, records: RecordSet) ->
         merged[completion.key] = prefer(merged.get(completion.key), completion)
     _many(connection, s.upsert, [r.completion_row(pipeline, c) for c in merged.values()])
     _many(connection, s.ignore["history"], [r.completion_row(pipeline, c) for c in records.history])
-    _many(
-        connection,
-        s.ignore["executions"],
-        [r.execution_row(pipeline, e) for e in records.executions],
+    s.driver.ignore["executions"].execute_many(
+        connection, [r.execution_row(pipeline, e) for e in records.executions]
     )
     _many(connection, s.ignore["timeouts"], [r.timeout_row(pipeline, t) for t in records.timeouts])
     for entry in records.triggers:
@@ -65,7 +63,7 @@ def import_records(connection: Connection, s: Statements, records: RecordSet) ->
     seen = {c.run_key: c.occurred_at for c in (*records.history, *records.completions)}
     seen.update((e.trigger.run_key, e.claimed_at) for e in records.triggers)
     runs = [{"pipeline": pipeline, "run_key": k, "first_seen_at": at} for k, at in seen.items()]
-    _many(connection, s.ignore["runs"], runs)
+    s.driver.ignore["runs"].execute_many(connection, runs)
 
 
 def _many(connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
@@ -75,7 +73,7 @@ def _many(connection: Connection, statement: Any, rows: list[dict[str, Any]]) ->
 
 def _merge_entry(connection: Connection, s: Statements, entry: OutboxEntry) -> None:
     row = r.entry_row(s.pipeline, entry)
-    if connection.execute(s.ignore["triggers"], row).rowcount == 1:
+    if s.driver.ignore["triggers"].execute(connection, row) == 1:
         return
     table = s.tables["triggers"]
     more_attempts = table.c.attempts < entry.attempts

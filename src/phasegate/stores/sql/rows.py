@@ -77,6 +77,43 @@ def driver_completion_row(
         raise StoreError(f"completion {completion.key!r} cannot be stored: {exc}") from exc
 
 
+TimeReader = Callable[[Any], datetime]
+
+
+def time_reader(dialect: sa.Dialect) -> TimeReader:
+    """Turns what ``dialect``'s driver returns for a stored time into an aware UTC
+    datetime (as Core would)."""
+    if dialect.name == "sqlite":
+        return _sqlite_time_of
+    process = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None
+    return process
+
+
+def _sqlite_time_of(value: str) -> datetime:
+    """A time in SQLAlchemy's SQLite text form, without its per-value overhead."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+_STATUSES = {status.value: status for status in Status}
+_EMPTY_METADATA = frozen_metadata(None)
+
+
+def driver_to_completion(values: tuple[Any, ...], read_time: TimeReader) -> Completion:
+    """A completion from a driver row in ``COMPLETION_COLUMNS`` order."""
+    _, run_key, phase, processor, attempt, status, correlation_id, metadata, occurred_at = values
+    return Completion(
+        phase=phase,
+        run_key=run_key,
+        processor=processor,
+        status=_STATUSES[status],
+        occurred_at=read_time(occurred_at),
+        correlation_id=correlation_id,
+        metadata=_EMPTY_METADATA if metadata == "{}" else frozen_metadata(json.loads(metadata)),
+        attempt=attempt,
+    )
+
+
 def to_completion(row: Any) -> Completion:
     """A completion from a completions or history row."""
     return Completion(

@@ -3,13 +3,15 @@ compiled once (with the connected dialect) for the writer's ``executemany``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 from phasegate.model import Status
 
@@ -38,7 +40,8 @@ class DriverSql:
     def __init__(self, sql: str, names: tuple[str, ...] | None) -> None:
         self.sql = sql
         self.names = names  # positional parameter order; None for named styles
-        self._orders: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+        # How to pick a row's values in parameter order (None: already in order).
+        self._orders: dict[tuple[str, ...], Callable[[tuple[Any, ...]], Any] | None] = {}
 
     def params(self, row: Mapping[str, Any]) -> Any:
         """``row`` in the driver's parameter form."""
@@ -50,17 +53,82 @@ class DriverSql:
         """Rows given as tuples in ``columns`` order, in the driver's form for executemany."""
         if self.names is None:
             return [dict(zip(columns, row, strict=True)) for row in rows]
-        order = self._order(columns)
-        if order is None:
+        pick = self._order(columns)
+        if pick is None:
             return list(rows)
-        return [tuple(row[i] for i in order) for row in rows]
+        return list(map(pick, rows))
 
-    def _order(self, columns: tuple[str, ...]) -> tuple[int, ...] | None:
+    def _order(self, columns: tuple[str, ...]) -> Callable[[tuple[Any, ...]], Any] | None:
         if columns not in self._orders:
             assert self.names is not None
             order = tuple(columns.index(name) for name in self.names)
-            self._orders[columns] = None if order == tuple(range(len(columns))) else order
+            self._orders[columns] = (
+                None if order == tuple(range(len(columns))) else operator.itemgetter(*order)
+            )
         return self._orders[columns]
+
+
+class BoundInsert:
+    """An INSERT compiled once for the driver that binds a row's values as Core would
+    (each column's bind processor), without Core's per-execution work."""
+
+    __slots__ = ("_binds", "_named", "_names", "sql")
+
+    def __init__(self, statement: Any, table: sa.Table, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._named = not compiled.positional
+        names = tuple(compiled.binds) if self._named else tuple(compiled.positiontup)
+        self._names = names
+        self._binds = tuple(
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        )
+
+    def params(self, row: Mapping[str, Any]) -> Any:
+        """``row`` (column name to value) bound for the driver."""
+        values = [
+            value if bind is None or value is None else bind(value)
+            for value, bind in zip(map(row.__getitem__, self._names), self._binds, strict=True)
+        ]
+        if self._named:
+            return dict(zip(self._names, values, strict=True))
+        return tuple(values)
+
+    def execute(self, connection: Connection, row: Mapping[str, Any]) -> int:
+        """Insert one row; its row count (0 when a conflict ignored it)."""
+        return int(connection.exec_driver_sql(self.sql, self.params(row)).rowcount)
+
+    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert several rows in one ``executemany``."""
+        if rows:
+            connection.exec_driver_sql(self.sql, [self.params(row) for row in rows])
+
+
+class DriverStatements:
+    """Driver SQL of the claim path, compiled once for a dialect: the INSERTs that ignore a
+    conflict (claims, runs, executions, copies) and the read of completions by run key."""
+
+    def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._completions = tables["completions"]
+        self.ignore = {
+            name: BoundInsert(insert_ignore(tables[name], dialect.name), tables[name], dialect)
+            for name in ("triggers", "runs", "executions")
+        }
+        self._of_keys: dict[int, DriverSql] = {}
+
+    def completions_of_keys(self, count: int) -> DriverSql:
+        """Every completion row (``COMPLETION_COLUMNS``) of ``count`` run keys: parameters
+        ``k0 .. k{count-1}`` and ``pipeline``."""
+        found = self._of_keys.get(count)
+        if found is None:
+            table = self._completions
+            keys: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
+            query = sa.select(*(table.c[name] for name in COMPLETION_COLUMNS)).where(
+                table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys)
+            )
+            found = self._of_keys[count] = compile_for_driver(query, self._dialect)
+        return found
 
 
 def compile_for_driver(statement: Any, dialect: sa.Dialect) -> DriverSql:
@@ -116,12 +184,13 @@ def sticky_upsert(table: sa.Table, dialect: str) -> Any:
 class Statements:
     """The Core statements of one store, built once."""
 
-    def __init__(self, tables: dict[str, sa.Table], dialect: str, pipeline: str) -> None:
+    def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect, pipeline: str) -> None:
         self.tables = tables
-        self.dialect = dialect
+        self.dialect = dialect.name
         self.pipeline = pipeline
-        self.upsert = sticky_upsert(tables["completions"], dialect)
-        self.ignore = {name: insert_ignore(table, dialect) for name, table in tables.items()}
+        self.upsert = sticky_upsert(tables["completions"], dialect.name)
+        self.ignore = {name: insert_ignore(table, dialect.name) for name, table in tables.items()}
+        self.driver = DriverStatements(tables, dialect)
         completions = tables["completions"]
         self.completions_of_run = (
             sa.select(completions)

@@ -37,7 +37,13 @@ from phasegate.stores.sql.engines import (
     redact_url,
     retry_deadlocks,
 )
-from phasegate.stores.sql.outbox import claim_all, lease, oldest_first, rows_of_runs
+from phasegate.stores.sql.outbox import (
+    claim_all,
+    completions_of_keys,
+    lease,
+    oldest_first,
+    rows_of_runs,
+)
 from phasegate.stores.sql.replication import export_records, import_records
 from phasegate.stores.sql.schema import build_tables, create_schema, read_version
 from phasegate.stores.sql.statements import Statements, WriterSql
@@ -87,8 +93,9 @@ class SqlStore:
         self.dialect = self._engines.dialect
         self._metadata = sa.MetaData()
         self._t = build_tables(self._metadata)
-        self._s = Statements(self._t, self.dialect, pipeline)
+        self._s = Statements(self._t, self._engines.write.dialect, pipeline)
         self._bind_time = r.time_binder(self._engines.write.dialect)
+        self._read_time = r.time_reader(self._engines.read.dialect)
         self._schema_ready = threading.Event()
         self._schema_lock = threading.Lock()
         self._writer_thread = writer_thread
@@ -193,7 +200,7 @@ class SqlStore:
     def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
         """:meth:`completions` of several run keys, in one query per 500 keys."""
         with self._read() as connection:
-            found = rows_of_runs(connection, self._s, "completions", run_keys, r.to_completion)
+            found = completions_of_keys(connection, self._s, run_keys, self._read_time)
         return {key: sorted(group, key=lambda c: c.key) for key, group in found.items()}
 
     @_mapped
@@ -338,8 +345,8 @@ class SqlStore:
         """Keep several phase executions in one transaction (idempotent, as one by one)."""
         rows = [r.execution_row(self.pipeline, e) for e in executions]
         if rows:
-            statement = self._s.ignore["executions"]
-            self._transaction(lambda connection: connection.execute(statement, rows).rowcount)
+            insert = self._s.driver.ignore["executions"]
+            self._transaction(lambda connection: insert.execute_many(connection, rows))
 
     @_mapped
     def phase_executions(
