@@ -87,7 +87,12 @@ def time_reader(dialect: sa.Dialect) -> TimeReader:
         return _sqlite_time_of
     process = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
     assert process is not None
-    return process
+
+    def read(value: Any) -> datetime:
+        time: datetime = process(value)
+        return time
+
+    return read
 
 
 def _sqlite_time_of(value: str) -> datetime:
