@@ -89,7 +89,8 @@ def time_reader(dialect: sa.Dialect) -> TimeReader:
     assert process is not None
 
     def read(value: Any) -> datetime:
-        time: datetime = process(value)
+        time = process(value)
+        assert isinstance(time, datetime), f"stored time {value!r} did not read as a datetime"
         return time
 
     return read
