@@ -128,7 +128,7 @@ class GuardedStore:
     def run(self, permit: Permit, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` under ``permit``: retried unless it is a half-open trial."""
         try:
-            value = attempt() if permit.trial else self._retrying(attempt)
+            value = self._attempts(permit, attempt)
         except TransientStoreError:
             self.breaker.record_failure(permit)
             self._counters.add(f"writes.{self.role}.failed")
@@ -143,6 +143,24 @@ class GuardedStore:
         self.breaker.record_success(permit)
         self._counters.add(f"writes.{self.role}.ok")
         return value
+
+    def _attempts(self, permit: Permit, attempt: Callable[[], T]) -> T:
+        """The first attempt runs plainly; only its transient failure starts the retry
+        policy, which sees that failure as attempt 1 (tenacity's bookkeeping per call
+        cost more than the write it guarded)."""
+        try:
+            return attempt()
+        except TransientStoreError as error:
+            if permit.trial:
+                raise
+            first: list[BaseException] = [error]
+
+        def again() -> T:
+            if first:
+                raise first.pop()
+            return attempt()
+
+        return self._retrying(again)
 
     def call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(store)`` under the breaker with retries; raise what it finally raises."""

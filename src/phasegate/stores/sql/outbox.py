@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from phasegate.model import Completion, OutboxEntry, Trigger
+from phasegate.model import OutboxEntry, Trigger
 from phasegate.stores.sql import rows as r
-from phasegate.stores.sql.statements import Statements
+from phasegate.stores.sql.statements import READ_COLUMNS, Statements
 
 T = TypeVar("T")
 CHUNK = 500  # run keys per IN list
@@ -29,32 +29,22 @@ def rows_of_runs(
     s: Statements,
     table: str,
     run_keys: Sequence[str],
-    convert: Callable[[Any], T],
+    convert: Callable[[tuple[Any, ...]], T],
 ) -> dict[str, list[T]]:
-    """The rows of ``table`` for each run key, one query per :data:`CHUNK` keys."""
+    """The rows of ``table`` for each run key, on driver SQL compiled once: each row (the
+    table's ``READ_COLUMNS``) converted from the driver's tuple, one query per
+    :data:`CHUNK` keys."""
     found: dict[str, list[T]] = {key: [] for key in run_keys}
     keys = sorted(found)
-    for start in range(0, len(keys), CHUNK):
-        for row in connection.execute(s.of_keys(table, keys[start : start + CHUNK])):
-            found[row.run_key].append(convert(row))
-    return found
-
-
-def completions_of_keys(
-    connection: Connection, s: Statements, run_keys: Sequence[str], read_time: r.TimeReader
-) -> dict[str, list[Completion]]:
-    """The completions of each run key, one driver query per :data:`CHUNK` keys."""
-    found: dict[str, list[Completion]] = {key: [] for key in run_keys}
-    keys = sorted(found)
+    at = READ_COLUMNS[table].index("run_key")
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
-        query = s.driver.completions_of_keys(len(chunk))
+        query = s.driver.of_keys(table, len(chunk))
         params: dict[str, Any] = {"pipeline": s.pipeline}
         params.update((f"k{i}", key) for i, key in enumerate(chunk))
         result = connection.exec_driver_sql(query.sql, query.params(params))
         for values in result.cursor.fetchall():
-            completion = r.driver_to_completion(values, read_time)
-            found[completion.run_key].append(completion)
+            found[values[at]].append(convert(values))
         result.close()
     return found
 

@@ -166,6 +166,21 @@ def entry_row(pipeline: str, entry: OutboxEntry) -> dict[str, Any]:
     return row
 
 
+def driver_to_entry(values: tuple[Any, ...], read_time: TimeReader) -> OutboxEntry:
+    """An outbox entry from a driver row in ``TRIGGER_COLUMNS`` order."""
+    _, message, claimed_at, delivered_at, attempts, last_error, next_at, owner, expires = values
+    return OutboxEntry(
+        trigger=Trigger.from_message(json.loads(message)),
+        claimed_at=read_time(claimed_at),
+        delivered_at=None if delivered_at is None else read_time(delivered_at),
+        attempts=attempts,
+        last_error=last_error,
+        next_attempt_at=None if next_at is None else read_time(next_at),
+        lease_owner=owner,
+        lease_expires_at=None if expires is None else read_time(expires),
+    )
+
+
 def to_entry(row: Any) -> OutboxEntry:
     """An outbox entry from its row."""
     return OutboxEntry(

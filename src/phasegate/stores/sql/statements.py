@@ -30,6 +30,19 @@ COMPLETION_COLUMNS = (
 
 
 RUNS_COLUMNS = ("pipeline", "run_key", "first_seen_at")
+TRIGGER_COLUMNS = (
+    "run_key",
+    "message",
+    "claimed_at",
+    "delivered_at",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+# The columns read by run key with driver SQL, per table (rows.driver_to_* convert them).
+READ_COLUMNS = {"completions": COMPLETION_COLUMNS, "triggers": TRIGGER_COLUMNS}
 
 
 class DriverSql:
@@ -110,24 +123,24 @@ class DriverStatements:
 
     def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
         self._dialect = dialect
-        self._completions = tables["completions"]
         self.ignore = {
             name: BoundInsert(insert_ignore(tables[name], dialect.name), tables[name], dialect)
             for name in ("triggers", "runs", "executions")
         }
-        self._of_keys: dict[int, DriverSql] = {}
+        self._tables = tables
+        self._of_keys: dict[tuple[str, int], DriverSql] = {}
 
-    def completions_of_keys(self, count: int) -> DriverSql:
-        """Every completion row (``COMPLETION_COLUMNS``) of ``count`` run keys: parameters
-        ``k0 .. k{count-1}`` and ``pipeline``."""
-        found = self._of_keys.get(count)
+    def of_keys(self, name: str, count: int) -> DriverSql:
+        """The rows of table ``name`` (:data:`READ_COLUMNS` of it) for ``count`` run keys:
+        parameters ``k0 .. k{count-1}`` and ``pipeline``."""
+        found = self._of_keys.get((name, count))
         if found is None:
-            table = self._completions
+            table = self._tables[name]
             keys: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
-            query = sa.select(*(table.c[name] for name in COMPLETION_COLUMNS)).where(
+            query = sa.select(*(table.c[column] for column in READ_COLUMNS[name])).where(
                 table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys)
             )
-            found = self._of_keys[count] = compile_for_driver(query, self._dialect)
+            found = self._of_keys[name, count] = compile_for_driver(query, self._dialect)
         return found
 
 
@@ -209,13 +222,6 @@ class Statements:
         table = self.tables[name]
         return sa.select(table).where(
             table.c.pipeline == self.pipeline, table.c.run_key.between(first, last)
-        )
-
-    def of_keys(self, name: str, run_keys: Sequence[str]) -> Any:
-        """Every row of table ``name`` for the given run keys (on the run key's index)."""
-        table = self.tables[name]
-        return sa.select(table).where(
-            table.c.pipeline == self.pipeline, table.c.run_key.in_(list(run_keys))
         )
 
     def of_run(self, name: str, run_key: str) -> Any:

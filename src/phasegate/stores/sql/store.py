@@ -39,7 +39,6 @@ from phasegate.stores.sql.engines import (
 )
 from phasegate.stores.sql.outbox import (
     claim_all,
-    completions_of_keys,
     lease,
     oldest_first,
     rows_of_runs,
@@ -200,7 +199,13 @@ class SqlStore:
     def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
         """:meth:`completions` of several run keys, in one query per 500 keys."""
         with self._read() as connection:
-            found = completions_of_keys(connection, self._s, run_keys, self._read_time)
+            found = rows_of_runs(
+                connection,
+                self._s,
+                "completions",
+                run_keys,
+                lambda values: r.driver_to_completion(values, self._read_time),
+            )
         return {key: sorted(group, key=lambda c: c.key) for key, group in found.items()}
 
     @_mapped
@@ -271,7 +276,13 @@ class SqlStore:
     def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
         """:meth:`triggers` of several run keys, in one query per 500 keys."""
         with self._read() as connection:
-            found = rows_of_runs(connection, self._s, "triggers", run_keys, r.to_entry)
+            found = rows_of_runs(
+                connection,
+                self._s,
+                "triggers",
+                run_keys,
+                lambda values: r.driver_to_entry(values, self._read_time),
+            )
         return {key: sorted(group, key=oldest_first) for key, group in found.items()}
 
     @_mapped
