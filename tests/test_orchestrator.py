@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -219,11 +220,19 @@ def test_a_claim_deferred_during_an_outage_is_made_by_the_sweep(harness: Harness
 
 
 def test_correlation_ids_are_generated_when_absent(harness: Harness) -> None:
-    """A report without a correlation id gets one, stored with the completion."""
+    """A report without a correlation id gets one (a random version-4 UUID's 32 hex
+    digits, a new one each time), stored with the completion."""
     result = harness.complete("extract", "api")
-    assert result.completion.correlation_id
+    generated = uuid.UUID(hex=result.completion.correlation_id)
+    assert (generated.version, generated.variant, generated.hex) == (
+        4,
+        uuid.RFC_4122,
+        result.completion.correlation_id,
+    )
     [stored] = harness.tracker.completions(RUN)
     assert stored.correlation_id == result.completion.correlation_id
+    again = harness.complete("extract", "files")
+    assert again.completion.correlation_id != result.completion.correlation_id
 
 
 def test_a_stale_backup_never_claims_what_the_primary_already_claimed(harness: Harness) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -49,7 +49,7 @@ def build_completion(
             "status", f"{status_text!r}; expected one of: success, failed"
         ) from None
     if correlation_id is None or correlation_id == "":
-        correlation = uuid.uuid4().hex
+        correlation = new_correlation_id()
     else:
         correlation = _string("correlation_id", correlation_id)
         if len(correlation) > MAX_CORRELATION_ID_LENGTH:
@@ -67,6 +67,14 @@ def build_completion(
         metadata=frozen_metadata(decoded),
         metadata_encoded=encoded,
     )
+
+
+def new_correlation_id() -> str:
+    """A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex`` without building
+    a UUID object, which cost more than the rest of a report's checks)."""
+    n = int.from_bytes(os.urandom(16))
+    n = (n & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
+    return f"{n:032x}"
 
 
 def _string(field: str, value: object) -> str:
