@@ -286,6 +286,36 @@ def test_the_writer_binds_times_exactly_as_core_does() -> None:
         time_binder(dialect)(moment.replace(tzinfo=None))
 
 
+@ALL
+def test_the_claim_path_driver_sql_reads_and_writes_as_core_does(make_store: Any) -> None:
+    """Claims, executions and reads by run key go through driver SQL compiled once; each
+    value (times given in another timezone, metadata, a delivered entry) reads back as
+    Core's own read of the same rows gives it."""
+    store = make_store()
+    store.ensure_schema()
+    away = timezone(timedelta(hours=-5))
+    at = T0.astimezone(away) + timedelta(microseconds=7)
+    store.record_completions(
+        [
+            completion("a", at=at, metadata={"rows": 3, "note": "é"}),
+            completion("b", Status.FAILED, at=at + timedelta(seconds=1), metadata={}),
+            completion("c", run_key="2026-01-29", at=at),
+        ]
+    )
+    assert store.claim_triggers([trigger(at=at), trigger(run_key="2026-01-29")]) == [True, True]
+    assert store.claim_triggers([trigger(at=at)]) == [False]
+    store.mark_delivered_many([trigger().trigger_id], at + timedelta(seconds=2))
+    fast = store.completions_of_runs([RUN, "2026-01-29", "2026-01-30"])
+    assert fast == {key: store.completions(key) for key in (RUN, "2026-01-29", "2026-01-30")}
+    assert fast[RUN][0].occurred_at == at and fast[RUN][0].occurred_at.tzinfo is not None
+    assert dict(fast[RUN][0].metadata) == {"rows": 3, "note": "é"}
+    entries = store.triggers_of_runs([RUN, "2026-01-29"])
+    assert entries == {key: store.triggers(key) for key in (RUN, "2026-01-29")}
+    [delivered] = entries[RUN]
+    assert (delivered.claimed_at, delivered.delivered_at) == (at, at + timedelta(seconds=2))
+    assert sorted(store.list_runs()) == [RUN, "2026-01-29"]
+
+
 @backends("sqlite")
 def test_the_writer_reopens_a_connection_left_idle_too_long(make_store: Any, clock: Any) -> None:
     """A writer connection idle past ``idle_reconnect`` is replaced before the next batch."""
