@@ -18,7 +18,8 @@ from sqlalchemy.dialects import sqlite
 from phasegate.errors import StoreError, TransientStoreError
 from phasegate.model import PhaseRun, Status
 from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
-from phasegate.stores.sql.engines import is_deadlock, retry_deadlocks
+from phasegate.stores.sql.driver import DriverCursor
+from phasegate.stores.sql.engines import is_deadlock, map_driver_errors, retry_deadlocks
 from phasegate.stores.sql.rows import driver_completion_row, time_binder
 from phasegate.stores.sql.schema import UTCDateTime, build_tables
 from phasegate.stores.sql.statements import WriterSql
@@ -307,13 +308,53 @@ def test_the_claim_path_driver_sql_reads_and_writes_as_core_does(make_store: Any
     store.mark_delivered_many([trigger().trigger_id], at + timedelta(seconds=2))
     fast = store.completions_of_runs([RUN, "2026-01-29", "2026-01-30"])
     assert fast == {key: store.completions(key) for key in (RUN, "2026-01-29", "2026-01-30")}
-    assert fast[RUN][0].occurred_at == at and fast[RUN][0].occurred_at.tzinfo is not None
+    assert fast[RUN][0].occurred_at == at
+    assert fast[RUN][0].occurred_at.tzinfo is not None
     assert dict(fast[RUN][0].metadata) == {"rows": 3, "note": "é"}
     entries = store.triggers_of_runs([RUN, "2026-01-29"])
     assert entries == {key: store.triggers(key) for key in (RUN, "2026-01-29")}
     [delivered] = entries[RUN]
     assert (delivered.claimed_at, delivered.delivered_at) == (at, at + timedelta(seconds=2))
     assert sorted(store.list_runs()) == [RUN, "2026-01-29"]
+
+
+@ALL
+def test_the_driver_cursor_reports_errors_and_statements_as_core_does(make_store: Any) -> None:
+    """Statements the writer sends past Core still reach the engine's listeners; a driver
+    error is raised as SQLAlchemy's class for it, so it is classified as before."""
+    store = make_store()
+    store.ensure_schema()
+    seen: list[str] = []
+    with statements(store, lambda sql, _: seen.append(sql)), store.engines[0].connect() as conn:
+        cursor = DriverCursor(conn)
+        cursor.begin()
+        assert [tuple(row) for row in cursor.execute("SELECT 1", ()).fetchall()] == [(1,)]
+        insert = (
+            "INSERT INTO phasegate_runs (pipeline, run_key, first_seen_at) "
+            "VALUES ('p', 'dup', '2026-01-28 00:00:00')"
+        )
+        cursor.execute(insert, ())
+        with pytest.raises(StoreError) as refused, map_driver_errors("primary"):
+            cursor.execute(insert, ())
+        cursor.close()
+    assert isinstance(refused.value.__cause__, sa.exc.IntegrityError)
+    assert not isinstance(refused.value, TransientStoreError)
+    assert "SELECT 1" in seen
+
+
+@backends("sqlite")
+def test_a_connection_the_driver_lost_is_invalidated_not_reused(make_store: Any) -> None:
+    """A disconnect seen by the driver cursor invalidates the connection (as Core does), so
+    the pool never hands it out again, and the error is transient."""
+    store = make_store()
+    store.ensure_schema()
+    with store.engines[1].connect() as conn:
+        cursor = DriverCursor(conn)
+        conn.connection.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(TransientStoreError, match="closed database"), map_driver_errors("p"):
+            cursor.execute("SELECT 1", ())
+        assert conn.invalidated
+    assert store.completions_of_runs([RUN]) == {RUN: []}
 
 
 @backends("sqlite")

@@ -21,6 +21,7 @@ from sqlalchemy.engine.url import URL
 
 from phasegate.drivers import require_driver
 from phasegate.errors import ConfigError, StoreError, TransientStoreError
+from phasegate.stores.sql.driver import SQLITE_WRITE_BEGIN
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def _short(exc: BaseException) -> str:
 
 def translate_error(store: str, exc: BaseException) -> StoreError | None:
     """The phasegate error for a driver/SQLAlchemy error, or ``None`` if it is not one."""
-    if isinstance(exc, TRANSIENT_ERRORS):
+    if isinstance(exc, TRANSIENT_ERRORS) or getattr(exc, "connection_invalidated", False):
         return TransientStoreError(f"{store}: {_short(exc)}")
     if isinstance(exc, sa.exc.SQLAlchemyError):
         return StoreError(f"{store}: {_short(exc)}")
@@ -217,4 +218,4 @@ def _sqlite_engines(url: URL, name: str) -> Engines:
 
     # Readers run each SELECT in its own implicit transaction (a consistent snapshot in
     # WAL mode) and skip BEGIN/ROLLBACK round trips.
-    return Engines(build("BEGIN IMMEDIATE"), build(None))
+    return Engines(build(SQLITE_WRITE_BEGIN), build(None))

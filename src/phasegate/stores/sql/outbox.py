@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from phasegate.model import OutboxEntry, Trigger
 from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
 
 T = TypeVar("T")
@@ -42,10 +43,12 @@ def rows_of_runs(
         query = s.driver.of_keys(table, len(chunk))
         params: dict[str, Any] = {"pipeline": s.pipeline}
         params.update((f"k{i}", key) for i, key in enumerate(chunk))
-        result = connection.exec_driver_sql(query.sql, query.params(params))
-        for values in result.cursor.fetchall():
-            found[values[at]].append(convert(values))
-        result.close()
+        cursor = DriverCursor(connection)
+        try:
+            for values in cursor.execute(query.sql, query.params(params)).fetchall():
+                found[values[at]].append(convert(values))
+        finally:
+            cursor.close()
     return found
 
 

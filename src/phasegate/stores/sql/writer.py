@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from phasegate.errors import StoreError
 from phasegate.model import PhaseRun
+from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
 from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
 
@@ -255,17 +256,20 @@ class CompletionWriter:
         with map_driver_errors(self.name):
             try:
                 connection, sql = self._connection_and_sql()
-                with connection.begin():
-                    successes: Successes = {}
-                    if rows:
-                        driver = connection.exec_driver_sql
-                        driver(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS))
-                        driver(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS))
-                        if fresh:
-                            runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
-                            driver(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS))
-                        successes = self._successes(connection, sql, run_keys)
-                    counts = self._work(connection, batch)
+                cursor = DriverCursor(connection)
+                try:
+                    if any(request.work is not None for request in batch):
+                        # Work written against the Connection runs in Core's transaction.
+                        with connection.begin():
+                            successes = self._rows(cursor, sql, rows, fresh, run_keys)
+                            counts = self._work(connection, batch)
+                    else:
+                        cursor.begin()
+                        successes = self._rows(cursor, sql, rows, fresh, run_keys)
+                        counts = {}
+                        cursor.commit()
+                finally:
+                    cursor.close()
             except BaseException:
                 self._drop_connection(broken=True)
                 raise
@@ -275,6 +279,24 @@ class CompletionWriter:
         self._remember(fresh)
         return successes, counts
 
+    def _rows(
+        self,
+        cursor: DriverCursor,
+        sql: WriterSql,
+        rows: list[Row],
+        fresh: dict[str, Any],
+        run_keys: list[str],
+    ) -> Successes:
+        """Write the batch's completions and answer its run keys' successes."""
+        if not rows:
+            return {}
+        cursor.execute(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS), many=True)
+        cursor.execute(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS), many=True)
+        if fresh:
+            runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
+            cursor.execute(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS), many=True)
+        return self._successes(cursor, sql, run_keys)
+
     @staticmethod
     def _work(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
         return {
@@ -283,15 +305,15 @@ class CompletionWriter:
             if request.work is not None
         }
 
-    def _successes(self, connection: Connection, sql: WriterSql, run_keys: list[str]) -> Successes:
+    def _successes(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Successes:
         query = sql.successes(len(run_keys))
         params: dict[str, Any] = {"pipeline": self.pipeline}
         params.update((f"k{i}", key) for i, key in enumerate(run_keys))
         found: Successes = {}
-        result = connection.exec_driver_sql(query.sql, query.params(params))
-        for run_key, phase, attempt, processor in result.cursor.fetchall():
+        for run_key, phase, attempt, processor in cursor.execute(
+            query.sql, query.params(params)
+        ).fetchall():
             found.setdefault((phase, run_key, attempt), set()).add(processor)
-        result.close()
         return found
 
     def _remember(self, fresh: dict[str, Any]) -> None:
