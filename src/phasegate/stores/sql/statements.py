@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from phasegate.model import Status
+from phasegate.stores.sql.driver import DriverCursor
 
 _SUCCESS: sa.ColumnElement[str] = sa.literal_column(f"'{Status.SUCCESS.value}'")
 COMPLETION_COLUMNS = (
@@ -109,12 +110,20 @@ class BoundInsert:
 
     def execute(self, connection: Connection, row: Mapping[str, Any]) -> int:
         """Insert one row; its row count (0 when a conflict ignored it)."""
-        return int(connection.exec_driver_sql(self.sql, self.params(row)).rowcount)
+        cursor = DriverCursor(connection)
+        try:
+            return int(cursor.execute(self.sql, self.params(row)).rowcount)
+        finally:
+            cursor.close()
 
     def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert several rows in one ``executemany``."""
         if rows:
-            connection.exec_driver_sql(self.sql, [self.params(row) for row in rows])
+            cursor = DriverCursor(connection)
+            try:
+                cursor.execute(self.sql, [self.params(row) for row in rows], many=True)
+            finally:
+                cursor.close()
 
 
 class DriverStatements:
