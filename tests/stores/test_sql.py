@@ -4,6 +4,7 @@ driver-level faults and claims raced by separate processes."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -181,6 +182,18 @@ def test_a_data_error_fails_only_its_own_caller(make_store: Any) -> None:
         futures[1].result(timeout=0)
     assert not isinstance(info.value, TransientStoreError)
     assert futures[2].result(timeout=0) == {PR: {"a", "b"}}
+
+
+@backends("sqlite")
+def test_a_lone_caller_is_not_held_back_for_company(make_store: Any) -> None:
+    """The writer lingers for more callers only while they come in groups: with a linger
+    of a minute, a lone write still commits at once."""
+    store = make_store(linger=60.0)
+    store.ensure_schema()
+    started = time.monotonic()
+    assert store.record_completions([completion("p0")]) == {PR: {"p0"}}
+    assert store.record_completions([completion("p1")]) == {PR: {"p0", "p1"}}
+    assert time.monotonic() - started < 30
 
 
 @ALL

@@ -212,7 +212,11 @@ def _sqlite_engines(url: URL, name: str) -> Engines:
             @event.listens_for(engine, "begin")
             def _begin(connection: Connection) -> None:
                 # Writers take the lock up front so two processes never deadlock on upgrade.
-                connection.exec_driver_sql(begin)
+                # A writer batch that already began on the driver (DriverCursor.begin)
+                # carries Core work in that same transaction.
+                dbapi_connection = connection.connection.dbapi_connection
+                if not getattr(dbapi_connection, "in_transaction", False):
+                    connection.exec_driver_sql(begin)
 
         return engine
 

@@ -2,7 +2,8 @@
 queued completion batches together.
 
 Callers hand it values (driver-ready rows), not closures. It takes what is queued (up to
-``max_items`` completions, waiting at most ``linger`` seconds for more), writes it with
+``max_items`` completions, waiting at most ``linger`` seconds for more while callers come in
+groups; a lone caller is written at once), writes it with
 ``executemany`` using SQL compiled once, skips the runs insert for run keys it already
 wrote, answers every phase-run of the batch with one query by run key, commits once and
 resolves exactly the futures of that batch. A failed commit fails every caller of the
@@ -111,6 +112,7 @@ class CompletionWriter:
         # A connection idle this long may have been closed by the server: open a new one.
         self._idle_reconnect = idle_reconnect
         self._last_used = 0.0
+        self._last_batch = 0  # callers in the batch taken last
         self.batches = 0
         self.requests = 0
         self.items = 0
@@ -201,7 +203,9 @@ class CompletionWriter:
                 self._cond.wait()
             if not self._queue:
                 return None
-            if block and self.linger > 0:
+            if block and self.linger > 0 and self._last_batch > 1:
+                # Linger only while callers come in groups: a lone caller's write (a claim
+                # on a quiet store) is not held back waiting for company that never comes.
                 deadline = self._monotonic() + self.linger
                 while self._queued_items < self.max_items and not self._closed:
                     remaining = deadline - self._monotonic()
@@ -215,6 +219,7 @@ class CompletionWriter:
                 items += request.size
                 batch.append(request)
             self._queued_items -= items
+            self._last_batch = len(batch)
             return batch
 
     def _write(self, batch: list[_Request]) -> None:
@@ -258,15 +263,14 @@ class CompletionWriter:
                 connection, sql = self._connection_and_sql()
                 cursor = DriverCursor(connection)
                 try:
-                    if any(request.work is not None for request in batch):
-                        # Work written against the Connection runs in Core's transaction.
-                        with connection.begin():
-                            successes = self._rows(cursor, sql, rows, fresh, run_keys)
-                            counts = self._work(connection, batch)
+                    cursor.begin()
+                    successes = self._rows(cursor, sql, rows, fresh, run_keys)
+                    counts = self._work(connection, batch)
+                    if connection.in_transaction():
+                        # Work that went through Core joined this transaction (see the
+                        # engine's begin event); Core commits it, ending its own view too.
+                        connection.commit()
                     else:
-                        cursor.begin()
-                        successes = self._rows(cursor, sql, rows, fresh, run_keys)
-                        counts = {}
                         cursor.commit()
                 finally:
                     cursor.close()
