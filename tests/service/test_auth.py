@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from phasegate.config import Secret
 from phasegate.service import create_app
-from phasegate.service.auth import COOKIE_NAME
+from phasegate.service.auth import COOKIE_NAME, Auth
 from support import Harness
 
 MAIN, READ = "main-token-0123456789", "read-token-9876543210"
@@ -136,3 +137,28 @@ def test_without_a_token_everything_is_open(harness: Harness) -> None:
     client = TestClient(create_app(harness.runtime))
     for path in READS:
         assert client.get(path).status_code == 200, path
+
+
+def test_routes_carry_token_checks_only_when_a_token_is_configured(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a token each write is checked; with none the routes are open and run no
+    per-request check at all (and writes are accepted without a header)."""
+    checked: list[str] = []
+    original = Auth.require_write
+
+    async def counting(self: Auth, request: Request) -> None:
+        checked.append(request.url.path)
+        await original(self, request)
+
+    monkeypatch.setattr(Auth, "require_write", counting)
+    report = {"phase": "extract", "run_key": RUN, "processor": "api"}
+    guarded = TestClient(create_app(harness.runtime, token=Secret(MAIN)))
+    assert guarded.post("/v1/completions", json=report).status_code == 401
+    assert guarded.post("/v1/completions", json=report, headers=bearer(MAIN)).status_code == 202
+    assert checked == ["/v1/completions", "/v1/completions"]
+    checked.clear()
+    open_app = TestClient(create_app(harness.runtime))
+    assert open_app.post("/v1/completions", json=report).status_code == 202
+    assert open_app.post("/v1/completions:batch", json={"completions": [report]}).is_success
+    assert checked == []

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from phasegate.config import Secret
 from phasegate.service.errors import ApiError
@@ -89,6 +90,18 @@ class Auth:
         return None
 
     # -- FastAPI dependencies --------------------------------------------------------------
+    # A route's checks are attached only when a token is configured: an open endpoint
+    # pays nothing per request for a check that always passes (FastAPI resolves every
+    # declared dependency on every request).
+
+    def writers(self) -> list[Any]:
+        """The dependencies of a write route."""
+        return [Depends(self.require_write)] if self.enabled else []
+
+    def readers(self) -> list[Any]:
+        """The dependencies of a read route."""
+        return [Depends(self.require_read)] if self.enabled else []
+
     # Coroutines on purpose: FastAPI runs a plain function dependency in its thread pool,
     # a hop per request for a comparison of two strings.
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -132,7 +132,7 @@ def router(context: ServiceContext) -> APIRouter:
         openapi_extra=body_doc(CompletionIn),
         responses=ERROR_RESPONSES,
         summary="Record a processor's completion",
-        dependencies=[Depends(context.auth.require_write)],
+        dependencies=context.auth.writers(),
     )
     async def post_completion(request: Request) -> Response:
         return await record(context, await read_json(request))
@@ -143,7 +143,7 @@ def router(context: ServiceContext) -> APIRouter:
         openapi_extra=body_doc(CompletionBatchIn),
         responses={**ERROR_RESPONSES, 413: {"description": "Over 1,000 reports or 4 MiB"}},
         summary="Record many completions, each answered on its own",
-        dependencies=[Depends(context.auth.require_write)],
+        dependencies=context.auth.writers(),
     )
     async def post_completions_batch(request: Request) -> Response:
         return await record_batch(context, await read_json(request, MAX_BATCH_BYTES))

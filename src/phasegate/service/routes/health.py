@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,7 +31,7 @@ def router(context: ServiceContext) -> APIRouter:
         summary="Prometheus metrics",
         response_class=PlainTextResponse,
         responses=READ_ERRORS,
-        dependencies=[Depends(context.auth.require_read)],
+        dependencies=context.auth.readers(),
     )
     def get_metrics() -> Response:
         return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)

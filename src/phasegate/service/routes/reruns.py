@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,7 @@ def router(context: ServiceContext) -> APIRouter:
         openapi_extra=body_doc(RerunIn),
         responses=ERROR_RESPONSES | {404: {"description": "No records for that run"}},
         summary="Rerun a phase and every phase downstream of it for a run",
-        dependencies=[Depends(context.auth.require_write)],
+        dependencies=context.auth.writers(),
     )
     async def post_rerun(run_key: str, request: Request) -> JSONResponse:
         body = await read_json(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from phasegate.orchestrator import PhaseStatus
 from phasegate.service.body import READ_ERRORS
@@ -22,7 +22,7 @@ def run_view(run_key: str, statuses: list[PhaseStatus]) -> dict[str, Any]:
 def router(context: ServiceContext) -> APIRouter:
     """The run routes (reads: either token when one is configured)."""
     orchestrator = context.runtime.orchestrator
-    routes = APIRouter(tags=["runs"], dependencies=[Depends(context.auth.require_read)])
+    routes = APIRouter(tags=["runs"], dependencies=context.auth.readers())
 
     @routes.get("/v1/runs", summary="Recent runs and each phase's state", responses=READ_ERRORS)
     def get_runs(
