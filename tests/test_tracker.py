@@ -4,6 +4,7 @@ generic wrapper), SQLite and PostgreSQL (faults at the driver level)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from phasegate.errors import BothStoresFailed
+from phasegate.errors import BothStoresFailed, TransientStoreError
 from phasegate.model import Completion, Status, Trigger, TriggerReason, trigger_id_for
 from phasegate.resilience import BreakerState
 from phasegate.stores import Capability, MemoryStore, open_store
@@ -201,6 +202,26 @@ def test_scenario_d_a_three_second_primary_outage_is_absorbed(
     assert rig.tracker.counts()["retries.primary"] == 2
     assert sum(rig.clock.sleeps) >= 3.0
     assert rig.held(rig.primary) == rig.held(rig.backup) == ["bdl_boxscores"]
+
+
+def test_the_event_loop_path_answers_as_the_threaded_one_retries_included(rig: Rig) -> None:
+    """arecord_completions (the service's path) awaits both stores' writes at once: a
+    clean write, a 3 s primary outage ridden out by retries, and a primary down for
+    good answer exactly as record_completions does in scenarios D and A."""
+    clean = asyncio.run(rig.tracker.arecord_completions([report("a")]))
+    assert tuple(clean) == (True, True)
+    rig.primary_fault.fail(seconds=3.0)
+    absorbed = asyncio.run(rig.tracker.arecord_completions([report("b")]))
+    assert tuple(absorbed) == (True, True)
+    assert rig.tracker.counts()["retries.primary"] == 2
+    rig.primary_fault.fail()
+    down = asyncio.run(rig.tracker.arecord_completions([report("c")]))
+    assert tuple(down) == (False, True)
+    assert isinstance(down.primary_error, TransientStoreError)
+    rig.primary_fault.heal()
+    assert rig.held(rig.primary) == ["a", "b"]
+    assert rig.held(rig.backup) == ["a", "b", "c"]
+    assert down.successes() == {report("c").phase_run: frozenset({"a", "b", "c"})}
 
 
 def test_reads_merge_both_stores_so_a_record_in_either_counts(rig: Rig) -> None:

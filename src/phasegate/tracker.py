@@ -44,7 +44,7 @@ from phasegate.stores.base import (
     mark_delivered,
     record_phase_executions,
 )
-from phasegate.stores.guarded import Counters, GuardedStore, StoreRole, guard
+from phasegate.stores.guarded import Counters, GuardedStore, StoreRole, guard, wait_all
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ class CompletionTracker(ReadsBothStores):
         store's writer and awaited, with no thread hand-off of the caller's own."""
         primary = self._primary.begin_completions(completions, self._pool.submit)
         backup = self._backup.begin_completions(completions, self._pool.submit)
-        return self._batch_result(completions, await primary.wait(), await backup.wait())
+        primary_outcome, backup_outcome = await wait_all([primary, backup])
+        return self._batch_result(completions, primary_outcome, backup_outcome)
 
     def _batch_result(
         self,

@@ -226,15 +226,39 @@ class PendingWrite:
         except StoreError as exc:
             return False, None, exc
 
-    async def wait(self) -> tuple[bool, Answer | None, BaseException | None]:
-        """:meth:`result` for an event loop: awaits the first attempt without blocking it;
-        only a failed first attempt's retries (which sleep) move to a thread."""
-        if self._first is not None:
-            waiting = asyncio.wrap_future(self._first)
-            await asyncio.wait([waiting])
-            if waiting.exception() is not None:  # retrieved here, classified in result()
-                return await asyncio.to_thread(self.result)
-        return self.result()
+
+async def wait_all(
+    writes: Sequence[PendingWrite],
+) -> list[tuple[bool, Answer | None, BaseException | None]]:
+    """:meth:`PendingWrite.result` of each write, for an event loop: the first attempts are
+    awaited without blocking it, with one wake-up of the loop once all of them are done
+    (the writers answer on their own threads); only a failed first attempt's retries
+    (which sleep) move to a thread."""
+    firsts = [w._first for w in writes if w._first is not None]
+    pending = [first for first in firsts if not first.done()]
+    if pending:
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[None] = loop.create_future()
+        remaining = [len(pending)]
+        lock = threading.Lock()
+
+        def wake(_settled: asyncio.Future[None]) -> None:
+            if not _settled.done():
+                _settled.set_result(None)
+
+        def one_done(_first: Future[Any]) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                loop.call_soon_threadsafe(wake, settled)
+
+        for first in pending:
+            first.add_done_callback(one_done)
+        await settled
+    if any(first.exception() is not None for first in firsts):  # classified in result()
+        return await asyncio.to_thread(lambda: [w.result() for w in writes])
+    return [w.result() for w in writes]
 
 
 def guard(
