@@ -337,7 +337,9 @@ def test_a_batch_completing_several_runs_claims_them_together(
     calls: list[int] = []
     if hasattr(primary, "claim_triggers"):
         real = primary.claim_triggers
-        monkeypatch.setattr(primary, "claim_triggers", lambda ts: calls.append(len(ts)) or real(ts))
+        monkeypatch.setattr(
+            primary, "claim_triggers", lambda ts, *rest: calls.append(len(ts)) or real(ts, *rest)
+        )
     # Another replica already claimed the middle run's trigger.
     harness.complete("extract", "api", run_key=keys[1])
     assert harness.complete("extract", "files", run_key=keys[1]).claimed
@@ -378,14 +380,21 @@ def test_a_batch_completing_runs_while_the_primary_is_out_defers_each_claim(
     assert harness.orchestrator.sweep() == []
 
 
-def test_a_lost_batch_of_execution_records_is_alerted_per_phase_run(harness: Harness) -> None:
+def test_a_lost_batch_of_execution_records_is_alerted_per_phase_run(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both stores refuse the batch's execution records: each phase-run is alerted as
-    critical and its trigger is still claimed and delivered."""
+    critical and its trigger is still claimed and delivered. (A SQL primary keeps them in
+    the claim's own transaction, where they cannot be lost apart from the claim: here it
+    is made to record them apart, as every other store does.)"""
     keys = ["2026-01-10", "2026-01-11"]
 
     def refuse(_executions: Any) -> Any:
         raise BothStoresFailed("record phase executions", None, None)
 
+    monkeypatch.setattr(
+        harness.tracker.primary, "keeps_executions_with_claims", False, raising=False
+    )
     harness.tracker.record_phase_executions = refuse  # type: ignore[method-assign]
     items = harness.orchestrator.record_completions(_completing(keys))
     assert sum(bool(i.result and i.result.claimed) for i in items) == 2
@@ -460,21 +469,21 @@ def test_concurrent_reports_of_one_phase_run_share_one_decision(
     harness.complete("extract", "api")
     entered = threading.Semaphore(0)
     real_settle = harness.orchestrator._trigger_completed
-    real_claim = harness.tracker.claim_trigger
+    real_claim = harness.tracker.claim_triggers
     claims: list[str] = []
 
     def settle(*args: Any) -> Any:
         entered.release()
         return real_settle(*args)
 
-    def claim(trigger: Any) -> Any:
-        claims.append(trigger.trigger_id)
+    def claim(triggers: Any, *rest: Any) -> Any:
+        claims.extend(trigger.trigger_id for trigger in triggers)
         for _ in range(8):  # hold the decision until every thread is waiting on it
             assert entered.acquire(timeout=10)
-        return real_claim(trigger)
+        return real_claim(triggers, *rest)
 
     monkeypatch.setattr(harness.orchestrator, "_trigger_completed", settle)
-    monkeypatch.setattr(harness.tracker, "claim_trigger", claim)
+    monkeypatch.setattr(harness.tracker, "claim_triggers", claim)
     barrier = threading.Barrier(8)
     results: list[Any] = []
 

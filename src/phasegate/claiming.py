@@ -157,13 +157,15 @@ class Claiming:
             return []
         now = self.clock.now()
         triggers = [self._trigger_for(w, now) for w in wanted]
-        if len(triggers) == 1:
-            outcomes = [self.tracker.claim_trigger(triggers[0])]
-        else:
-            outcomes = self.tracker.claim_triggers(triggers)
+        executions = [self._execution(w, t, now) for w, t in zip(wanted, triggers, strict=True)]
+        # Kept with the claims where the stores can (see CompletionTracker.claim_triggers).
+        outcomes = self.tracker.claim_triggers(triggers, executions)
         results: list[TriggerResult] = []
         won: list[tuple[_Wanted, Trigger, PhaseExecution]] = []
-        for w, trigger, outcome in zip(wanted, triggers, outcomes, strict=True):
+        unrecorded: list[tuple[Phase, Trigger, PhaseExecution]] = []
+        for w, trigger, execution, outcome in zip(
+            wanted, triggers, executions, outcomes, strict=True
+        ):
             if outcome.deferred:
                 self._claim_deferred(w)
                 results.append(TriggerResult(trigger, claimed=False, deferred=True))
@@ -174,9 +176,11 @@ class Claiming:
                 results.append(TriggerResult(trigger, claimed=False, deferred=False))
             else:
                 self._deferral_over(w.phase)
-                won.append((w, trigger, self._execution(w, trigger, now)))
+                won.append((w, trigger, execution))
+                if not outcome.execution_kept:
+                    unrecorded.append((w.phase, trigger, execution))
                 results.append(TriggerResult(trigger, claimed=True, deferred=False))
-        self._record_executions([(w.phase, t, execution) for w, t, execution in won])
+        self._record_executions(unrecorded)
         for w, trigger, execution in won:
             self._claimed(w, trigger, execution)
         return results

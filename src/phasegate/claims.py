@@ -58,6 +58,8 @@ class ClaimOutcome:
     claimed_on: StoreRole | None
     backup_ok: bool = True
     error: BaseException | None = None
+    # The won claim's execution record was kept with it (see CompletionTracker.claim_triggers).
+    execution_kept: bool = False
 
     @property
     def deferred(self) -> bool:
@@ -160,7 +162,10 @@ class ClaimArbiter:
     def _mirror_together(self, winners: Sequence[ClaimRequest]) -> bool:
         if not winners or not self._backup.can(Capability.REPLICATION):
             return True
-        copy = RecordSet(triggers=tuple(e for w in winners for e in w.mirror.triggers))
+        copy = RecordSet(
+            triggers=tuple(e for w in winners for e in w.mirror.triggers),
+            executions=tuple(e for w in winners for e in w.mirror.executions),
+        )
         try:
             self._backup.call(lambda store: store.import_records(copy))
         except StoreError as exc:

@@ -3,6 +3,7 @@ driver-level faults and claims raced by separate processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
 
 from phasegate.errors import StoreError, TransientStoreError
-from phasegate.model import PhaseRun, Status
+from phasegate.model import PhaseExecution, PhaseRun, Status, Trigger
 from phasegate.stores.sql import SCHEMA_VERSION, SqlStore
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.engines import is_deadlock, map_driver_errors, retry_deadlocks
@@ -329,6 +330,54 @@ def test_the_claim_path_driver_sql_reads_and_writes_as_core_does(make_store: Any
     [delivered] = entries[RUN]
     assert (delivered.claimed_at, delivered.delivered_at) == (at, at + timedelta(seconds=2))
     assert sorted(store.list_runs()) == [RUN, "2026-01-29"]
+
+
+def _execution_of(claimed: Trigger) -> PhaseExecution:
+    return PhaseExecution(
+        phase=claimed.phase,
+        run_key=claimed.run_key,
+        started_at=T0,
+        triggered_at=T0 + timedelta(minutes=5),
+        processors=claimed.processors,
+        reason=claimed.reason,
+        trigger_id=claimed.trigger_id,
+        attempt=claimed.attempt,
+    )
+
+
+@ALL
+def test_claims_keep_the_execution_records_of_what_they_won_in_one_transaction(
+    make_store: Any,
+) -> None:
+    """``claim_triggers(triggers, executions)``: each won claim's execution is kept in the
+    claim's own transaction; a lost claim keeps none (its winner did); a claim that fails
+    keeps neither."""
+    store = make_store()
+    store.ensure_schema()
+    first, second = trigger(), trigger(run_key="2026-01-29")
+    assert store.claim_triggers([first], [_execution_of(first)]) == [True]
+    lost = dataclasses.replace(_execution_of(first), triggered_at=T0 + timedelta(hours=1))
+    both = [_execution_of(second), lost]
+    assert store.claim_triggers([second, first], both) == [True, False]
+    kept = sorted(store.phase_executions(), key=lambda e: e.run_key)
+    assert [(e.run_key, e.triggered_at) for e in kept] == [
+        (RUN, T0 + timedelta(minutes=5)),
+        ("2026-01-29", T0 + timedelta(minutes=5)),
+    ]
+    third = trigger(run_key="2026-01-30")
+    with statements(store, _fail_on("phasegate_phase_executions")), pytest.raises(StoreError):
+        store.claim_triggers([third], [_execution_of(third)])
+    assert store.triggers("2026-01-30") == []
+    assert store.claim_triggers([third]) == [True]
+    assert len(store.phase_executions()) == 2
+
+
+def _fail_on(table: str) -> Callable[[str, Any], None]:
+    def hook(sql: str, _params: Any) -> None:
+        if sql.lstrip().upper().startswith("INSERT") and table in sql:
+            raise sa.exc.OperationalError(sql, None, ConnectionError("lost mid-claim"))
+
+    return hook
 
 
 @ALL

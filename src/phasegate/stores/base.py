@@ -247,12 +247,26 @@ def successes_by_phase_run(
     return {run: frozenset(names) for run, names in found.items()}
 
 
-def claim_triggers(store: ClaimRegistry, triggers: Sequence[Trigger]) -> list[bool]:
+def keeps_executions_with_claims(store: object) -> bool:
+    """Whether ``store``'s ``claim_triggers`` takes the won triggers' execution records
+    and keeps them in the claim's own transaction (SQL stores)."""
+    return bool(getattr(store, "keeps_executions_with_claims", False))
+
+
+def claim_triggers(
+    store: ClaimRegistry,
+    triggers: Sequence[Trigger],
+    executions: Sequence[PhaseExecution] | None = None,
+) -> list[bool]:
     """Claim several triggers, each a compare-and-set of its own; one answer per trigger.
 
     A store with a ``claim_triggers`` method decides them together (SQL: one
-    transaction, one commit); any other claims them one by one.
+    transaction, one commit); any other claims them one by one. ``executions`` (one per
+    trigger) are kept with the won claims by a store that
+    :func:`keeps_executions_with_claims`; any other store ignores them.
     """
+    if executions is not None and keeps_executions_with_claims(store):
+        return list(store.claim_triggers(triggers, executions))  # type: ignore[attr-defined]
     together = getattr(store, "claim_triggers", None)
     if together is not None:
         return list(together(triggers))

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from phasegate.model import OutboxEntry, Trigger
+from phasegate.model import OutboxEntry, PhaseExecution, Trigger
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
@@ -52,9 +52,16 @@ def rows_of_runs(
     return found
 
 
-def claim_all(connection: Connection, s: Statements, triggers: Sequence[Trigger]) -> list[bool]:
+def claim_all(
+    connection: Connection,
+    s: Statements,
+    triggers: Sequence[Trigger],
+    executions: Sequence[PhaseExecution] | None = None,
+) -> list[bool]:
     """Claim each trigger by its id (in id order, so concurrent claimers cannot deadlock)
-    and note its run; ``True`` for each one this call won, in the order given."""
+    and note its run; ``True`` for each one this call won, in the order given. With
+    ``executions`` (one per trigger), each won trigger's execution record is kept in the
+    same transaction."""
     won: dict[str, bool] = {}
     claim, note_run = s.driver.ignore["triggers"], s.driver.ignore["runs"]
     for trigger in sorted(triggers, key=lambda t: t.trigger_id):
@@ -67,6 +74,15 @@ def claim_all(connection: Connection, s: Statements, triggers: Sequence[Trigger]
             for run_key, seen_at in sorted(seen.items())
         ],
     )
+    if executions is not None:
+        s.driver.ignore["executions"].execute_many(
+            connection,
+            [
+                r.execution_row(s.pipeline, execution)
+                for trigger, execution in zip(triggers, executions, strict=True)
+                if won[trigger.trigger_id]
+            ],
+        )
     return [won[t.trigger_id] for t in triggers]
 
 

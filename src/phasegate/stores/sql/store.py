@@ -238,16 +238,25 @@ class SqlStore:
         """Claim ``trigger`` by id and put it in the outbox atomically; ``True`` for the winner."""
         return self.claim_triggers([trigger])[0]
 
+    # Claims here keep their execution records in the claim's own transaction.
+    keeps_executions_with_claims = True
+
     @_mapped
-    def claim_triggers(self, triggers: Sequence[Trigger]) -> list[bool]:
+    def claim_triggers(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution] | None = None
+    ) -> list[bool]:
         """Claim several triggers in one transaction (each by its id); one answer each.
+        With ``executions`` (one per trigger) each won trigger's execution record is kept
+        in that same transaction.
 
         On SQLite they ride the writer's next commit; on a server database they are one
         short transaction, in trigger id order so concurrent replicas cannot deadlock."""
         if not triggers:
             return []
         return retry_deadlocks(
-            lambda: self._transaction(lambda connection: claim_all(connection, self._s, triggers))
+            lambda: self._transaction(
+                lambda connection: claim_all(connection, self._s, triggers, executions)
+            )
         )
 
     @_mapped
