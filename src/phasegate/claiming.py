@@ -105,9 +105,8 @@ class Claiming:
         wanted: list[tuple[PhaseRun, _Wanted]] = []
         # Read after the write: every run key of the batch in one read per store and kind.
         keys = sorted({run.run_key for run in runs})
-        correlations: dict[PhaseRun, str | None] = {}
-        for c in completions:
-            correlations.setdefault(c.phase_run, c.correlation_id)
+        # Each phase-run's correlation id: its first report's in the batch.
+        correlations = {c.phase_run: c.correlation_id for c in reversed(completions)}
         completed = self.tracker.completions_of_runs(keys) if keys else {}
         claimed = self.tracker.triggers_of_runs(keys) if keys else {}
         for run in runs:
@@ -163,9 +162,7 @@ class Claiming:
         results: list[TriggerResult] = []
         won: list[tuple[_Wanted, Trigger, PhaseExecution]] = []
         unrecorded: list[tuple[Phase, Trigger, PhaseExecution]] = []
-        for w, trigger, execution, outcome in zip(
-            wanted, triggers, executions, outcomes, strict=True
-        ):
+        for w, trigger, record, outcome in zip(wanted, triggers, executions, outcomes, strict=True):
             if outcome.deferred:
                 self._claim_deferred(w)
                 results.append(TriggerResult(trigger, claimed=False, deferred=True))
@@ -176,9 +173,9 @@ class Claiming:
                 results.append(TriggerResult(trigger, claimed=False, deferred=False))
             else:
                 self._deferral_over(w.phase)
-                won.append((w, trigger, execution))
+                won.append((w, trigger, record))
                 if not outcome.execution_kept:
-                    unrecorded.append((w.phase, trigger, execution))
+                    unrecorded.append((w.phase, trigger, record))
                 results.append(TriggerResult(trigger, claimed=True, deferred=False))
         self._record_executions(unrecorded)
         for w, trigger, execution in won:

@@ -25,15 +25,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from phasegate.errors import BothStoresFailed, ConfigError, StoreError, StoreUnavailable
 from phasegate.events import Event, EventKind, Severity
-from phasegate.model import RecordSet
+from phasegate.model import OutboxEntry, PhaseExecution, RecordSet, Trigger
 from phasegate.replicator import Replicator
-from phasegate.stores.base import Capability
+from phasegate.stores.base import Capability, claim_triggers, keeps_executions_with_claims
 from phasegate.stores.guarded import Counters, GuardedStore, StoreRole
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,27 @@ class ClaimRequest:
     run_key: str
     claim: Callable[[Any], bool]
     mirror: RecordSet
+
+
+def trigger_claim(trigger: Trigger, execution: PhaseExecution | None = None) -> ClaimRequest:
+    """The claim of ``trigger``: its compare-and-set by id and the outbox entry that mirrors
+    it; with ``execution``, the won claim's execution record rides in both (kept in the
+    claim's own transaction where the store can, see ``claim_triggers``)."""
+    what = f"claim trigger {trigger.phase}/{trigger.run_key}"
+    entry = OutboxEntry(trigger, trigger.triggered_at)
+    if execution is None:
+        return ClaimRequest(
+            what,
+            trigger.run_key,
+            lambda store: store.claim_trigger(trigger),
+            RecordSet(triggers=(entry,)),
+        )
+    return ClaimRequest(
+        what,
+        trigger.run_key,
+        lambda store: claim_triggers(store, [trigger], [execution])[0],
+        RecordSet(triggers=(entry,), executions=(execution,)),
+    )
 
 
 class ClaimArbiter:
@@ -157,6 +178,30 @@ class ClaimArbiter:
             if first
             else ClaimOutcome(False, StoreRole.PRIMARY)
             for first in won
+        ]
+
+    def claim_triggers(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution] | None = None
+    ) -> list[ClaimOutcome]:
+        """Claim several triggers, each exactly once, deciding them together where the
+        primary can (one commit) and mirroring the winners in one import.
+
+        ``executions`` (one per trigger) ride along where that keeps them exactly where
+        the claims are: under "defer", with a primary that keeps them in the claim's own
+        transaction; the mirror copies them with the triggers. Each outcome says whether
+        its execution was kept (``execution_kept``); the caller records the others."""
+        if executions is None or not (
+            self.policy is ClaimPolicy.DEFER and keeps_executions_with_claims(self._primary.store)
+        ):
+            requests = [trigger_claim(trigger) for trigger in triggers]
+            return self.claim_together(requests, lambda store: claim_triggers(store, triggers))
+        requests = [trigger_claim(t, e) for t, e in zip(triggers, executions, strict=True)]
+        outcomes = self.claim_together(
+            requests, lambda store: claim_triggers(store, triggers, executions)
+        )
+        return [
+            replace(o, execution_kept=True) if o.won and o.claimed_on is StoreRole.PRIMARY else o
+            for o in outcomes
         ]
 
     def _mirror_together(self, winners: Sequence[ClaimRequest]) -> bool:

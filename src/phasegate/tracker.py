@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest
+from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest, trigger_claim
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import BothStoresFailed, StoreError
 from phasegate.events import EventBus
@@ -40,8 +40,6 @@ from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY
 from phasegate.stores.base import (
     Capability,
     Store,
-    claim_triggers,
-    keeps_executions_with_claims,
     mark_delivered,
     record_phase_executions,
 )
@@ -389,60 +387,13 @@ class CompletionTracker(ReadsBothStores):
 
     def claim_trigger(self, trigger: Trigger) -> ClaimOutcome:
         """Claim ``trigger`` (and enqueue it in the outbox) exactly once."""
-        return self.arbiter.claim(self._claim_request(trigger))
-
-    @staticmethod
-    def _claim_request(trigger: Trigger, execution: PhaseExecution | None = None) -> ClaimRequest:
-        if execution is None:
-            return ClaimRequest(
-                f"claim trigger {trigger.phase}/{trigger.run_key}",
-                trigger.run_key,
-                lambda store: store.claim_trigger(trigger),
-                RecordSet(triggers=(OutboxEntry(trigger, trigger.triggered_at),)),
-            )
-        return ClaimRequest(
-            f"claim trigger {trigger.phase}/{trigger.run_key}",
-            trigger.run_key,
-            lambda store: claim_triggers(store, [trigger], [execution])[0],
-            RecordSet(
-                triggers=(OutboxEntry(trigger, trigger.triggered_at),), executions=(execution,)
-            ),
-        )
+        return self.arbiter.claim(trigger_claim(trigger))
 
     def claim_triggers(
         self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution] | None = None
     ) -> list[ClaimOutcome]:
-        """Claim several triggers, each exactly once, deciding them together where the
-        primary can (one commit) and mirroring the winners in one import.
-
-        ``executions`` (one per trigger) ride along where that keeps them exactly where
-        the claims are: under the "defer" policy, with a primary that keeps them in the
-        claim's own transaction; the mirror copies them with the triggers. Each outcome
-        says whether its execution was kept (``execution_kept``); the caller records the
-        others."""
-        joint = (
-            executions is not None
-            and self.arbiter.policy is ClaimPolicy.DEFER
-            and keeps_executions_with_claims(self._primary.store)
-        )
-        if not joint or executions is None:
-            requests = [self._claim_request(trigger) for trigger in triggers]
-            return self.arbiter.claim_together(
-                requests, lambda store: claim_triggers(store, triggers)
-            )
-        requests = [
-            self._claim_request(trigger, execution)
-            for trigger, execution in zip(triggers, executions, strict=True)
-        ]
-        outcomes = self.arbiter.claim_together(
-            requests, lambda store: claim_triggers(store, triggers, executions)
-        )
-        return [
-            replace(outcome, execution_kept=True)
-            if outcome.won and outcome.claimed_on is StoreRole.PRIMARY
-            else outcome
-            for outcome in outcomes
-        ]
+        """Claim several triggers, each exactly once (see :meth:`ClaimArbiter.claim_triggers`)."""
+        return self.arbiter.claim_triggers(triggers, executions)
 
     def record_timeout(self, report: TimeoutReport) -> ClaimOutcome:
         """Record a timeout once; ``won`` tells whether this caller is the one to report it."""

@@ -25,17 +25,25 @@ def oldest_first(entry: OutboxEntry) -> tuple[datetime, str]:
     return entry.claimed_at, entry.trigger.trigger_id
 
 
+# How each table read by run key is converted from the driver's tuples.
+_CONVERTERS: dict[str, Callable[[tuple[Any, ...], r.TimeReader], Any]] = {
+    "completions": r.driver_to_completion,
+    "triggers": r.driver_to_entry,
+}
+
+
 def rows_of_runs(
     connection: Connection,
     s: Statements,
     table: str,
     run_keys: Sequence[str],
-    convert: Callable[[tuple[Any, ...]], T],
-) -> dict[str, list[T]]:
-    """The rows of ``table`` for each run key, on driver SQL compiled once: each row (the
+    read_time: r.TimeReader,
+) -> dict[str, list[Any]]:
+    """The records of ``table`` for each run key, on driver SQL compiled once: each row (the
     table's ``READ_COLUMNS``) converted from the driver's tuple, one query per
     :data:`CHUNK` keys."""
-    found: dict[str, list[T]] = {key: [] for key in run_keys}
+    convert = _CONVERTERS[table]
+    found: dict[str, list[Any]] = {key: [] for key in run_keys}
     keys = sorted(found)
     at = READ_COLUMNS[table].index("run_key")
     for start in range(0, len(keys), CHUNK):
@@ -46,7 +54,7 @@ def rows_of_runs(
         cursor = DriverCursor(connection)
         try:
             for values in cursor.execute(query.sql, query.params(params)).fetchall():
-                found[values[at]].append(convert(values))
+                found[values[at]].append(convert(values, read_time))
         finally:
             cursor.close()
     return found

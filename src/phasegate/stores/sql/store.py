@@ -199,13 +199,7 @@ class SqlStore:
     def completions_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[Completion]]:
         """:meth:`completions` of several run keys, in one query per 500 keys."""
         with self._read() as connection:
-            found = rows_of_runs(
-                connection,
-                self._s,
-                "completions",
-                run_keys,
-                lambda values: r.driver_to_completion(values, self._read_time),
-            )
+            found = rows_of_runs(connection, self._s, "completions", run_keys, self._read_time)
         return {key: sorted(group, key=lambda c: c.key) for key, group in found.items()}
 
     @_mapped
@@ -238,37 +232,28 @@ class SqlStore:
         """Claim ``trigger`` by id and put it in the outbox atomically; ``True`` for the winner."""
         return self.claim_triggers([trigger])[0]
 
-    # Claims here keep their execution records in the claim's own transaction.
-    keeps_executions_with_claims = True
+    keeps_executions_with_claims = True  # see stores.base.keeps_executions_with_claims
 
     @_mapped
     def claim_triggers(
         self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution] | None = None
     ) -> list[bool]:
-        """Claim several triggers in one transaction (each by its id); one answer each.
-        With ``executions`` (one per trigger) each won trigger's execution record is kept
-        in that same transaction.
-
-        On SQLite they ride the writer's next commit; on a server database they are one
-        short transaction, in trigger id order so concurrent replicas cannot deadlock."""
-        if not triggers:
-            return []
-        return retry_deadlocks(
-            lambda: self._transaction(
-                lambda connection: claim_all(connection, self._s, triggers, executions)
-            )
-        )
+        """Claim several triggers in one transaction (each by its id; with ``executions``,
+        one per trigger, each winner's execution record too); one answer each. On SQLite
+        they ride the writer's next commit; on a server database they are one short
+        transaction, in trigger id order so concurrent replicas cannot deadlock."""
+        work = functools.partial(claim_all, s=self._s, triggers=triggers, executions=executions)
+        return retry_deadlocks(lambda: self._transaction(work)) if triggers else []
 
     @_mapped
     def record_timeout(self, report: TimeoutReport) -> bool:
         """Record that a phase-run timed out; ``True`` only for the first caller."""
-        return retry_deadlocks(lambda: self._timeout(report))
+        row, insert = r.timeout_row(self.pipeline, report), self._s.ignore["timeouts"]
 
-    def _timeout(self, report: TimeoutReport) -> bool:
-        row = r.timeout_row(self.pipeline, report)
-        return self._transaction(
-            lambda connection: connection.execute(self._s.ignore["timeouts"], row).rowcount == 1
-        )
+        def first(connection: Connection) -> bool:
+            return bool(connection.execute(insert, row).rowcount == 1)
+
+        return retry_deadlocks(lambda: self._transaction(first))
 
     # -- the outbox ----------------------------------------------------------------------
 
@@ -285,13 +270,7 @@ class SqlStore:
     def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
         """:meth:`triggers` of several run keys, in one query per 500 keys."""
         with self._read() as connection:
-            found = rows_of_runs(
-                connection,
-                self._s,
-                "triggers",
-                run_keys,
-                lambda values: r.driver_to_entry(values, self._read_time),
-            )
+            found = rows_of_runs(connection, self._s, "triggers", run_keys, self._read_time)
         return {key: sorted(group, key=oldest_first) for key, group in found.items()}
 
     @_mapped
