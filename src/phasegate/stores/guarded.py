@@ -250,7 +250,7 @@ async def wait_all(
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
-            if last:
+            if last and not loop.is_closed():  # as asyncio.wrap_future: a closed loop waits no more
                 loop.call_soon_threadsafe(wake, settled)
 
         for first in pending:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -16,7 +16,6 @@ from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
 
-T = TypeVar("T")
 CHUNK = 500  # run keys per IN list
 
 
