@@ -24,17 +24,18 @@ from phasegate.model import (
     trigger_id_for,
 )
 from phasegate.results import Decisions, TriggerResult, _Claimed
+from phasegate.status import evaluate_phase, phase_status
 from phasegate.unexpected import alerts_unexpected
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from phasegate.clock import Clock
     from phasegate.config import Pipeline
     from phasegate.events import EventBus
-    from phasegate.model import OutboxEntry
+    from phasegate.model import Answered, OutboxEntry
     from phasegate.status import PhaseStatus
     from phasegate.tracker import CompletionTracker
 
@@ -92,50 +93,64 @@ class Claiming:
         def _run_state(self, run_key: str) -> tuple[list[PhaseStatus], RunAttempts]: ...
 
     def _trigger_completed(
-        self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
+        self,
+        runs: Sequence[PhaseRun],
+        completions: Sequence[Completion],
+        answers: Mapping[PhaseRun, Answered | None],
     ) -> dict[PhaseRun, _Claimed]:
         """Claim the triggers of the phase-runs a batch completed, decided together, each
         phase-run once in this process (see :class:`~phasegate.results.Decisions`)."""
-        return self._decisions.decide(runs, lambda mine: self._decide(mine, completions))
+        return self._decisions.decide(runs, lambda mine: self._decide(mine, completions, answers))
 
     def _decide(
-        self, runs: Sequence[PhaseRun], completions: Sequence[Completion]
+        self,
+        runs: Sequence[PhaseRun],
+        completions: Sequence[Completion],
+        answers: Mapping[PhaseRun, Answered | None],
     ) -> dict[PhaseRun, _Claimed]:
-        answers: dict[PhaseRun, _Claimed] = {}
+        """Decide from the stores' own answers to the write: what stands of each
+        phase-run. Only a store that answered its successes alone has its phase-runs read
+        back; the run's triggers (its attempts, and a claim already made) are always read."""
+        answers_now: dict[PhaseRun, _Claimed] = {}
         wanted: list[tuple[PhaseRun, _Wanted]] = []
-        # Read after the write: every run key of the batch in one read per store and kind.
         keys = sorted({run.run_key for run in runs})
+        unknown = sorted({run.run_key for run in runs if answers.get(run) is None})
         # Each phase-run's correlation id: its first report's in the batch.
         correlations = {c.phase_run: c.correlation_id for c in reversed(completions)}
-        completed = self.tracker.completions_of_runs(keys) if keys else {}
+        completed = self.tracker.completions_of_runs(unknown) if unknown else {}
         claimed = self.tracker.triggers_of_runs(keys) if keys else {}
+        now = self.clock.now()
         for run in runs:
-            status_now, attempts = self._phase_state(
-                run.phase,
-                run.run_key,
-                completions=[c for c in completed[run.run_key] if c.phase == run.phase],
-                triggers=claimed[run.run_key],
-            )
+            attempts = self.attempts(run.run_key, claimed[run.run_key])
+            definition = self.pipeline.phase(run.phase)
+            answer = answers.get(run)
+            if answer is None:
+                of_run = completed[run.run_key]
+                status_now = evaluate_phase(definition, run.run_key, of_run, attempts, now)
+            else:
+                status_now = phase_status(definition, run.run_key, answer, attempts, now)
             if status_now.trigger is not None:
-                answers[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
+                answers_now[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
             elif status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
                 # Superseded by a rerun between the write and this read: nothing to claim.
-                answers[run] = _Claimed(None, claimed=False, deferred=False)
+                answers_now[run] = _Claimed(None, claimed=False, deferred=False)
             else:
                 correlation = correlations.get(run)
-                phase = self.pipeline.phase(run.phase)
                 reason = TriggerReason.COMPLETE
                 wanted.append(
-                    (run, _Wanted(phase, run.run_key, reason, correlation, status_now, attempts))
+                    (
+                        run,
+                        _Wanted(definition, run.run_key, reason, correlation, status_now, attempts),
+                    )
                 )
         outcomes = self._claim_all([w for _, w in wanted])
         for (run, _), outcome in zip(wanted, outcomes, strict=True):
-            answers[run] = _Claimed(
+            answers_now[run] = _Claimed(
                 None if outcome.deferred else outcome.trigger.trigger_id,
                 claimed=outcome.claimed,
                 deferred=outcome.deferred,
             )
-        return answers
+        return answers_now
 
     def _claim(
         self,

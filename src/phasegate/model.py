@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -101,6 +101,46 @@ class PhaseRun:
     phase: str
     run_key: str
     attempt: int = 1
+
+
+class Answered(frozenset[str]):
+    """A store's answer for one phase-run after a write: the processors that have
+    succeeded in it (it is that frozenset), with what else the write's own read saw.
+
+    ``failed`` are the processors whose report stands as failed and ``first_at`` the time
+    of the phase-run's earliest report. A store that answers a plain frozenset leaves
+    them unknown; the claim then reads the phase-run back (see ``Claiming._decide``).
+    """
+
+    __slots__ = ("failed", "first_at")
+
+    failed: frozenset[str]
+    first_at: datetime | None
+
+    def __new__(
+        cls,
+        succeeded: Iterable[str] = (),
+        failed: Iterable[str] = (),
+        first_at: datetime | None = None,
+    ) -> Answered:
+        answer = super().__new__(cls, succeeded)
+        answer.failed = frozenset(failed)
+        answer.first_at = first_at
+        return answer
+
+    def __reduce__(self) -> Any:
+        return (Answered, (frozenset(self), self.failed, self.first_at))
+
+
+def answered(run: PhaseRun, completions: Iterable[Completion]) -> Answered:
+    """The answer for ``run`` from the standing completions of a store (any run's)."""
+    mine = [c for c in completions if c.phase_run == run]
+    succeeded = {c.processor for c in mine if c.status is Status.SUCCESS}
+    return Answered(
+        succeeded,
+        {c.processor for c in mine} - succeeded,
+        min((c.occurred_at for c in mine), default=None),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -244,7 +244,9 @@ class Orchestrator(Claiming, Sweeping):
         )
 
     def _completed_by(self, write: BatchWriteResult) -> set[PhaseRun]:
-        successes = write.successes()
+        return self._completed(write.successes())
+
+    def _completed(self, successes: Mapping[PhaseRun, frozenset[str]]) -> set[PhaseRun]:
         return {
             run
             for run in successes
@@ -259,9 +261,13 @@ class Orchestrator(Claiming, Sweeping):
         for completion in completions:
             if completion.status is Status.FAILED:
                 self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
-        complete = self._completed_by(write)
+        complete = self._completed(successes)
         # Triggers are read only when they matter: most reports do not complete a phase.
-        claimed = self._trigger_completed(sorted(complete), completions)
+        claimed = (
+            self._trigger_completed(sorted(complete), completions, write.answers())
+            if complete
+            else {}
+        )
         results: list[CompletionResult] = []
         first_of: set[PhaseRun] = set()
         for completion in completions:

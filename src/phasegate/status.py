@@ -10,7 +10,7 @@ from typing import Any
 from phasegate.attempts import RunAttempts
 from phasegate.clock import utc_iso
 from phasegate.config import Phase
-from phasegate.model import Completion, OutboxEntry, PhaseState, Status
+from phasegate.model import Answered, Completion, OutboxEntry, PhaseState, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +94,35 @@ def evaluate_phase(
     phase = definition.name
     attempt = attempts.attempt(phase)
     mine = [c for c in completions if c.phase == phase and c.attempt == attempt]
-    succeeded = tuple(
-        p
-        for p in definition.all_processors
-        if any(c.processor == p and c.status is Status.SUCCESS for c in mine)
+    succeeded = {c.processor for c in mine if c.status is Status.SUCCESS}
+    return phase_status(
+        definition,
+        run_key,
+        Answered(
+            succeeded,
+            {c.processor for c in mine} - succeeded,
+            min((c.occurred_at for c in mine), default=None),
+        ),
+        attempts,
+        now,
     )
-    failed = tuple(
-        p
-        for p in definition.all_processors
-        if p not in succeeded and any(c.processor == p for c in mine)
-    )
-    missing = tuple(p for p in definition.processors if p not in succeeded)
-    optional_missing = tuple(p for p in definition.optional if p not in succeeded)
-    started_at = attempts.started_at(phase)
-    if started_at is None and mine:
-        started_at = min(c.occurred_at for c in mine)
+
+
+def phase_status(
+    definition: Phase,
+    run_key: str,
+    reports: Answered,
+    attempts: RunAttempts,
+    now: datetime,
+) -> PhaseStatus:
+    """The status of ``definition`` for ``run_key`` from what stands of its current
+    attempt's reports (a store's answer after a write, or the reports read back)."""
+    phase = definition.name
+    succeeded = tuple(p for p in definition.all_processors if p in reports)
+    failed = tuple(p for p in definition.all_processors if p in reports.failed)
+    missing = tuple(p for p in definition.processors if p not in reports)
+    optional_missing = tuple(p for p in definition.optional if p not in reports)
+    started_at = attempts.started_at(phase) or reports.first_at
     deadline = started_at + definition.timeout if started_at and definition.timeout else None
     trigger = attempts.trigger(phase)
     if trigger is not None:
@@ -134,6 +148,6 @@ def evaluate_phase(
         trigger=trigger,
         optional=definition.optional,
         optional_missing=optional_missing,
-        attempt=attempt,
+        attempt=attempts.attempt(phase),
         start_signal=attempts.start_signal(phase),
     )

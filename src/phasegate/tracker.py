@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest, trigger_claim
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import BothStoresFailed, StoreError
 from phasegate.events import EventBus
 from phasegate.model import (
+    Answered,
     Completion,
     OutboxEntry,
     PhaseExecution,
@@ -100,6 +101,19 @@ class BatchWriteResult(DualWriteResult):
                     merged.setdefault(run, set()).update(names)
         return {run: frozenset(names) for run, names in merged.items()}
 
+    def answers(self) -> dict[PhaseRun, Answered | None]:
+        """Per phase-run in the batch: what the stores that took it answered, merged, or
+        None where one of them answered only the successes (see :class:`Answered`)."""
+        found: dict[PhaseRun, list[frozenset[str]]] = {}
+        for ok, answer in (
+            (self.primary_ok, self.primary_value),
+            (self.backup_ok, self.backup_value),
+        ):
+            if ok and answer:
+                for run, names in answer.items():
+                    found.setdefault(run, []).append(names)
+        return {run: _merged(answers) for run, answers in found.items()}
+
     def succeeded_after(self, run: PhaseRun | None = None) -> frozenset[str]:
         """The processors succeeded in ``run`` (default: the batch's only phase-run)."""
         found = self.successes()
@@ -108,6 +122,22 @@ class BatchWriteResult(DualWriteResult):
                 raise ValueError("the batch touched several phase-runs: name one")
             return next(iter(found.values()), frozenset())
         return found.get(run, frozenset())
+
+
+def _merged(answers: list[frozenset[str]]) -> Answered | None:
+    if len(answers) == 1:
+        [answer] = answers
+        return answer if isinstance(answer, Answered) else None
+    if not all(isinstance(answer, Answered) for answer in answers):
+        return None
+    known = cast(list[Answered], answers)
+    succeeded = frozenset().union(*known)
+    times = [answer.first_at for answer in known if answer.first_at is not None]
+    return Answered(
+        succeeded,
+        frozenset().union(*(answer.failed for answer in known)) - succeeded,
+        min(times, default=None),
+    )
 
 
 class CompletionTracker(ReadsBothStores):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from phasegate.model import PhaseRun, Status, TimeoutReport
+from phasegate.model import Answered, PhaseRun, Status, TimeoutReport
 from phasegate.stores.base import Capability, CompletionSubmitter, Store, claim_triggers
 from store_records import RUN, T0, completion, trigger
 
@@ -75,6 +75,38 @@ def test_the_answer_is_read_after_the_write_and_includes_earlier_batches(
     assert store.record_completions([completion("x", Status.FAILED, phase="p9")]) == {
         PhaseRun("p9", RUN): frozenset()
     }
+
+
+SUCCESSES_ONLY = {"firestore"}
+"""Backends whose answer is the successes alone: a claim reads their phase-runs back."""
+
+
+def test_the_answer_carries_the_failures_and_the_first_report_of_each_phase_run(
+    store_factory: Any,
+) -> None:
+    """What a claim needs besides the successes comes with the answer: the processors
+    whose report stands as failed and the earliest report's time, this batch included."""
+    store = store_factory.require(C.COMPLETIONS)
+    store.record_completions([completion("a", at=T0 + timedelta(minutes=5))])
+    answer = store.record_completions(
+        [
+            completion("b", Status.FAILED, at=T0 + timedelta(minutes=1)),
+            completion("c", at=T0 + timedelta(minutes=9)),
+            completion("d", Status.FAILED, at=T0 - timedelta(days=1), attempt=2),
+        ]
+    )
+    first, second = PhaseRun("phase2", RUN, 1), PhaseRun("phase2", RUN, 2)
+    assert answer == {first: {"a", "c"}, second: frozenset()}
+    if store_factory.kind in SUCCESSES_ONLY:
+        assert not isinstance(answer[first], Answered)
+        return
+    assert isinstance(answer[first], Answered)
+    assert (answer[first].failed, answer[first].first_at) == ({"b"}, T0 + timedelta(minutes=1))
+    assert (answer[second].failed, answer[second].first_at) == ({"d"}, T0 - timedelta(days=1))
+    # As a read-back sees it: what stands now (b's success replaced its failure).
+    later = store.record_completions([completion("b", at=T0 + timedelta(hours=1))])
+    assert (later[first], later[first].failed) == ({"a", "b", "c"}, frozenset())
+    assert later[first].first_at == T0 + timedelta(minutes=5)
 
 
 def test_an_empty_batch_answers_nothing(store_factory: Any) -> None:

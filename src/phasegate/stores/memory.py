@@ -20,6 +20,7 @@ from phasegate.model import (
     RecordSet,
     TimeoutReport,
     Trigger,
+    answered,
     prefer,
 )
 from phasegate.stores.base import ALL_CAPABILITIES, Capability
@@ -65,7 +66,8 @@ class MemoryStore:
     def record_completions(
         self, completions: Sequence[Completion]
     ) -> Mapping[PhaseRun, frozenset[str]]:
-        """Record a batch; answer each phase-run's successes after it."""
+        """Record a batch; answer each phase-run's successes after it (an
+        :class:`~phasegate.model.Answered`: its failures and first report too)."""
         with self._lock:
             touched: set[PhaseRun] = set()
             for completion in completions:
@@ -75,14 +77,7 @@ class MemoryStore:
                 self._history.setdefault(_history_key(completion), completion)
                 self._runs.add(completion.run_key)
                 touched.add(completion.phase_run)
-            return {run: self._successes(run) for run in touched}
-
-    def _successes(self, run: PhaseRun) -> frozenset[str]:
-        return frozenset(
-            c.processor
-            for c in self._completions.values()
-            if c.phase_run == run and c.status.value == "success"
-        )
+            return {run: answered(run, self._completions.values()) for run in touched}
 
     def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
         """Current completions of ``run_key``."""

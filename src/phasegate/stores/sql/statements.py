@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from phasegate.model import Status
 from phasegate.stores.sql.driver import DriverCursor
+from phasegate.stores.sql.rows import time_reader
 
 _SUCCESS: sa.ColumnElement[str] = sa.literal_column(f"'{Status.SUCCESS.value}'")
 COMPLETION_COLUMNS = (
@@ -268,20 +269,23 @@ class WriterSql:
         self.upsert = compile_for_driver(sticky_upsert(self._completions, dialect.name), dialect)
         self.history = compile_for_driver(insert_ignore(tables["history"], dialect.name), dialect)
         self.runs = compile_for_driver(insert_ignore(tables["runs"], dialect.name), dialect)
-        self._successes: dict[int, DriverSql] = {}
+        self.read_time = time_reader(dialect)
+        self._answers: dict[int, DriverSql] = {}
 
-    def successes(self, count: int) -> DriverSql:
-        """Successful processors of ``count`` run keys: ``k0 .. k{count-1}`` and pipeline."""
-        found = self._successes.get(count)
+    def answers(self, count: int) -> DriverSql:
+        """The standing reports of ``count`` run keys (``k0 .. k{count-1}`` and pipeline):
+        run key, phase, attempt, processor, status and time, for the writer's answer."""
+        found = self._answers.get(count)
         if found is None:
             table = self._completions
             keys: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
             query = sa.select(
-                table.c.run_key, table.c.phase, table.c.attempt, table.c.processor
-            ).where(
-                table.c.pipeline == sa.bindparam("pipeline"),
-                table.c.run_key.in_(keys),
-                table.c.status == _SUCCESS,
-            )
-            found = self._successes[count] = compile_for_driver(query, self._dialect)
+                table.c.run_key,
+                table.c.phase,
+                table.c.attempt,
+                table.c.processor,
+                table.c.status,
+                table.c.occurred_at,
+            ).where(table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys))
+            found = self._answers[count] = compile_for_driver(query, self._dialect)
         return found

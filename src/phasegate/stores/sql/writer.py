@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection
 
 from phasegate.errors import StoreError
-from phasegate.model import PhaseRun
+from phasegate.model import Answered, PhaseRun, Status
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
 from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
@@ -38,10 +38,12 @@ from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, Wr
 log = logging.getLogger(__name__)
 
 Answer = Mapping[PhaseRun, frozenset[str]]
-Successes = dict[tuple[str, str, int], set[str]]  # (phase, run_key, attempt)
+Answers = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
+_SUCCESS = Status.SUCCESS.value
+_NOTHING = Answered()
 # A row's identity: its leading columns, pipeline to attempt.
 _KEY_END = COMPLETION_COLUMNS.index("attempt") + 1
 
@@ -224,7 +226,7 @@ class CompletionWriter:
 
     def _write(self, batch: list[_Request]) -> None:
         try:
-            successes, counts = self._commit(batch)
+            answers, counts = self._commit(batch)
         except StoreError as error:
             if is_data_error(error) and len(batch) > 1:
                 for request in batch:
@@ -244,14 +246,14 @@ class CompletionWriter:
                 continue
             request.future.set_result(
                 {
-                    run: frozenset(successes.get((run.phase, run.run_key, run.attempt), ()))
+                    run: answers.get((run.phase, run.run_key, run.attempt), _NOTHING)
                     for run in request.runs
                 }
             )
 
     # -- one transaction -----------------------------------------------------------------
 
-    def _commit(self, batch: list[_Request]) -> tuple[Successes, dict[int, Any]]:
+    def _commit(self, batch: list[_Request]) -> tuple[Answers, dict[int, Any]]:
         # In key order: batches of replicas sharing a server database lock the same rows
         # in the same order, so they wait for each other instead of deadlocking.
         rows = sorted((row for request in batch for row in request.rows), key=_row_key)
@@ -264,7 +266,7 @@ class CompletionWriter:
                 cursor = DriverCursor(connection)
                 try:
                     cursor.begin()
-                    successes = self._rows(cursor, sql, rows, fresh, run_keys)
+                    answers = self._rows(cursor, sql, rows, fresh, run_keys)
                     counts = self._work(connection, batch)
                     if connection.in_transaction():
                         # Work that went through Core joined this transaction (see the
@@ -281,7 +283,7 @@ class CompletionWriter:
         self.requests += len(batch)
         self.items += len(rows)
         self._remember(fresh)
-        return successes, counts
+        return answers, counts
 
     def _rows(
         self,
@@ -290,8 +292,8 @@ class CompletionWriter:
         rows: list[Row],
         fresh: dict[str, Any],
         run_keys: list[str],
-    ) -> Successes:
-        """Write the batch's completions and answer its run keys' successes."""
+    ) -> Answers:
+        """Write the batch's completions and answer its run keys' phase-runs."""
         if not rows:
             return {}
         cursor.execute(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS), many=True)
@@ -299,7 +301,7 @@ class CompletionWriter:
         if fresh:
             runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
             cursor.execute(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS), many=True)
-        return self._successes(cursor, sql, run_keys)
+        return self._answers(cursor, sql, run_keys)
 
     @staticmethod
     def _work(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
@@ -309,16 +311,28 @@ class CompletionWriter:
             if request.work is not None
         }
 
-    def _successes(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Successes:
-        query = sql.successes(len(run_keys))
+    def _answers(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Answers:
+        """Each phase-run of ``run_keys``: its successes, failures and earliest report."""
+        query = sql.answers(len(run_keys))
         params: dict[str, Any] = {"pipeline": self.pipeline}
         params.update((f"k{i}", key) for i, key in enumerate(run_keys))
-        found: Successes = {}
-        for run_key, phase, attempt, processor in cursor.execute(
+        # Per phase-run: succeeded, failed, earliest stored time (compared as the driver
+        # returns it: a datetime, or SQLite's fixed-width text, which sorts as time does).
+        found: dict[tuple[str, str, int], tuple[set[str], set[str], list[Any]]] = {}
+        for run_key, phase, attempt, processor, status, occurred_at in cursor.execute(
             query.sql, query.params(params)
         ).fetchall():
-            found.setdefault((phase, run_key, attempt), set()).add(processor)
-        return found
+            group = found.get((phase, run_key, attempt))
+            if group is None:
+                group = found[(phase, run_key, attempt)] = (set(), set(), [occurred_at])
+            elif occurred_at < group[2][0]:
+                group[2][0] = occurred_at
+            (group[0] if status == _SUCCESS else group[1]).add(processor)
+        read_time = sql.read_time
+        return {
+            key: Answered(succeeded, failed, read_time(first[0]))
+            for key, (succeeded, failed, first) in found.items()
+        }
 
     def _remember(self, fresh: dict[str, Any]) -> None:
         if len(self._known) + len(fresh) > self._known_limit:

@@ -1,0 +1,82 @@
+"""A claim is decided from the stores' own answers to the write; a store that answers
+only the successes has its phase-runs read back instead, with the same outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from phasegate.config import loads_pipeline
+from phasegate.model import Completion, PhaseRun, TriggerReason
+from phasegate.runtime import open_runtime
+from phasegate.stores.memory import MemoryStore
+from phasegate.testing import FakeClock
+from support import PIPELINE_TEXT, RecordingTransport
+
+RUN = "2026-01-28"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts read-backs and may answer the successes alone."""
+
+    def __init__(self, *, successes_only: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.successes_only = successes_only
+        self.read_back: list[str] = []
+
+    def record_completions(
+        self, completions: Sequence[Completion]
+    ) -> Mapping[PhaseRun, frozenset[str]]:
+        answer = super().record_completions(completions)
+        if self.successes_only:
+            return {run: frozenset(names) for run, names in answer.items()}
+        return answer
+
+    def completions(self, run_key: str, phase: str | None = None) -> list[Completion]:
+        self.read_back.append(run_key)
+        return super().completions(run_key, phase)
+
+
+@pytest.mark.parametrize(
+    ("primary_plain", "backup_plain", "reads_back"),
+    [(False, False, False), (False, True, True), (True, True, True)],
+    ids=["both-answer-all", "backup-answers-successes", "both-answer-successes"],
+)
+def test_a_claim_is_decided_from_the_answers_or_read_back_alike(
+    clock: FakeClock, primary_plain: bool, backup_plain: bool, reads_back: bool
+) -> None:
+    """The trigger and the execution record are the same whichever way the claim learnt
+    the phase-run: started at its earliest standing report (a failure that a later
+    success replaced no longer stands), triggered by the last."""
+    pipeline = loads_pipeline(PIPELINE_TEXT)
+    primary = CountingStore(successes_only=primary_plain, pipeline=pipeline.name, name="p")
+    backup = CountingStore(successes_only=backup_plain, pipeline=pipeline.name, name="b")
+    runtime = open_runtime(
+        pipeline, clock=clock, transport=RecordingTransport(), stores=(primary, backup)
+    )
+    try:
+        orchestrator = runtime.orchestrator
+        started = clock.now()
+        orchestrator.handle_completion("extract", RUN, "files", status="failed")
+        clock.advance(120)
+        assert not orchestrator.handle_completion("extract", RUN, "api").phase_complete
+        clock.advance(480)
+        primary.read_back.clear()
+        backup.read_back.clear()
+        last = orchestrator.handle_completion("extract", RUN, "files")
+        assert (last.phase_complete, last.claimed) == (True, True)
+    finally:
+        runtime.close()
+    for store in (primary, backup):
+        [execution] = store.phase_executions()
+        assert execution.started_at == started + timedelta(seconds=120)
+        assert execution.duration_seconds == 480
+        assert execution.processors == ("api", "files")
+        [entry] = store.triggers(RUN)
+        assert entry.trigger.trigger_id == last.trigger_id
+        assert entry.trigger.reason is TriggerReason.COMPLETE
+        assert entry.trigger.processors == ("api", "files")
+        assert store.read_back == ([RUN] if reads_back else [])
