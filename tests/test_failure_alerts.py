@@ -360,8 +360,11 @@ class Boom(Exception):
 
 
 def break_reads(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the stores' reads: of completions (status, timeouts) and of triggers (a
+    claim reads the run's triggers; its completions come with the write's answer)."""
     for store in rig.inner:
         monkeypatch.setattr(store, "completions", _raise_boom)
+        monkeypatch.setattr(store, "triggers", _raise_boom)
 
 
 def _raise_boom(*_args: Any, **_kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from phasegate.clock import utc_iso
 
@@ -94,9 +94,11 @@ def rerun_signal_id_for(pipeline: str, run_key: str, sequence: int) -> str:
     return str(uuid.uuid5(TRIGGER_NAMESPACE, name))
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PhaseRun:
-    """One attempt of one phase of one run: the unit that is triggered exactly once."""
+class PhaseRun(NamedTuple):
+    """One attempt of one phase of one run: the unit that is triggered exactly once.
+
+    A named tuple, not a dataclass: it keys every batch's answers and decisions, and a
+    tuple hashes and compares in C."""
 
     phase: str
     run_key: str

@@ -23,7 +23,7 @@ from phasegate.model import (
     Status,
     Trigger,
 )
-from phasegate.reports import parse_report
+from phasegate.reports import REPORT_FIELDS, REQUIRED_FIELDS, parse_report
 from phasegate.results import (
     BatchItem,
     CompletionResult,
@@ -39,8 +39,11 @@ from phasegate.unexpected import alerts_unexpected
 from phasegate.validation import (
     MAX_CORRELATION_ID_LENGTH,
     MAX_METADATA_BYTES,
-    build_completion,
+    ReportChecker,
 )
+
+_FIELDS = frozenset(REPORT_FIELDS)
+_REQUIRED = frozenset(REQUIRED_FIELDS)
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
 __all__ = [
@@ -80,6 +83,7 @@ class Orchestrator(Claiming, Sweeping):
         self._rolling_after: str | None = None  # where the rolling sweep goes on from
         self._decisions = Decisions()  # one decision per phase-run here at a time
         self._book = reruns.AttemptBook()
+        self._checker = ReportChecker(pipeline, self.clock)
 
     # -- validation ----------------------------------------------------------------------
 
@@ -95,9 +99,7 @@ class Orchestrator(Claiming, Sweeping):
         occurred_at: datetime | None = None,
     ) -> Completion:
         """Check a report and build its :class:`Completion`; a ValidationError names the field."""
-        return build_completion(
-            self.pipeline,
-            self.clock,
+        return self._checker.completion(
             phase,
             run_key,
             processor,
@@ -148,6 +150,16 @@ class Orchestrator(Claiming, Sweeping):
     ) -> Completion:
         """Check a report that arrived as a decoded JSON object (its shape, then every
         value) and build its :class:`Completion`."""
+        if type(body) is dict and body.keys() <= _FIELDS and body.keys() >= _REQUIRED:
+            # The usual shape, checked as parse_report would, without building a report.
+            return self._checker.completion(
+                body["phase"],
+                body["run_key"],
+                body["processor"],
+                status=body.get("status", Status.SUCCESS.value),
+                correlation_id=body.get("correlation_id") or default_correlation_id,
+                metadata=body.get("metadata"),
+            )
         report = parse_report(body, default_correlation_id=default_correlation_id)
         return self.validate(
             report.phase,

@@ -79,11 +79,16 @@ class AttemptBook:
 
     def stamp(self, completions: Sequence[Completion]) -> list[Completion]:
         """``completions`` with each attempt set to the one this book knows."""
+        with self._lock:
+            if not self._runs:  # no rerun seen lately: every report is at attempt 1
+                return [c if c.attempt == 1 else replace(c, attempt=1) for c in completions]
+            attempts = [
+                known.get(c.phase, 1) if (known := self._runs.get(c.run_key)) else 1
+                for c in completions
+            ]
         return [
-            c
-            if c.attempt == (attempt := self.attempt(c.run_key, c.phase))
-            else replace(c, attempt=attempt)
-            for c in completions
+            c if c.attempt == attempt else replace(c, attempt=attempt)
+            for c, attempt in zip(completions, attempts, strict=True)
         ]
 
 

@@ -44,7 +44,14 @@ from phasegate.stores.base import (
     mark_delivered,
     record_phase_executions,
 )
-from phasegate.stores.guarded import Counters, GuardedStore, StoreRole, guard, wait_all
+from phasegate.stores.guarded import (
+    Counters,
+    GuardedStore,
+    StoreRole,
+    guard,
+    settle_all,
+    wait_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +259,8 @@ class CompletionTracker(ReadsBothStores):
         """
         primary = self._primary.begin_completions(completions, self._pool.submit)
         backup = self._backup.begin_completions(completions, self._pool.submit)
-        return self._batch_result(completions, primary.result(), backup.result())
+        primary_outcome, backup_outcome = settle_all([primary, backup])
+        return self._batch_result(completions, primary_outcome, backup_outcome)
 
     async def arecord_completions(self, completions: Sequence[Completion]) -> BatchWriteResult:
         """:meth:`record_completions` for an event loop: the writes are queued on each

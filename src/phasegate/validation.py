@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -70,11 +70,95 @@ def build_completion(
 
 
 def new_correlation_id() -> str:
-    """A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex`` without building
-    a UUID object, which cost more than the rest of a report's checks)."""
-    n = int.from_bytes(os.urandom(16))
+    """A random version-4 UUID as 32 hex digits.
+
+    A correlation id ties a report to its trigger in logs; it is unique, not secret. So
+    its bits come from :mod:`random` (seeded from the OS and reseeded in every forked
+    worker), not a system call per report, and no ``uuid.UUID`` object is built.
+    """
+    n = random.getrandbits(128)
     n = (n & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
     return f"{n:032x}"
+
+
+_STATUSES = {status.value: status for status in Status}
+_NO_METADATA = frozen_metadata(None)
+
+
+class ReportChecker:
+    """:func:`build_completion` for one pipeline, with its lookups built once.
+
+    The expected processors of each phase are a set, and run keys already found valid
+    are remembered (up to ``known_run_keys``), so a good report costs a few lookups.
+    Anything unusual (a wrong type, an unknown name, a new run key that fails its
+    pattern) takes the full checks, which name the field.
+    """
+
+    def __init__(self, pipeline: Pipeline, clock: Clock, known_run_keys: int = 4096) -> None:
+        self._pipeline = pipeline
+        self._clock = clock
+        self._expected = {phase.name: frozenset(phase.all_processors) for phase in pipeline.phases}
+        self._run_keys: set[str] = set()
+        self._limit = known_run_keys
+
+    def completion(
+        self,
+        phase: object,
+        run_key: object,
+        processor: object,
+        *,
+        status: object = Status.SUCCESS.value,
+        correlation_id: object = None,
+        metadata: object = None,
+        occurred_at: datetime | None = None,
+    ) -> Completion:
+        """Check a report and build its :class:`Completion`; a ValidationError names the field."""
+        status_value = _STATUSES.get(status) if type(status) is str else None
+        if (
+            type(phase) is not str
+            or type(processor) is not str
+            or processor not in self._expected.get(phase, ())
+            or type(run_key) is not str
+            or status_value is None
+            or not (correlation_id is None or type(correlation_id) is str)
+        ):
+            return build_completion(
+                self._pipeline,
+                self._clock,
+                phase,
+                run_key,
+                processor,
+                status=status,
+                correlation_id=correlation_id,
+                metadata=metadata,
+                occurred_at=occurred_at,
+            )
+        if run_key not in self._run_keys:
+            self._pipeline.validate_run_key(run_key)
+            if len(self._run_keys) >= self._limit:
+                self._run_keys.clear()
+            self._run_keys.add(run_key)
+        if not correlation_id:
+            correlation_id = new_correlation_id()
+        elif len(correlation_id) > MAX_CORRELATION_ID_LENGTH:
+            raise ValidationError(
+                "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
+            )
+        if metadata is None:
+            decoded, encoded = _NO_METADATA, "{}"
+        else:
+            plain, encoded = _metadata(metadata)
+            decoded = frozen_metadata(plain)
+        return Completion(
+            phase=phase,
+            run_key=run_key,
+            processor=processor,
+            status=status_value,
+            occurred_at=occurred_at or self._clock.now(),
+            correlation_id=correlation_id,
+            metadata=decoded,
+            metadata_encoded=encoded,
+        )
 
 
 def _string(field: str, value: object) -> str:

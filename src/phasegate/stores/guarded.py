@@ -227,6 +227,32 @@ class PendingWrite:
             return False, None, exc
 
 
+def settle_all(
+    writes: Sequence[PendingWrite],
+) -> list[tuple[bool, Answer | None, BaseException | None]]:
+    """:meth:`PendingWrite.result` of each write, the caller woken once: when every first
+    attempt is done, not once per store (each wake-up of a waiting thread costs as much
+    as a good part of the write)."""
+    pending = [w._first for w in writes if w._first is not None and not w._first.done()]
+    if len(pending) > 1:
+        latch = threading.Lock()
+        latch.acquire()
+        remaining = [len(pending)]
+        count = threading.Lock()
+
+        def one_done(_first: Future[Any]) -> None:
+            with count:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                latch.release()
+
+        for first in pending:
+            first.add_done_callback(one_done)
+        latch.acquire()
+    return [w.result() for w in writes]
+
+
 async def wait_all(
     writes: Sequence[PendingWrite],
 ) -> list[tuple[bool, Answer | None, BaseException | None]]:

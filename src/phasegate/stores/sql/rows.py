@@ -36,6 +36,8 @@ def time_binder(dialect: sa.Dialect) -> TimeBinder:
 
 def _sqlite_time(value: datetime) -> str:
     """SQLAlchemy's SQLite text form of a UTC time, without its per-value overhead."""
+    if value.tzinfo is UTC:  # the usual case: the offset is all there is to drop
+        return value.isoformat(" ", "microseconds")[:-6]
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: phasegate stores UTC-aware times only")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -68,7 +70,7 @@ def driver_completion_row(
             completion.phase,
             completion.processor,
             completion.attempt,
-            completion.status.value,
+            completion.status._value_,
             completion.correlation_id,
             completion.metadata_json() if completion.metadata else "{}",
             bind(completion.occurred_at),
