@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from phasegate.model import OutboxEntry, PhaseExecution, Trigger
@@ -105,17 +104,19 @@ def lease(
 ) -> list[OutboxEntry]:
     """Lease up to ``limit`` due triggers to ``owner``: each by a conditional UPDATE on
     rows picked ``FOR UPDATE SKIP LOCKED`` where the database has it; oldest first."""
-    table = s.tables["triggers"]
     candidates = s.pending(now, limit)
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
     leased: list[OutboxEntry] = []
+    lease_one = s.driver.lease
     for row in connection.execute(candidates).all():
-        update = (
-            sa.update(table)
-            .where(table.c.trigger_id == row.trigger_id, *s.pending_conditions(now))
-            .values(lease_owner=owner, lease_expires_at=until)
-        )
-        if connection.execute(update).rowcount == 1:
+        params = {
+            "pipeline": s.pipeline,
+            "trigger_id": row.trigger_id,
+            "now": now,
+            "owner": owner,
+            "until": until,
+        }
+        if lease_one.execute(connection, params) == 1:
             leased.append(r.to_entry(row).leased_to(owner, until))
     return sorted(leased, key=oldest_first)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from phasegate.model import Completion, OutboxEntry, RecordSet, prefer
 from phasegate.stores.sql import rows as r
-from phasegate.stores.sql.statements import Statements
+from phasegate.stores.sql.statements import ENTRY_FIELDS, Statements
 
 
 def export_records(connection: Connection, s: Statements, first: str, last: str) -> RecordSet:
@@ -75,15 +74,7 @@ def _merge_entry(connection: Connection, s: Statements, entry: OutboxEntry) -> N
     row = r.entry_row(s.pipeline, entry)
     if s.driver.ignore["triggers"].execute(connection, row) == 1:
         return
-    table = s.tables["triggers"]
-    more_attempts = table.c.attempts < entry.attempts
-    if entry.delivered:
-        wins = sa.or_(table.c.delivered_at.is_(None), more_attempts)
-    else:
-        wins = sa.and_(table.c.delivered_at.is_(None), more_attempts)
-    values = {k: v for k, v in row.items() if k not in {"pipeline", "trigger_id"}}
-    connection.execute(
-        sa.update(table)
-        .where(table.c.pipeline == s.pipeline, table.c.trigger_id == entry.trigger.trigger_id, wins)
-        .values(**values)
-    )
+    merge = {f"set_{name}": row[name] for name in ENTRY_FIELDS}
+    merge.update(pipeline=s.pipeline, trigger_id=entry.trigger.trigger_id)
+    merge["attempts_below"] = entry.attempts
+    s.driver.merge[entry.delivered].execute(connection, merge)

@@ -93,22 +93,32 @@ def _binder(column_type: Any, dialect: sa.Dialect) -> Callable[[Any], Any] | Non
     return bind
 
 
-class BoundInsert:
-    """An INSERT compiled once for the driver that binds a row's values as Core would
-    (each column's bind processor), without Core's per-execution work."""
+class BoundStatement:
+    """A statement compiled once for the driver that binds a row's values as Core would
+    (each column's bind processor), without Core's per-execution work.
+
+    A parameter is bound as the column of its name, or as the column ``columns`` names
+    for it (a WHERE parameter beside a SET one of the same column)."""
 
     __slots__ = ("_binds", "_named", "_names", "sql")
 
-    def __init__(self, statement: Any, table: sa.Table, dialect: sa.Dialect) -> None:
+    def __init__(
+        self,
+        statement: Any,
+        table: sa.Table,
+        dialect: sa.Dialect,
+        columns: Mapping[str, str] | None = None,
+    ) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self._named = not compiled.positional
         names = tuple(compiled.binds) if self._named else tuple(compiled.positiontup)
         self._names = names
-        self._binds = tuple(_binder(table.c[name].type, dialect) for name in names)
+        of = columns or {}
+        self._binds = tuple(_binder(table.c[of.get(name, name)].type, dialect) for name in names)
 
     def params(self, row: Mapping[str, Any]) -> Any:
-        """``row`` (column name to value) bound for the driver."""
+        """``row`` (parameter name to value) bound for the driver."""
         values = [
             value if bind is None or value is None else bind(value)
             for value, bind in zip(map(row.__getitem__, self._names), self._binds, strict=True)
@@ -118,7 +128,7 @@ class BoundInsert:
         return tuple(values)
 
     def execute(self, connection: Connection, row: Mapping[str, Any]) -> int:
-        """Insert one row; its row count (0 when a conflict ignored it)."""
+        """Run it for one row; its row count (0 when a conflict ignored an insert)."""
         cursor = DriverCursor(connection)
         try:
             return int(cursor.execute(self.sql, self.params(row)).rowcount)
@@ -135,6 +145,67 @@ class BoundInsert:
                 cursor.close()
 
 
+ENTRY_FIELDS = (
+    "run_key",
+    "phase",
+    "attempt",
+    "message",
+    "claimed_at",
+    "delivered_at",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+"""What an imported outbox entry sets on the row it merges into (all but the key)."""
+MERGE_COLUMNS = {"attempts_below": "attempts", **{f"set_{name}": name for name in ENTRY_FIELDS}}
+LEASE_COLUMNS = {"now": "lease_expires_at", "owner": "lease_owner", "until": "lease_expires_at"}
+
+
+def merge_entry(table: sa.Table, *, delivered: bool) -> Any:
+    """An imported entry over the row of its trigger id: a delivered copy wins over an
+    undelivered row or one with fewer attempts; an undelivered one only over an
+    undelivered row with fewer attempts. Parameters: ``pipeline``, ``trigger_id``,
+    ``attempts_below`` and ``set_<column>``."""
+    more_attempts = table.c.attempts < sa.bindparam("attempts_below")
+    undelivered = table.c.delivered_at.is_(None)
+    wins = sa.or_(undelivered, more_attempts) if delivered else sa.and_(undelivered, more_attempts)
+    return (
+        sa.update(table)
+        .where(
+            table.c.pipeline == sa.bindparam("pipeline"),
+            table.c.trigger_id == sa.bindparam("trigger_id"),
+            wins,
+        )
+        .values({name: sa.bindparam(f"set_{name}") for name in ENTRY_FIELDS})
+    )
+
+
+def lease_one(table: sa.Table) -> Any:
+    """Lease one trigger if it is still due (as :meth:`Statements.pending_conditions` says
+    at ``now``). Parameters: ``pipeline``, ``trigger_id``, ``now``, ``owner``, ``until``."""
+    return (
+        sa.update(table)
+        .where(
+            table.c.trigger_id == sa.bindparam("trigger_id"),
+            *due(table, sa.bindparam("pipeline"), sa.bindparam("now")),
+        )
+        .values(lease_owner=sa.bindparam("owner"), lease_expires_at=sa.bindparam("until"))
+    )
+
+
+def due(table: sa.Table, pipeline: Any, now: Any) -> list[sa.ColumnElement[bool]]:
+    """What makes an outbox row due for delivery at ``now``: undelivered, its retry due,
+    its lease (if any) expired."""
+    return [
+        table.c.pipeline == pipeline,
+        table.c.delivered_at.is_(None),
+        sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        sa.or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now),
+    ]
+
+
 class DriverStatements:
     """Driver SQL of the claim path, compiled once for a dialect: the INSERTs that ignore a
     conflict (claims, runs, executions, copies) and the read of completions by run key."""
@@ -142,9 +213,17 @@ class DriverStatements:
     def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
         self._dialect = dialect
         self.ignore = {
-            name: BoundInsert(insert_ignore(tables[name], dialect.name), tables[name], dialect)
+            name: BoundStatement(insert_ignore(tables[name], dialect.name), tables[name], dialect)
             for name in ("triggers", "runs", "executions")
         }
+        triggers = tables["triggers"]
+        self.merge = {
+            delivered: BoundStatement(
+                merge_entry(triggers, delivered=delivered), triggers, dialect, MERGE_COLUMNS
+            )
+            for delivered in (False, True)
+        }
+        self.lease = BoundStatement(lease_one(triggers), triggers, dialect, LEASE_COLUMNS)
         self._tables = tables
         self._of_keys: dict[tuple[str, int], DriverSql] = {}
 
@@ -258,14 +337,8 @@ class Statements:
         )
 
     def pending_conditions(self, now: Any) -> list[sa.ColumnElement[bool]]:
-        """What makes an outbox row due for delivery at ``now``."""
-        table = self.tables["triggers"]
-        return [
-            table.c.pipeline == self.pipeline,
-            table.c.delivered_at.is_(None),
-            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
-            sa.or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now),
-        ]
+        """What makes an outbox row due for delivery at ``now`` (see :func:`due`)."""
+        return due(self.tables["triggers"], self.pipeline, now)
 
 
 class WriterSql:
