@@ -101,22 +101,45 @@ def lease(
     limit: int,
     *,
     skip_locked: bool,
+    read_time: r.TimeReader,
 ) -> list[OutboxEntry]:
     """Lease up to ``limit`` due triggers to ``owner``: each by a conditional UPDATE on
     rows picked ``FOR UPDATE SKIP LOCKED`` where the database has it; oldest first."""
-    candidates = s.pending(now, limit)
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
     leased: list[OutboxEntry] = []
-    lease_one = s.driver.lease
-    for row in connection.execute(candidates).all():
+    for entry in pending(connection, s, now, limit, read_time, skip_locked=skip_locked):
         params = {
             "pipeline": s.pipeline,
-            "trigger_id": row.trigger_id,
+            "trigger_id": entry.trigger.trigger_id,
             "now": now,
             "owner": owner,
             "until": until,
         }
-        if lease_one.execute(connection, params) == 1:
-            leased.append(r.to_entry(row).leased_to(owner, until))
+        if s.driver.lease.execute(connection, params) == 1:
+            leased.append(entry.leased_to(owner, until))
     return sorted(leased, key=oldest_first)
+
+
+def pending(
+    connection: Connection,
+    s: Statements,
+    now: datetime,
+    limit: int,
+    read_time: r.TimeReader,
+    *,
+    skip_locked: bool = False,
+) -> list[OutboxEntry]:
+    """Undelivered triggers due at ``now`` with no live lease, oldest first."""
+    query = s.driver.pending[skip_locked]
+    params = {"pipeline": s.pipeline, "now": now, "limit": limit}
+    return [r.driver_to_entry(values, read_time) for values in query.rows(connection, params)]
+
+
+def update_undelivered(
+    connection: Connection, s: Statements, update: Any, trigger_ids: Sequence[str], **values: Any
+) -> None:
+    """Run ``update`` (``s.driver.delivered`` or ``failed``) on each undelivered trigger of
+    ``trigger_ids``, in id order."""
+    update.execute_many(
+        connection,
+        [{"pipeline": s.pipeline, "trigger_id": tid, **values} for tid in sorted(trigger_ids)],
+    )

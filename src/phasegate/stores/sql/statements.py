@@ -98,9 +98,10 @@ class BoundStatement:
     (each column's bind processor), without Core's per-execution work.
 
     A parameter is bound as the column of its name, or as the column ``columns`` names
-    for it (a WHERE parameter beside a SET one of the same column)."""
+    for it (a WHERE parameter beside a SET one of the same column). One the dialect adds
+    with a value of its own (SQLite's ``OFFSET 0`` after a bound ``LIMIT``) keeps it."""
 
-    __slots__ = ("_binds", "_named", "_names", "sql")
+    __slots__ = ("_binds", "_fixed", "_named", "_names", "sql")
 
     def __init__(
         self,
@@ -115,10 +116,19 @@ class BoundStatement:
         names = tuple(compiled.binds) if self._named else tuple(compiled.positiontup)
         self._names = names
         of = columns or {}
-        self._binds = tuple(_binder(table.c[of.get(name, name)].type, dialect) for name in names)
+        bound = [name for name in names if of.get(name, name) in table.c]
+        self._fixed = {
+            name: compiled.binds[name].effective_value for name in names if name not in bound
+        }
+        self._binds = tuple(
+            _binder(table.c[of.get(name, name)].type, dialect) if name in bound else None
+            for name in names
+        )
 
     def params(self, row: Mapping[str, Any]) -> Any:
         """``row`` (parameter name to value) bound for the driver."""
+        if self._fixed:
+            row = {**self._fixed, **row}
         values = [
             value if bind is None or value is None else bind(value)
             for value, bind in zip(map(row.__getitem__, self._names), self._binds, strict=True)
@@ -135,8 +145,17 @@ class BoundStatement:
         finally:
             cursor.close()
 
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a query; the driver's rows."""
+        cursor = DriverCursor(connection)
+        try:
+            found: list[tuple[Any, ...]] = cursor.execute(self.sql, self.params(params)).fetchall()
+            return found
+        finally:
+            cursor.close()
+
     def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert several rows in one ``executemany``."""
+        """Run it for several rows in one ``executemany``."""
         if rows:
             cursor = DriverCursor(connection)
             try:
@@ -183,8 +202,8 @@ def merge_entry(table: sa.Table, *, delivered: bool) -> Any:
 
 
 def lease_one(table: sa.Table) -> Any:
-    """Lease one trigger if it is still due (as :meth:`Statements.pending_conditions` says
-    at ``now``). Parameters: ``pipeline``, ``trigger_id``, ``now``, ``owner``, ``until``."""
+    """Lease one trigger if it is still due (as :func:`due` says at ``now``). Parameters:
+    ``pipeline``, ``trigger_id``, ``now``, ``owner``, ``until``."""
     return (
         sa.update(table)
         .where(
@@ -192,6 +211,35 @@ def lease_one(table: sa.Table) -> Any:
             *due(table, sa.bindparam("pipeline"), sa.bindparam("now")),
         )
         .values(lease_owner=sa.bindparam("owner"), lease_expires_at=sa.bindparam("until"))
+    )
+
+
+PENDING_COLUMNS = {"now": "lease_expires_at", "limit": "attempts"}
+
+
+def pending(table: sa.Table, *, skip_locked: bool) -> Any:
+    """Undelivered, due, unleased outbox rows (:data:`TRIGGER_COLUMNS`), oldest first.
+    Parameters: ``pipeline``, ``now``, ``limit``; locked rows skipped where asked."""
+    query = (
+        sa.select(*(table.c[column] for column in TRIGGER_COLUMNS))
+        .where(*due(table, sa.bindparam("pipeline"), sa.bindparam("now")))
+        .order_by(table.c.claimed_at, table.c.trigger_id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    return query.with_for_update(skip_locked=True) if skip_locked else query
+
+
+def undelivered_update(table: sa.Table, **values: Any) -> Any:
+    """Set ``values`` on one undelivered trigger and drop its lease. Parameters:
+    ``pipeline``, ``trigger_id`` and those of ``values``."""
+    return (
+        sa.update(table)
+        .where(
+            table.c.pipeline == sa.bindparam("pipeline"),
+            table.c.trigger_id == sa.bindparam("trigger_id"),
+            table.c.delivered_at.is_(None),
+        )
+        .values(lease_owner=sa.null(), lease_expires_at=sa.null(), **values)
     )
 
 
@@ -224,6 +272,34 @@ class DriverStatements:
             for delivered in (False, True)
         }
         self.lease = BoundStatement(lease_one(triggers), triggers, dialect, LEASE_COLUMNS)
+        self.pending = {
+            skip_locked: BoundStatement(
+                pending(triggers, skip_locked=skip_locked), triggers, dialect, PENDING_COLUMNS
+            )
+            for skip_locked in (False, True)
+        }
+        self.delivered = BoundStatement(
+            undelivered_update(
+                triggers,
+                delivered_at=sa.bindparam("at"),
+                last_error=sa.null(),
+                next_attempt_at=sa.null(),
+            ),
+            triggers,
+            dialect,
+            {"at": "delivered_at"},
+        )
+        self.failed = BoundStatement(
+            undelivered_update(
+                triggers,
+                attempts=triggers.c.attempts + sa.literal_column("1"),
+                last_error=sa.bindparam("error"),
+                next_attempt_at=sa.bindparam("retry_at"),
+            ),
+            triggers,
+            dialect,
+            {"error": "last_error", "retry_at": "next_attempt_at"},
+        )
         self._tables = tables
         self._of_keys: dict[tuple[str, int], DriverSql] = {}
 
@@ -325,20 +401,6 @@ class Statements:
         """Every row of table ``name`` for ``run_key``."""
         table = self.tables[name]
         return sa.select(table).where(table.c.pipeline == self.pipeline, table.c.run_key == run_key)
-
-    def pending(self, now: Any, limit: int) -> Any:
-        """Undelivered, due, unleased outbox rows, oldest first."""
-        table = self.tables["triggers"]
-        return (
-            sa.select(table)
-            .where(*self.pending_conditions(now))
-            .order_by(table.c.claimed_at, table.c.trigger_id)
-            .limit(limit)
-        )
-
-    def pending_conditions(self, now: Any) -> list[sa.ColumnElement[bool]]:
-        """What makes an outbox row due for delivery at ``now`` (see :func:`due`)."""
-        return due(self.tables["triggers"], self.pipeline, now)
 
 
 class WriterSql:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -41,7 +41,9 @@ from phasegate.stores.sql.outbox import (
     claim_all,
     lease,
     oldest_first,
+    pending,
     rows_of_runs,
+    update_undelivered,
 )
 from phasegate.stores.sql.replication import export_records, import_records
 from phasegate.stores.sql.schema import build_tables, create_schema, read_version
@@ -277,7 +279,7 @@ class SqlStore:
     def pending_triggers(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
         """Undelivered triggers due at ``now`` with no live lease, oldest first."""
         with self._read() as connection:
-            return [r.to_entry(row) for row in connection.execute(self._s.pending(now, limit))]
+            return pending(connection, self._s, now, limit, self._read_time)
 
     @_mapped
     def lease_triggers(
@@ -287,49 +289,44 @@ class SqlStore:
         skip_locked = self.dialect != "sqlite"
         return retry_deadlocks(
             lambda: self._transaction(
-                lambda c: lease(c, self._s, owner, now, lease_until, limit, skip_locked=skip_locked)
+                lambda c: lease(
+                    c,
+                    self._s,
+                    owner,
+                    now,
+                    lease_until,
+                    limit,
+                    skip_locked=skip_locked,
+                    read_time=self._read_time,
+                )
             )
         )
-
-    def _update_undelivered(self, trigger_ids: Sequence[str], **values: Any) -> None:
-        table = self._t["triggers"]
-        statement = (
-            sa.update(table)
-            .where(
-                table.c.pipeline == self.pipeline,
-                table.c.trigger_id.in_(sorted(trigger_ids)),
-                table.c.delivered_at.is_(None),
-            )
-            .values(lease_owner=None, lease_expires_at=None, **values)
-        )
-        self._transaction(lambda connection: connection.execute(statement).rowcount)
 
     @_mapped
     def mark_delivered_many(self, trigger_ids: Sequence[str], delivered_at: datetime) -> None:
         """:meth:`mark_delivered` for several triggers, in one statement."""
         if trigger_ids:
-            self._update_undelivered(
-                trigger_ids, delivered_at=delivered_at, last_error=None, next_attempt_at=None
+            self._transaction(
+                lambda c: update_undelivered(
+                    c, self._s, self._s.driver.delivered, trigger_ids, at=delivered_at
+                )
             )
 
     @_mapped
     def mark_delivered(self, trigger_id: str, delivered_at: datetime) -> None:
         """Record that a transport accepted ``trigger_id`` (idempotent); drops the lease."""
-        self._update_undelivered(
-            [trigger_id], delivered_at=delivered_at, last_error=None, next_attempt_at=None
-        )
+        self.mark_delivered_many([trigger_id], delivered_at)
 
     @_mapped
     def record_delivery_failure(
         self, trigger_id: str, error: str, next_attempt_at: datetime
     ) -> None:
         """Count a failed delivery attempt and when to try again; drops the lease."""
-        attempts = self._t["triggers"].c.attempts
-        self._update_undelivered(
-            [trigger_id],
-            attempts=attempts + 1,
-            last_error=error[:1024],
-            next_attempt_at=next_attempt_at,
+        failed = self._s.driver.failed
+        self._transaction(
+            lambda c: update_undelivered(
+                c, self._s, failed, [trigger_id], error=error[:1024], retry_at=next_attempt_at
+            )
         )
 
     # -- phase log -----------------------------------------------------------------------
