@@ -3,6 +3,7 @@ only the successes has its phase-runs read back instead, with the same outcome."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 import pytest
 
 from phasegate.config import loads_pipeline
-from phasegate.model import Completion, PhaseRun, TriggerReason
+from phasegate.events import EventKind
+from phasegate.model import Completion, PhaseRun, TriggerReason, trigger_id_for
 from phasegate.runtime import open_runtime
 from phasegate.stores.memory import MemoryStore
 from phasegate.testing import FakeClock
-from support import PIPELINE_TEXT, RecordingTransport
+from support import PIPELINE_TEXT, Harness, RecordingTransport
 
 RUN = "2026-01-28"
 
@@ -80,3 +82,31 @@ def test_a_claim_is_decided_from_the_answers_or_read_back_alike(
         assert entry.trigger.reason is TriggerReason.COMPLETE
         assert entry.trigger.processors == ("api", "files")
         assert store.read_back == ([RUN] if reads_back else [])
+
+
+def test_concurrent_requests_completing_one_run_claim_it_once(
+    tmp_path: Any, clock: FakeClock
+) -> None:
+    """On the event-loop path, reports that see their phase-run complete in the same
+    commit wait for the one deciding it: one claim, the same trigger id for all."""
+    harness = Harness(tmp_path, clock)
+    runtime = harness.runtime
+
+    async def report(processor: str) -> Any:
+        body = {"phase": "extract", "run_key": RUN, "processor": processor}
+        return await runtime.arecord_report(body)
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(report(p) for p in ["api", "files"] * 6))
+
+    try:
+        results = asyncio.run(together())
+        assert all(r.phase_complete for r in results[-2:])
+        assert sum(r.claimed for r in results) == 1
+        assert {r.trigger_id for r in results if r.phase_complete} == {
+            trigger_id_for("orders", "extract", RUN)
+        }
+        assert len(harness.tracker.triggers(RUN)) == 1
+        assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+    finally:
+        runtime.close()

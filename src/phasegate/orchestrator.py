@@ -29,7 +29,9 @@ from phasegate.results import (
     CompletionResult,
     Decisions,
     TriggerResult,
+    _Claimed,
     answer_items,
+    heard,
     sort_reports,
 )
 from phasegate.status import PhaseStatus, evaluate_phase
@@ -190,9 +192,23 @@ class Orchestrator(Claiming, Sweeping):
         self._stores_ok(completions)
         if _superseded(write):
             completions, write = await asyncio.to_thread(self._restamp, completions, write)
-        if not self._completed_by(write):
-            return self._settle(completions, write)
-        return await asyncio.to_thread(self._settle, completions, write)
+        complete = self._noted(completions, write)
+        if not complete:
+            return self._answer(completions, write, complete, {})
+        # A phase-run another request here is deciding is awaited, not decided again:
+        # concurrent reports of one run often see it complete in the same commit.
+        mine, theirs = self._decisions.take(sorted(complete))
+        claimed: dict[PhaseRun, _Claimed] = {}
+        if mine:
+            answers = write.answers()
+            claimed = await asyncio.to_thread(
+                self._decisions.decide_taken,
+                mine,
+                lambda runs: self._decide(runs, completions, answers),
+            )
+        for run, pending in theirs.items():
+            claimed[run] = heard(await asyncio.wrap_future(pending))
+        return self._answer(completions, write, complete, claimed)
 
     @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
@@ -255,9 +271,6 @@ class Orchestrator(Claiming, Sweeping):
             merged(write.backup_value, again.backup_value),
         )
 
-    def _completed_by(self, write: BatchWriteResult) -> set[PhaseRun]:
-        return self._completed(write.successes())
-
     def _completed(self, successes: Mapping[PhaseRun, frozenset[str]]) -> set[PhaseRun]:
         return {
             run
@@ -269,17 +282,31 @@ class Orchestrator(Claiming, Sweeping):
         self, completions: Sequence[Completion], write: BatchWriteResult
     ) -> list[CompletionResult]:
         """After a batch is durable: report failures, claim what it completed, answer."""
-        successes = write.successes()
-        for completion in completions:
-            if completion.status is Status.FAILED:
-                self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
-        complete = self._completed(successes)
+        complete = self._noted(completions, write)
         # Triggers are read only when they matter: most reports do not complete a phase.
         claimed = (
             self._trigger_completed(sorted(complete), completions, write.answers())
             if complete
             else {}
         )
+        return self._answer(completions, write, complete, claimed)
+
+    def _noted(self, completions: Sequence[Completion], write: BatchWriteResult) -> set[PhaseRun]:
+        """Report the batch's failures; the phase-runs it completed."""
+        successes = write.successes()
+        for completion in completions:
+            if completion.status is Status.FAILED:
+                self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
+        return self._completed(successes)
+
+    @staticmethod
+    def _answer(
+        completions: Sequence[Completion],
+        write: BatchWriteResult,
+        complete: set[PhaseRun],
+        claimed: Mapping[PhaseRun, _Claimed],
+    ) -> list[CompletionResult]:
+        """A result per completion; a phase-run's claim is credited to its first report."""
         results: list[CompletionResult] = []
         first_of: set[PhaseRun] = set()
         for completion in completions:

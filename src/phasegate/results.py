@@ -124,6 +124,11 @@ def answer_items(
     return [item for item in items if item is not None]
 
 
+def heard(decided: _Claimed) -> _Claimed:
+    """Another caller's decision, as a waiting caller answers it: not claimed by it."""
+    return _Claimed(decided.trigger_id, claimed=False, deferred=decided.deferred)
+
+
 class Decisions:
     """One decision per phase-run in this process at a time.
 
@@ -143,6 +148,17 @@ class Decisions:
         decide: Callable[[list[PhaseRun]], dict[PhaseRun, _Claimed]],
     ) -> dict[PhaseRun, _Claimed]:
         """``decide`` the runs nobody here is deciding; wait for the others' answers."""
+        mine, theirs = self.take(runs)
+        answers = self.decide_taken(mine, decide)
+        for run, pending in theirs.items():
+            answers[run] = heard(pending.result())
+        return answers
+
+    def take(
+        self, runs: Sequence[PhaseRun]
+    ) -> tuple[list[PhaseRun], dict[PhaseRun, Future[_Claimed]]]:
+        """Split ``runs``: those the caller now decides (it must :meth:`decide_taken`
+        them), and the futures of those another caller is deciding."""
         mine: list[PhaseRun] = []
         theirs: dict[PhaseRun, Future[_Claimed]] = {}
         with self._lock:
@@ -153,15 +169,20 @@ class Decisions:
                     mine.append(run)
                 else:
                     theirs[run] = pending
+        return mine, theirs
+
+    def decide_taken(
+        self,
+        mine: list[PhaseRun],
+        decide: Callable[[list[PhaseRun]], dict[PhaseRun, _Claimed]],
+    ) -> dict[PhaseRun, _Claimed]:
+        """``decide`` the runs :meth:`take` gave the caller and answer whoever waits."""
         try:
             answers = decide(mine)
         except BaseException as exc:
             self._settle(mine, {}, exc)
             raise
         self._settle(mine, answers, None)
-        for run, pending in theirs.items():
-            decided = pending.result()
-            answers[run] = _Claimed(decided.trigger_id, claimed=False, deferred=decided.deferred)
         return answers
 
     def _settle(
