@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from phasegate.cli import main
+from phasegate.service.server import GC_THRESHOLDS, settle_garbage_collector
 from support import Harness, free_port
 
 CONFIG = """
@@ -146,3 +148,18 @@ def test_background_loops_run_threads_only_between_start_and_stop(harness: Harne
     assert running() == before + 3
     loops.stop(timeout=10)
     assert running() == before
+
+
+def test_a_serving_process_freezes_what_startup_built_and_collects_less_often() -> None:
+    """After startup the collector skips the startup objects and waits for 10,000 net
+    allocations before collecting the youngest generation (it had collected several
+    times per request at Python's default of 700)."""
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        settle_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS == (10_000, 10, 10)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
