@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -96,8 +96,19 @@ class DualWriteResult:
 class BatchWriteResult(DualWriteResult):
     """A dual-written batch of completions, with each phase-run's merged successes."""
 
+    _merged: dict[PhaseRun, frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     def successes(self) -> dict[PhaseRun, frozenset[str]]:
-        """Per phase-run in the batch: the processors succeeded in either store."""
+        """Per phase-run in the batch: the processors succeeded in either store (merged
+        once; the same mapping on every call, not to be changed)."""
+        if self._merged is None:
+            object.__setattr__(self, "_merged", self._merge())
+        assert self._merged is not None
+        return self._merged
+
+    def _merge(self) -> dict[PhaseRun, frozenset[str]]:
         merged: dict[PhaseRun, set[str]] = {}
         for ok, answer in (
             (self.primary_ok, self.primary_value),
