@@ -4,6 +4,7 @@ completion for a good report, the same error (field, code, message) for a bad on
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from phasegate.config import loads_pipeline
 from phasegate.errors import ValidationError
 from phasegate.model import Status
+from phasegate.reports import CompletionReport, parse_report
 from phasegate.testing import FakeClock
 from phasegate.validation import ReportChecker, build_completion
 from support import PIPELINE_TEXT
@@ -46,11 +48,8 @@ CASES: list[dict[str, Any]] = [
 
 
 def _outcome(build: Any, case: dict[str, Any]) -> Any:
-    values = dict(case)
     try:
-        completion = build(
-            values.pop("phase"), values.pop("run_key"), values.pop("processor"), **values
-        )
+        completion = build(CompletionReport(**case))
     except ValidationError as exc:
         return ("error", exc.field, exc.code, str(exc))
     # A generated correlation id is random: compare that there is one, not its value.
@@ -63,9 +62,9 @@ def test_the_quick_path_answers_as_the_full_checks(case: dict[str, Any]) -> None
     """Twice each, so the second goes through what the first taught the checker."""
     clock = FakeClock()
     checker = ReportChecker(PIPELINE, clock)
-    full = _outcome(lambda *a, **k: build_completion(PIPELINE, clock, *a, **k), case)
-    assert _outcome(checker.completion, case) == full
-    assert _outcome(checker.completion, case) == full
+    full = _outcome(lambda report: build_completion(PIPELINE, clock, report), case)
+    assert _outcome(checker.check, case) == full
+    assert _outcome(checker.check, case) == full
 
 
 def test_only_valid_run_keys_are_remembered_and_no_more_than_the_limit() -> None:
@@ -73,8 +72,35 @@ def test_only_valid_run_keys_are_remembered_and_no_more_than_the_limit() -> None
     checker = ReportChecker(PIPELINE, FakeClock(), known_run_keys=3)
     for _ in range(2):
         with pytest.raises(ValidationError, match="does not match the pattern"):
-            checker.completion("extract", "2025-01-01", "api")
+            checker.check(CompletionReport("extract", "2025-01-01", "api"))
     for day in range(1, 8):
-        checker.completion("extract", f"2026-01-0{day}", "api")
+        checker.check(CompletionReport("extract", f"2026-01-0{day}", "api"))
         assert len(checker._run_keys) <= 3
-    assert checker.completion("extract", "2026-01-01", "api").run_key == "2026-01-01"
+    assert checker.check(CompletionReport("extract", "2026-01-01", "api")).run_key == "2026-01-01"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"phase": "extract", "run_key": "r", "processor": "api"},
+        {"phase": "extract", "run_key": "r", "processor": "api", "correlation_id": ""},
+        {"phase": "extract", "run_key": "r", "processor": "api", "status": "failed"},
+        {"phase": "extract", "run_key": "r"},
+        {"phase": "extract", "run_key": "r", "processor": "api", "extra": 1},
+        {"phase": "extract", "run_key": "r", "processor": "api", 3: "x"},
+        ["phase"],
+        "report",
+    ],
+)
+def test_a_report_in_the_usual_shape_is_parsed_as_any_other(body: Any) -> None:
+    """The quick shape check gives the same report (default correlation id included),
+    and anything else the same error, as the field-by-field checks."""
+
+    def outcome(value: Any) -> Any:
+        try:
+            return parse_report(value, default_correlation_id="msg-1")
+        except ValidationError as exc:
+            return ("error", exc.field, exc.code, str(exc))
+
+    as_mapping = MappingProxyType(body) if isinstance(body, dict) else body
+    assert outcome(body) == outcome(as_mapping)

@@ -53,6 +53,38 @@ class _Wanted:
     status: PhaseStatus
     attempts: RunAttempts
 
+    def trigger(self, pipeline: str, now: datetime) -> Trigger:
+        """The trigger this claim would make at ``now``."""
+        phase, status = self.phase, self.status
+        return Trigger(
+            trigger_id=trigger_id_for(pipeline, phase.name, self.run_key, status.attempt),
+            pipeline=pipeline,
+            phase=phase.name,
+            next_phase=phase.next,
+            run_key=self.run_key,
+            reason=self.reason,
+            triggered_at=now,
+            correlation_id=self.correlation_id,
+            processors=status.succeeded,
+            missing=status.missing if self.reason is not TriggerReason.COMPLETE else (),
+            attempt=status.attempt,
+            next_phases=phase.next_phases,
+            ready_phases=self.attempts.ready_in_trigger_of(phase.name),
+        )
+
+    def execution(self, trigger: Trigger, now: datetime) -> PhaseExecution:
+        """How the phase-run went, if ``trigger`` wins its claim at ``now``."""
+        return PhaseExecution(
+            phase=self.phase.name,
+            run_key=self.run_key,
+            started_at=min(self.status.started_at or now, now),
+            triggered_at=now,
+            processors=self.status.succeeded,
+            reason=self.reason,
+            trigger_id=trigger.trigger_id,
+            attempt=self.status.attempt,
+        )
+
 
 def component(phase: Phase) -> str:
     """How alerts name a phase: ``phase2_to_phase3``, or the last phase's own name."""
@@ -170,8 +202,8 @@ class Claiming:
         if not wanted:
             return []
         now = self.clock.now()
-        triggers = [self._trigger_for(w, now) for w in wanted]
-        executions = [self._execution(w, t, now) for w, t in zip(wanted, triggers, strict=True)]
+        triggers = [w.trigger(self.pipeline.name, now) for w in wanted]
+        executions = [w.execution(t, now) for w, t in zip(wanted, triggers, strict=True)]
         # Kept with the claims where the stores can (see CompletionTracker.claim_triggers).
         outcomes = self.tracker.claim_triggers(triggers, executions)
         results: list[TriggerResult] = []
@@ -196,24 +228,6 @@ class Claiming:
         for w, trigger, execution in won:
             self._claimed(w, trigger, execution)
         return results
-
-    def _trigger_for(self, w: _Wanted, now: datetime) -> Trigger:
-        phase, status = w.phase, w.status
-        return Trigger(
-            trigger_id=trigger_id_for(self.pipeline.name, phase.name, w.run_key, status.attempt),
-            pipeline=self.pipeline.name,
-            phase=phase.name,
-            next_phase=phase.next,
-            run_key=w.run_key,
-            reason=w.reason,
-            triggered_at=now,
-            correlation_id=w.correlation_id,
-            processors=status.succeeded,
-            missing=status.missing if w.reason is not TriggerReason.COMPLETE else (),
-            attempt=status.attempt,
-            next_phases=phase.next_phases,
-            ready_phases=w.attempts.ready_in_trigger_of(phase.name),
-        )
 
     def _claim_deferred(self, w: _Wanted) -> None:
         self.events.emit(
@@ -257,19 +271,6 @@ class Claiming:
         ):
             # A fan-in phase this trigger could not name may be ready now (attempts.py).
             self.announce_ready(w.run_key)
-
-    @staticmethod
-    def _execution(w: _Wanted, trigger: Trigger, now: datetime) -> PhaseExecution:
-        return PhaseExecution(
-            phase=w.phase.name,
-            run_key=w.run_key,
-            started_at=min(w.status.started_at or now, now),
-            triggered_at=now,
-            processors=w.status.succeeded,
-            reason=w.reason,
-            trigger_id=trigger.trigger_id,
-            attempt=w.status.attempt,
-        )
 
     def _record_executions(self, done: Sequence[tuple[Phase, Trigger, PhaseExecution]]) -> None:
         """Keep how the phase-runs went; losing those records is alerted, never fatal:

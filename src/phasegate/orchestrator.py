@@ -23,13 +23,14 @@ from phasegate.model import (
     Status,
     Trigger,
 )
-from phasegate.reports import REPORT_FIELDS, REQUIRED_FIELDS, parse_report
+from phasegate.reports import CompletionReport, parse_report
 from phasegate.results import (
     BatchItem,
     CompletionResult,
     Decisions,
     TriggerResult,
     _Claimed,
+    answer_completions,
     answer_items,
     heard,
     sort_reports,
@@ -43,9 +44,6 @@ from phasegate.validation import (
     MAX_METADATA_BYTES,
     ReportChecker,
 )
-
-_FIELDS = frozenset(REPORT_FIELDS)
-_REQUIRED = frozenset(REQUIRED_FIELDS)
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
 __all__ = [
@@ -101,15 +99,8 @@ class Orchestrator(Claiming, Sweeping):
         occurred_at: datetime | None = None,
     ) -> Completion:
         """Check a report and build its :class:`Completion`; a ValidationError names the field."""
-        return self._checker.completion(
-            phase,
-            run_key,
-            processor,
-            status=status,
-            correlation_id=correlation_id,
-            metadata=metadata,
-            occurred_at=occurred_at,
-        )
+        report = CompletionReport(phase, run_key, processor, status, correlation_id, metadata)
+        return self._checker.check(report, occurred_at)
 
     # -- the main path -------------------------------------------------------------------
 
@@ -152,24 +143,8 @@ class Orchestrator(Claiming, Sweeping):
     ) -> Completion:
         """Check a report that arrived as a decoded JSON object (its shape, then every
         value) and build its :class:`Completion`."""
-        if type(body) is dict and body.keys() <= _FIELDS and body.keys() >= _REQUIRED:
-            # The usual shape, checked as parse_report would, without building a report.
-            return self._checker.completion(
-                body["phase"],
-                body["run_key"],
-                body["processor"],
-                status=body.get("status", Status.SUCCESS.value),
-                correlation_id=body.get("correlation_id") or default_correlation_id,
-                metadata=body.get("metadata"),
-            )
-        report = parse_report(body, default_correlation_id=default_correlation_id)
-        return self.validate(
-            report.phase,
-            report.run_key,
-            report.processor,
-            status=report.status,
-            correlation_id=report.correlation_id,
-            metadata=report.metadata,
+        return self._checker.check(
+            parse_report(body, default_correlation_id=default_correlation_id)
         )
 
     @alerts_unexpected("orchestrator")
@@ -194,7 +169,7 @@ class Orchestrator(Claiming, Sweeping):
             completions, write = await asyncio.to_thread(self._restamp, completions, write)
         complete = self._noted(completions, write)
         if not complete:
-            return self._answer(completions, write, complete, {})
+            return answer_completions(completions, write, complete, {})
         # A phase-run another request here is deciding is awaited, not decided again:
         # concurrent reports of one run often see it complete in the same commit.
         mine, theirs = self._decisions.take(sorted(complete))
@@ -208,7 +183,7 @@ class Orchestrator(Claiming, Sweeping):
             )
         for run, pending in theirs.items():
             claimed[run] = heard(await asyncio.wrap_future(pending))
-        return self._answer(completions, write, complete, claimed)
+        return answer_completions(completions, write, complete, claimed)
 
     @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
@@ -289,7 +264,7 @@ class Orchestrator(Claiming, Sweeping):
             if complete
             else {}
         )
-        return self._answer(completions, write, complete, claimed)
+        return answer_completions(completions, write, complete, claimed)
 
     def _noted(self, completions: Sequence[Completion], write: BatchWriteResult) -> set[PhaseRun]:
         """Report the batch's failures; the phase-runs it completed."""
@@ -298,33 +273,6 @@ class Orchestrator(Claiming, Sweeping):
             if completion.status is Status.FAILED:
                 self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
         return self._completed(successes)
-
-    @staticmethod
-    def _answer(
-        completions: Sequence[Completion],
-        write: BatchWriteResult,
-        complete: set[PhaseRun],
-        claimed: Mapping[PhaseRun, _Claimed],
-    ) -> list[CompletionResult]:
-        """A result per completion; a phase-run's claim is credited to its first report."""
-        results: list[CompletionResult] = []
-        first_of: set[PhaseRun] = set()
-        for completion in completions:
-            run = completion.phase_run
-            outcome = claimed.get(run)
-            results.append(
-                CompletionResult(
-                    completion=completion,
-                    primary_ok=write.primary_ok,
-                    backup_ok=write.backup_ok,
-                    phase_complete=run in complete,
-                    trigger_id=outcome.trigger_id if outcome else None,
-                    claimed=bool(outcome and outcome.claimed and run not in first_of),
-                    deferred=bool(outcome and outcome.deferred),
-                )
-            )
-            first_of.add(run)
-        return results
 
     def _stores_failed(self, completions: Sequence[Completion], exc: BothStoresFailed) -> None:
         first = completions[0]

@@ -11,6 +11,8 @@ from phasegate.errors import ValidationError
 
 REPORT_FIELDS = ("phase", "run_key", "processor", "status", "correlation_id", "metadata")
 REQUIRED_FIELDS = ("phase", "run_key", "processor")
+_FIELDS = frozenset(REPORT_FIELDS)
+_REQUIRED = frozenset(REQUIRED_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,16 @@ def parse_report(body: object, *, default_correlation_id: str | None = None) -> 
 
     ``default_correlation_id`` is used when the body carries none (a Pub/Sub message id).
     """
+    if type(body) is dict and body.keys() <= _FIELDS and body.keys() >= _REQUIRED:
+        # The usual shape, told in two set comparisons; anything else is looked at below.
+        return CompletionReport(
+            body["phase"],
+            body["run_key"],
+            body["processor"],
+            body.get("status", "success"),
+            body.get("correlation_id") or default_correlation_id,
+            body.get("metadata"),
+        )
     if not isinstance(body, Mapping):
         raise ValidationError("", "body must be a JSON object", code="malformed_body")
     unknown = sorted(str(key) for key in body if key not in REPORT_FIELDS)

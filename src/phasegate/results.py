@@ -6,11 +6,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phasegate.errors import ValidationError
 from phasegate.model import Completion, PhaseRun, Trigger
 from phasegate.validation import json_type
+
+if TYPE_CHECKING:
+    from phasegate.tracker import DualWriteResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,34 @@ def sort_reports(
         items.append(None)
         valid.append((index, completion))
     return items, valid
+
+
+def answer_completions(
+    completions: Sequence[Completion],
+    write: DualWriteResult,
+    complete: set[PhaseRun],
+    claimed: Mapping[PhaseRun, _Claimed],
+) -> list[CompletionResult]:
+    """A result per recorded completion; a phase-run's claim is credited to its first
+    report in the batch."""
+    results: list[CompletionResult] = []
+    first_of: set[PhaseRun] = set()
+    for completion in completions:
+        run = completion.phase_run
+        outcome = claimed.get(run)
+        results.append(
+            CompletionResult(
+                completion=completion,
+                primary_ok=write.primary_ok,
+                backup_ok=write.backup_ok,
+                phase_complete=run in complete,
+                trigger_id=outcome.trigger_id if outcome else None,
+                claimed=bool(outcome and outcome.claimed and run not in first_of),
+                deferred=bool(outcome and outcome.deferred),
+            )
+        )
+        first_of.add(run)
+    return results
 
 
 def answer_items(

@@ -12,24 +12,18 @@ from phasegate.clock import Clock
 from phasegate.config import Pipeline
 from phasegate.errors import ValidationError
 from phasegate.model import Completion, Status, frozen_metadata
+from phasegate.reports import CompletionReport
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_CORRELATION_ID_LENGTH = 256
 
 
 def build_completion(
-    pipeline: Pipeline,
-    clock: Clock,
-    phase: object,
-    run_key: object,
-    processor: object,
-    *,
-    status: object = Status.SUCCESS.value,
-    correlation_id: object = None,
-    metadata: object = None,
-    occurred_at: datetime | None = None,
+    pipeline: Pipeline, clock: Clock, report: CompletionReport, occurred_at: datetime | None = None
 ) -> Completion:
     """Check a report and build its :class:`Completion`; a ValidationError names the field."""
+    phase, run_key, processor = report.phase, report.run_key, report.processor
+    status, correlation_id, metadata = report.status, report.correlation_id, report.metadata
     phase_name = _string("phase", phase)
     definition = pipeline.phase(phase_name)
     run = pipeline.validate_run_key(_string("run_key", run_key))
@@ -101,18 +95,10 @@ class ReportChecker:
         self._run_keys: set[str] = set()
         self._limit = known_run_keys
 
-    def completion(
-        self,
-        phase: object,
-        run_key: object,
-        processor: object,
-        *,
-        status: object = Status.SUCCESS.value,
-        correlation_id: object = None,
-        metadata: object = None,
-        occurred_at: datetime | None = None,
-    ) -> Completion:
+    def check(self, report: CompletionReport, occurred_at: datetime | None = None) -> Completion:
         """Check a report and build its :class:`Completion`; a ValidationError names the field."""
+        phase, run_key, processor = report.phase, report.run_key, report.processor
+        status, correlation_id, metadata = report.status, report.correlation_id, report.metadata
         status_value = _STATUSES.get(status) if type(status) is str else None
         if (
             type(phase) is not str
@@ -122,17 +108,7 @@ class ReportChecker:
             or status_value is None
             or not (correlation_id is None or type(correlation_id) is str)
         ):
-            return build_completion(
-                self._pipeline,
-                self._clock,
-                phase,
-                run_key,
-                processor,
-                status=status,
-                correlation_id=correlation_id,
-                metadata=metadata,
-                occurred_at=occurred_at,
-            )
+            return build_completion(self._pipeline, self._clock, report, occurred_at)
         if run_key not in self._run_keys:
             self._pipeline.validate_run_key(run_key)
             if len(self._run_keys) >= self._limit:

@@ -164,19 +164,7 @@ class BoundStatement:
                 cursor.close()
 
 
-ENTRY_FIELDS = (
-    "run_key",
-    "phase",
-    "attempt",
-    "message",
-    "claimed_at",
-    "delivered_at",
-    "attempts",
-    "last_error",
-    "next_attempt_at",
-    "lease_owner",
-    "lease_expires_at",
-)
+ENTRY_FIELDS = ("run_key", "phase", "attempt", *TRIGGER_COLUMNS[1:])
 """What an imported outbox entry sets on the row it merges into (all but the key)."""
 MERGE_COLUMNS = {"attempts_below": "attempts", **{f"set_{name}": name for name in ENTRY_FIELDS}}
 LEASE_COLUMNS = {"now": "lease_expires_at", "owner": "lease_owner", "until": "lease_expires_at"}
