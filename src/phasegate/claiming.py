@@ -138,15 +138,15 @@ class Claiming:
         self,
         runs: Sequence[PhaseRun],
         completions: Sequence[Completion],
-        answers: Mapping[PhaseRun, Answered | None],
+        answered: Mapping[PhaseRun, Answered | None],
     ) -> dict[PhaseRun, _Claimed]:
         """Decide from the stores' own answers to the write: what stands of each
         phase-run. Only a store that answered its successes alone has its phase-runs read
         back; the run's triggers (its attempts, and a claim already made) are always read."""
-        answers_now: dict[PhaseRun, _Claimed] = {}
+        decided: dict[PhaseRun, _Claimed] = {}
         wanted: list[tuple[PhaseRun, _Wanted]] = []
         keys = sorted({run.run_key for run in runs})
-        unknown = sorted({run.run_key for run in runs if answers.get(run) is None})
+        unknown = sorted({run.run_key for run in runs if answered.get(run) is None})
         # Each phase-run's correlation id: its first report's in the batch.
         correlations = {c.phase_run: c.correlation_id for c in reversed(completions)}
         completed = self.tracker.completions_of_runs(unknown) if unknown else {}
@@ -155,17 +155,17 @@ class Claiming:
         for run in runs:
             attempts = self.attempts(run.run_key, claimed[run.run_key])
             definition = self.pipeline.phase(run.phase)
-            answer = answers.get(run)
+            answer = answered.get(run)
             if answer is None:
                 of_run = completed[run.run_key]
                 status_now = evaluate_phase(definition, run.run_key, of_run, attempts, now)
             else:
                 status_now = phase_status(definition, run.run_key, answer, attempts, now)
             if status_now.trigger is not None:
-                answers_now[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
+                decided[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
             elif status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
                 # Superseded by a rerun between the write and this read: nothing to claim.
-                answers_now[run] = _Claimed(None, claimed=False, deferred=False)
+                decided[run] = _Claimed(None, claimed=False, deferred=False)
             else:
                 correlation = correlations.get(run)
                 reason = TriggerReason.COMPLETE
@@ -177,12 +177,12 @@ class Claiming:
                 )
         outcomes = self._claim_all([w for _, w in wanted])
         for (run, _), outcome in zip(wanted, outcomes, strict=True):
-            answers_now[run] = _Claimed(
+            decided[run] = _Claimed(
                 None if outcome.deferred else outcome.trigger.trigger_id,
                 claimed=outcome.claimed,
                 deferred=outcome.deferred,
             )
-        return answers_now
+        return decided
 
     def _claim(
         self,
