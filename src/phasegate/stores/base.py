@@ -90,8 +90,11 @@ class CompletionLog(Store, Protocol):
         Idempotent per identity; ``success`` is sticky; every distinct report is kept in
         history. The answer maps each :class:`PhaseRun` in the batch to the processors
         that have succeeded in it, this batch included, read after the write (in the same
-        transaction where the backend has one). The batch is all-or-nothing: on an error
-        no caller may treat any of it as recorded.
+        transaction where the backend has one). A store that can answers each with an
+        :class:`~phasegate.model.Answered` (that set, with the processors whose report
+        stands as failed and the earliest report's time), which spares a claim reading
+        the phase-run back. The batch is all-or-nothing: on an error no caller may treat
+        any of it as recorded.
         """
         ...
 
