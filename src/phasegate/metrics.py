@@ -141,6 +141,30 @@ class _LibraryCollector(Collector):
         self.health = health
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield from self._stores()
+        yield from self._alerts()
+        if self.health is not None:
+            checks = CounterMetricFamily(
+                "phasegate_health_checks",
+                "Dependency checks run (not probes answered).",
+                labels=["dependency"],
+            )
+            for name in self.health.checks:
+                checks.add_metric([name], self.health.runs.get(name, 0))
+            yield checks
+        divergence = self.runtime.reconciler.last_divergence
+        if divergence is not None:
+            gauge = GaugeMetricFamily(
+                "phasegate_reconciliation_divergence",
+                "Records present in one store but not the other, at the last reconciliation.",
+                labels=["kind"],
+            )
+            for kind, value in divergence.items():
+                gauge.add_metric([kind], value)
+            yield gauge
+
+    def _stores(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Writes, retries, dual-write results, breakers and the outbox backlog."""
         tracker = self.runtime.tracker
         counts = tracker.counts()
         writes = CounterMetricFamily(
@@ -190,6 +214,9 @@ class _LibraryCollector(Collector):
         except Exception:  # noqa: BLE001 - a scrape must not fail because a store is down
             backlog.add_metric([], float("nan"))
         yield backlog
+
+    def _alerts(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Alerts by outcome, and each sink's failures in a row."""
         alerts = CounterMetricFamily("phasegate_alerts", "Alerts by outcome.", labels=["outcome"])
         alerter = self.runtime.alerter
         alert_counts = alerter.counts if alerter is not None else {}
@@ -206,25 +233,6 @@ class _LibraryCollector(Collector):
             for sink in alerter.sinks:
                 sinks.add_metric([sink.name], failing.get(sink.name, 0))
             yield sinks
-        if self.health is not None:
-            checks = CounterMetricFamily(
-                "phasegate_health_checks",
-                "Dependency checks run (not probes answered).",
-                labels=["dependency"],
-            )
-            for name in self.health.checks:
-                checks.add_metric([name], self.health.runs.get(name, 0))
-            yield checks
-        divergence = self.runtime.reconciler.last_divergence
-        if divergence is not None:
-            gauge = GaugeMetricFamily(
-                "phasegate_reconciliation_divergence",
-                "Records present in one store but not the other, at the last reconciliation.",
-                labels=["kind"],
-            )
-            for kind, value in divergence.items():
-                gauge.add_metric([kind], value)
-            yield gauge
 
 
 class _SharedMirror(Collector):

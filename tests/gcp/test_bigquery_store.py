@@ -13,7 +13,7 @@ from records import T0, completion, execution, timeout, trigger
 from phasegate.errors import TransientStoreError
 from phasegate.model import OutboxEntry, PhaseRun, RecordSet, Status
 from phasegate.stores.base import Capability, CompletionLog, PhaseLog, Replicable
-from phasegate.stores.bigquery import CLUSTERING, SCHEMAS
+from phasegate.stores.bigquery_rows import CLUSTERING, SCHEMAS, execution_row
 from phasegate.stores.memory import MemoryStore
 
 RUN = PhaseRun("phase2", "2026-01-28")
@@ -91,7 +91,7 @@ def test_rows_appended_twice_are_read_once(bigquery_store_factory: Any) -> None:
     batch = [completion("a"), completion("b", Status.FAILED, metadata={"x": "é"})]
     first = store.record_completions(batch)
     assert store.record_completions(batch) == first
-    store._append("executions", [store._execution_row(execution())] * 2)
+    store._append("executions", [execution_row(execution())] * 2)
     raw = store._query(
         f"SELECT COUNT(*) AS n FROM `{store.table('completions')}` WHERE pipeline = @pipeline"
     )

@@ -37,7 +37,6 @@ that lost its data must not make a triggered phase-run look untriggered.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -60,17 +59,27 @@ from phasegate.model import (
     TimeoutReport,
 )
 from phasegate.stores.base import Capability
+from phasegate.stores.bigquery_rows import (
+    CLUSTERING,
+    CURRENT,
+    ENTRY,
+    FIRST,
+    HISTORY,
+    SCHEMAS,
+    execution_row,
+    jsonable,
+    row_execution,
+    row_id,
+    row_timeout,
+    timeout_row,
+)
 from phasegate.stores.gcp_records import (
     Doc,
     chunks,
     completion_doc,
     entry_doc,
-    execution_doc,
-    timeout_doc,
     to_completion,
     to_entry,
-    to_execution,
-    to_timeout,
     utc,
 )
 from phasegate.stores.gcp_urls import (
@@ -87,46 +96,6 @@ T = TypeVar("T")
 INSERT_BATCH = 500  # rows per streaming insert request
 CAPABILITIES = frozenset({Capability.COMPLETIONS, Capability.PHASE_LOG, Capability.REPLICATION})
 _TRANSIENT_REASONS = {"backendError", "internalError", "timeout", "rateLimitExceeded", "stopped"}
-
-_KEY = "pipeline run_key phase attempt:INT64"
-# Columns of each table, as "name[:TYPE]" (STRING unless named).
-_COLUMNS = {
-    "completions": f"{_KEY} processor status occurred_at:TIMESTAMP correlation_id metadata",
-    "outbox": f"{_KEY} trigger_id event message claimed_at:TIMESTAMP delivered_at:TIMESTAMP "
-    "attempts:INT64 last_error next_attempt_at:TIMESTAMP",
-    "executions": f"{_KEY} started_at:TIMESTAMP triggered_at:TIMESTAMP "
-    "duration_seconds:FLOAT64 processors reason trigger_id",
-    "timeouts": f"{_KEY} started_at:TIMESTAMP reported_at:TIMESTAMP missing",
-}
-
-
-def _column(spec: str) -> tuple[str, str]:
-    name, _, kind = spec.partition(":")
-    return name, kind or "STRING"
-
-
-SCHEMAS: dict[str, list[tuple[str, str]]] = {
-    kind: [_column(c) for c in f"{spec} recorded_at:TIMESTAMP".split()]
-    for kind, spec in _COLUMNS.items()
-}
-CLUSTERING = {
-    "completions": ["pipeline", "run_key", "phase"],
-    "outbox": ["pipeline", "run_key", "trigger_id"],
-    "executions": ["pipeline", "run_key", "phase"],
-    "timeouts": ["pipeline", "run_key", "phase"],
-}
-_IDENTITY = "phase, run_key, processor, attempt"
-# What each read keeps of the appended rows: one per partition, first by the order.
-_CURRENT = (
-    f"PARTITION BY {_IDENTITY} ORDER BY status = 'success' DESC, "
-    "IF(status = 'success', occurred_at, NULL) ASC, occurred_at DESC, recorded_at ASC"
-)
-_HISTORY = f"PARTITION BY {_IDENTITY}, status, occurred_at ORDER BY recorded_at ASC"
-_ENTRY = (
-    "PARTITION BY trigger_id ORDER BY delivered_at IS NOT NULL DESC, delivered_at ASC, "
-    "attempts DESC, recorded_at ASC"
-)
-_FIRST = "PARTITION BY phase, run_key, attempt ORDER BY recorded_at ASC"
 
 
 def bigquery_client(location: BigQueryLocation) -> bigquery.Client:
@@ -150,17 +119,6 @@ def _mapped(method: Callable[P, T]) -> Callable[P, T]:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def _jsonable(doc: Mapping[str, Any]) -> Doc:
-    return {k: (utc(v).isoformat() if isinstance(v, datetime) else v) for k, v in doc.items()}
-
-
-def _row_id(table: str, row: Mapping[str, Any]) -> str:
-    """The insert id: the row's content less when it was appended."""
-    content = {k: v for k, v in row.items() if k != "recorded_at"}
-    text = json.dumps([table, content], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class BigQueryStore:
@@ -226,7 +184,7 @@ class BigQueryStore:
         recorded_at = utc(self._clock()).isoformat()
         names = {name for name, _type in SCHEMAS[kind]}
         rows = [
-            {**{k: v for k, v in _jsonable(doc).items() if k in names}, "pipeline": self.pipeline}
+            {**{k: v for k, v in jsonable(doc).items() if k in names}, "pipeline": self.pipeline}
             for doc in docs
         ]
         for batch in chunks(rows, INSERT_BATCH):
@@ -234,7 +192,7 @@ class BigQueryStore:
                 errors = self.client.insert_rows_json(
                     self.table(kind),
                     [{**row, "recorded_at": recorded_at} for row in batch],
-                    row_ids=[_row_id(kind, row) for row in batch],
+                    row_ids=[row_id(kind, row) for row in batch],
                     retry=self._retry,
                     timeout=self._timeout,
                 )
@@ -314,13 +272,13 @@ class BigQueryStore:
         params: dict[str, Any] = {"run_key": run_key}
         if phase is not None:
             params["phase"] = phase
-        found = [to_completion(r) for r in self._latest("completions", _CURRENT, where, **params)]
+        found = [to_completion(r) for r in self._latest("completions", CURRENT, where, **params)]
         return sorted(found, key=lambda c: c.key)
 
     @_mapped
     def history(self, run_key: str) -> list[Completion]:
         """Every distinct report received for ``run_key``, oldest first."""
-        rows = self._latest("completions", _HISTORY, "run_key = @run_key", run_key=run_key)
+        rows = self._latest("completions", HISTORY, "run_key = @run_key", run_key=run_key)
         return sorted(map(to_completion, rows), key=lambda c: (c.occurred_at, c.key))
 
     @_mapped
@@ -337,7 +295,7 @@ class BigQueryStore:
     # -- mirrored claims and their delivery events -----------------------------------------
 
     def _entries(self, where: str, **params: Any) -> list[OutboxEntry]:
-        entries = [to_entry(r) for r in self._latest("outbox", _ENTRY, where, **params)]
+        entries = [to_entry(r) for r in self._latest("outbox", ENTRY, where, **params)]
         return sorted(entries, key=lambda e: (e.claimed_at, e.trigger.trigger_id))
 
     def _append_entries(self, event: str, entries: Sequence[OutboxEntry]) -> None:
@@ -390,16 +348,7 @@ class BigQueryStore:
     @_mapped
     def record_phase_execution(self, execution: PhaseExecution) -> None:
         """Append an execution; reads keep the first recorded per phase-run."""
-        self._append("executions", [self._execution_row(execution)])
-
-    @staticmethod
-    def _execution_row(execution: PhaseExecution) -> Doc:
-        doc = execution_doc(execution)
-        return {**doc, "processors": json.dumps(doc["processors"])}
-
-    @staticmethod
-    def _to_execution(row: Mapping[str, Any]) -> PhaseExecution:
-        return to_execution({**row, "processors": json.loads(row["processors"] or "[]")})
+        self._append("executions", [execution_row(execution)])
 
     @_mapped
     def phase_executions(
@@ -416,19 +365,15 @@ class BigQueryStore:
         sql = (
             f"SELECT * FROM `{self.table('executions')}` "  # noqa: S608 - validated table ids; values are parameters
             f"WHERE pipeline = @pipeline AND {' AND '.join(where)} "
-            f"QUALIFY ROW_NUMBER() OVER ({_FIRST}) = 1 ORDER BY triggered_at DESC LIMIT @limit"
+            f"QUALIFY ROW_NUMBER() OVER ({FIRST}) = 1 ORDER BY triggered_at DESC LIMIT @limit"
         )
-        return [self._to_execution(r) for r in self._query(sql, limit=limit, **params)]
+        return [row_execution(r) for r in self._query(sql, limit=limit, **params)]
 
     @_mapped
     def timeouts(self, run_key: str) -> list[TimeoutReport]:
         """The timeout reports of ``run_key`` (mirrored from the primary)."""
-        rows = self._latest("timeouts", _FIRST, "run_key = @run_key", run_key=run_key)
-        return sorted((self._to_timeout(r) for r in rows), key=lambda t: (t.phase, t.attempt))
-
-    @staticmethod
-    def _to_timeout(row: Mapping[str, Any]) -> TimeoutReport:
-        return to_timeout({**row, "missing": json.loads(row["missing"] or "[]")})
+        rows = self._latest("timeouts", FIRST, "run_key = @run_key", run_key=run_key)
+        return sorted((row_timeout(r) for r in rows), key=lambda t: (t.phase, t.attempt))
 
     # -- replication -----------------------------------------------------------------------
 
@@ -440,8 +385,8 @@ class BigQueryStore:
     def _export(self, first: str, last: str) -> RecordSet:
         where = "run_key BETWEEN @first AND @last"
         params = {"first": first, "last": last}
-        current = self._latest("completions", _CURRENT, where, **params)
-        history = self._latest("completions", _HISTORY, where, **params)
+        current = self._latest("completions", CURRENT, where, **params)
+        history = self._latest("completions", HISTORY, where, **params)
         return RecordSet(
             completions=tuple(sorted(map(to_completion, current), key=lambda c: c.key)),
             history=tuple(
@@ -449,10 +394,10 @@ class BigQueryStore:
             ),
             triggers=tuple(self._entries(where, **params)),
             executions=tuple(
-                self._to_execution(r) for r in self._latest("executions", _FIRST, where, **params)
+                row_execution(r) for r in self._latest("executions", FIRST, where, **params)
             ),
             timeouts=tuple(
-                self._to_timeout(r) for r in self._latest("timeouts", _FIRST, where, **params)
+                row_timeout(r) for r in self._latest("timeouts", FIRST, where, **params)
             ),
         )
 
@@ -486,7 +431,7 @@ class BigQueryStore:
         self._append(
             "executions",
             [
-                self._execution_row(e)
+                execution_row(e)
                 for e in records.executions
                 if (e.phase, e.run_key, e.attempt) not in have_runs
             ],
@@ -495,7 +440,7 @@ class BigQueryStore:
         self._append(
             "timeouts",
             [
-                {**timeout_doc(t), "missing": json.dumps(list(t.missing))}
+                timeout_row(t)
                 for t in records.timeouts
                 if (t.phase, t.run_key, t.attempt) not in have_timeouts
             ],
