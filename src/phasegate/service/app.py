@@ -19,6 +19,7 @@ from phasegate.service.body import MAX_BODY_BYTES
 from phasegate.service.context import ServiceContext
 from phasegate.service.docs import install_api_docs
 from phasegate.service.errors import ApiError, install_error_handler
+from phasegate.service.fast import PhasegateApp, fast_routes
 from phasegate.service.routes import completions, dashboard, health, pubsub, reruns, runs
 from phasegate.service.routes.runs import MAX_RUNS
 
@@ -67,7 +68,7 @@ def create_app(
             read_token if read_token is not None else server.read_token,
         ),
     )
-    app = FastAPI(
+    app = PhasegateApp(
         title="phasegate",
         version=__version__,
         description=f"Exactly-once phase triggers for pipeline {runtime.pipeline.name!r}.",
@@ -79,7 +80,8 @@ def create_app(
     app.state.health = context.health
     app.state.metrics = context.metrics
     app.state.context = context
-    install_error_handler(app, runtime, context.metrics)
+    answer_error = install_error_handler(app, runtime, context.metrics)
     for module in ROUTE_MODULES:
         app.include_router(module.router(context))
+    app.fast = fast_routes(context, answer_error)
     return app

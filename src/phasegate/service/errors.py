@@ -7,6 +7,8 @@ oversized bodies, tokens, unknown runs) as :class:`ApiError`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,8 +36,21 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     )
 
 
-def install_error_handler(app: FastAPI, runtime: Runtime, metrics: Metrics) -> None:
-    """Answer every error raised by a route in the error shape, counted and, if a bug, alerted."""
+ErrorAnswer = Callable[[Request, Exception], Awaitable[JSONResponse]]
+"""Turns an error a route raised into its answer."""
+
+
+def install_error_handler(app: FastAPI, runtime: Runtime, metrics: Metrics) -> ErrorAnswer:
+    """Answer every error raised by a route in the error shape, counted and, if a bug,
+    alerted; the handler, for routes answered ahead of FastAPI (:mod:`.fast`)."""
+    answer = error_answer(runtime, metrics)
+    for kind in (ApiError, RequestValidationError, PhasegateError, Exception):
+        app.add_exception_handler(kind, answer)
+    return answer
+
+
+def error_answer(runtime: Runtime, metrics: Metrics) -> ErrorAnswer:
+    """The error shape's answer to any error, counted and, if a bug, alerted."""
 
     async def answer(request: Request, error: Exception) -> JSONResponse:
         if isinstance(error, ApiError):
@@ -63,5 +78,4 @@ def install_error_handler(app: FastAPI, runtime: Runtime, metrics: Metrics) -> N
             metrics.rejected.labels(code).inc()
         return error_response(status, code, message, field)
 
-    for kind in (ApiError, RequestValidationError, PhasegateError, Exception):
-        app.add_exception_handler(kind, answer)
+    return answer

@@ -1,6 +1,9 @@
 """``POST /v1/completions`` and ``POST /v1/completions:batch``: thin shells over
 ``Runtime.arecord_report`` / ``Runtime.arecord_reports``, awaited on the event loop
-(the stores' writers do the blocking work; no thread-pool hop per request)."""
+(the stores' writers do the blocking work; no thread-pool hop per request).
+
+The service answers both paths through :mod:`phasegate.service.fast`, ahead of FastAPI;
+the routes declared here document them (OpenAPI) and answer an app built without it."""
 
 from __future__ import annotations
 
@@ -58,17 +61,26 @@ class CompletionBatchIn(BaseModel):
     completions: list[CompletionIn] = Field(max_length=MAX_BATCH_ITEMS)
 
 
-async def record(
+async def record_data(
     context: ServiceContext, body: object, default_correlation_id: str | None = None
-) -> Response:
-    """Record a decoded report (the dispatcher loop delivers what it claims): 202."""
+) -> tuple[int, dict[str, Any]]:
+    """Record a decoded report (the dispatcher loop delivers what it claims): 202 and the
+    result."""
     with counted(context.metrics, body):
         result = await context.runtime.arecord_report(
             body, default_correlation_id=default_correlation_id
         )
     completion = result.completion
     context.metrics.completions.labels(completion.phase, completion.status.value, "recorded").inc()
-    return json_response(result.to_dict(), status_code=202)
+    return 202, result.to_dict()
+
+
+async def record(
+    context: ServiceContext, body: object, default_correlation_id: str | None = None
+) -> Response:
+    """:func:`record_data` as a response."""
+    status, data = await record_data(context, body, default_correlation_id)
+    return json_response(data, status_code=status)
 
 
 def batch_items(body: object) -> list[Any]:
@@ -93,7 +105,7 @@ def batch_items(body: object) -> list[Any]:
     return items
 
 
-async def record_batch(context: ServiceContext, body: object) -> Response:
+async def record_batch_data(context: ServiceContext, body: object) -> tuple[int, dict[str, Any]]:
     """Record a batch: 200 with a result per item (bad items rejected, good ones kept);
     503 when the stores took none of it."""
     items = batch_items(body)
@@ -112,14 +124,17 @@ async def record_batch(context: ServiceContext, body: object) -> Response:
             ).inc()
         else:
             context.metrics.completions.labels("", "", "rejected").inc()
-    return json_response(
-        {
-            "recorded": recorded,
-            "rejected": len(answers) - recorded,
-            "results": [item.to_dict() for item in answers],
-        },
-        status_code=200,
-    )
+    return 200, {
+        "recorded": recorded,
+        "rejected": len(answers) - recorded,
+        "results": [item.to_dict() for item in answers],
+    }
+
+
+async def record_batch(context: ServiceContext, body: object) -> Response:
+    """:func:`record_batch_data` as a response."""
+    status, data = await record_batch_data(context, body)
+    return json_response(data, status_code=status)
 
 
 def router(context: ServiceContext) -> APIRouter:
