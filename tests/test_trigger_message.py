@@ -146,3 +146,30 @@ def test_reruns_of_a_run_are_numbered_under_ids_of_their_own() -> None:
         "diamond", "b", "2026-01-28", 2, TriggerReason.RERUN, AT, trigger_id=first
     )
     assert (signal.trigger_id, signal.attempt, signal.ready_phases) == (first, 2, ("b",))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(chr(i) for i in range(128)),  # every ASCII character, controls and DEL
+        "2026-01-28",
+        "café ☕ \u2028 \U0001f600",
+        'quote " backslash \\ slash /',
+    ],
+    ids=["ascii", "plain", "non-ascii", "escapes"],
+)
+def test_the_message_json_is_byte_for_byte_what_json_dumps_writes(text: str) -> None:
+    """The fast encoding of the message (orjson) writes exactly the text ``json`` writes,
+    so messages stored or sent before and after it compare equal as text."""
+    trigger = Trigger(
+        trigger_id=trigger_id_for("p", "a", text),
+        pipeline="p",
+        phase="a",
+        next_phase="b",
+        run_key=text,
+        reason=TriggerReason.COMPLETE,
+        triggered_at=AT,
+        correlation_id=text,
+        processors=(text, "x"),
+    )
+    assert trigger.to_json() == json.dumps(trigger.to_message(), separators=(",", ":"))

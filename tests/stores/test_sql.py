@@ -185,6 +185,46 @@ def test_a_data_error_fails_only_its_own_caller(make_store: Any) -> None:
     assert futures[2].result(timeout=0) == {PR: {"a", "b"}}
 
 
+@ALL
+def test_a_large_batch_is_stored_as_its_reports_written_one_by_one(make_store: Any) -> None:
+    """77 reports in one batch (several rows per statement on SQLite: 64 + 8 + 4 + 1),
+    with the same processor reported again in the batch (a failure before a success, a
+    failure after one, a later success): the stored rows and the answers are those of
+    the reports written one at a time, in order."""
+    reports = [completion(f"p{i:02d}", at=T0 + timedelta(seconds=i)) for i in range(70)]
+    reports += [
+        completion("p03", Status.FAILED, at=T0 + timedelta(seconds=100)),
+        completion("p05", Status.FAILED, at=T0 - timedelta(seconds=100)),
+        completion("p07", at=T0 + timedelta(seconds=200)),
+        completion("x1", Status.FAILED, at=T0),
+        completion("x1", at=T0 + timedelta(seconds=1)),
+        completion("x2", at=T0 + timedelta(seconds=1)),
+        completion("x2", Status.FAILED, at=T0 + timedelta(seconds=2)),
+    ]
+    batched = make_store("batched", writer_thread=False)
+    batched.ensure_schema()
+    inserts: list[str] = []
+
+    def hook(sql: str, _params: Any) -> None:
+        if sql.lstrip().upper().startswith("INSERT") and "phasegate_completions " in sql:
+            inserts.append(sql)
+
+    future = batched.submit_completions(reports)
+    with statements(batched, hook):
+        assert batched.writer.run_once() == 1
+    answer = future.result(timeout=0)
+    one_by_one = make_store("one-by-one")
+    for report in reports:
+        last = one_by_one.record_completions([report])
+    assert answer == last
+    assert batched.completions(RUN) == one_by_one.completions(RUN)
+    assert batched.history(RUN) == one_by_one.history(RUN)
+    if batched.dialect == "sqlite":
+        assert len(inserts) == 4  # 64 + 8 + 4 + 1 rows
+    else:
+        assert len(inserts) == 1  # one executemany
+
+
 @backends("sqlite")
 def test_a_lone_caller_is_not_held_back_for_company(make_store: Any) -> None:
     """The writer lingers for more callers only while they come in groups: with a linger

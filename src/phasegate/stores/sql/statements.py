@@ -402,6 +402,18 @@ class WriterSql:
         self.runs = compile_for_driver(insert_ignore(tables["runs"], dialect.name), dialect)
         self.read_time = time_reader(dialect)
         self._answers: dict[int, DriverSql] = {}
+        # On SQLite, several rows per statement (see rows_of).
+        self.multirow = dialect.name == "sqlite"
+        self._multi: dict[tuple[str, int], str] = {}
+
+    def rows_of(self, statement: DriverSql, count: int) -> str:
+        """``statement`` (an insert of one row of qmark parameters) taking ``count`` rows."""
+        key = (statement.sql, count)
+        found = self._multi.get(key)
+        if found is None:
+            head, values, tail = _one_row_values(statement.sql)
+            found = self._multi[key] = head + ", ".join([values] * count) + tail
+        return found
 
     def answers(self, count: int) -> DriverSql:
         """The standing reports of ``count`` run keys (``k0 .. k{count-1}`` and pipeline):
@@ -420,3 +432,12 @@ class WriterSql:
             ).where(table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys))
             found = self._answers[count] = compile_for_driver(query, self._dialect)
         return found
+
+
+def _one_row_values(sql: str) -> tuple[str, str, str]:
+    """An insert's text around its one ``VALUES (?, ..., ?)`` group: before, group, after."""
+    start = sql.index(" VALUES (") + len(" VALUES ")
+    end = sql.index(")", start) + 1
+    group = sql[start:end]
+    assert set(group) <= set("(?, )"), f"not a one-row insert of qmark parameters: {sql}"
+    return sql[:start], group, sql[end:]

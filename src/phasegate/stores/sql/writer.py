@@ -33,7 +33,7 @@ from phasegate.errors import StoreError
 from phasegate.model import Answered, PhaseRun, Status
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
-from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
+from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, DriverSql, WriterSql
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,34 @@ _KEY_END = COMPLETION_COLUMNS.index("attempt") + 1
 
 def _row_key(row: Row) -> tuple[Any, ...]:
     return row[:_KEY_END]
+
+
+# Rows per statement on SQLite, largest first: a batch is cut into these sizes, so few
+# statement texts exist (the driver's statement cache keeps them all) and a statement's
+# parameters stay far below SQLite's limit.
+_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+def _insert(
+    cursor: DriverCursor,
+    sql: WriterSql,
+    statement: DriverSql,
+    rows: list[Row],
+    columns: tuple[str, ...],
+) -> None:
+    """Insert ``rows``: with ``executemany``, or on SQLite several rows per statement (the
+    driver releases the GIL for each statement step, and each release with other threads
+    waiting is a hand-off; a statement of 16 rows is one step, ``executemany`` sixteen)."""
+    params = statement.many(rows, columns)
+    if not sql.multirow or len(params) == 1:
+        cursor.execute(statement.sql, params, many=True)
+        return
+    start = 0
+    for size in _CHUNKS:
+        while len(params) - start >= size:
+            chunk = params[start : start + size]
+            cursor.execute(sql.rows_of(statement, size), [v for row in chunk for v in row])
+            start += size
 
 
 T = TypeVar("T")
@@ -296,11 +324,11 @@ class CompletionWriter:
         """Write the batch's completions and answer its run keys' phase-runs."""
         if not rows:
             return {}
-        cursor.execute(sql.upsert.sql, sql.upsert.many(rows, COMPLETION_COLUMNS), many=True)
-        cursor.execute(sql.history.sql, sql.history.many(rows, COMPLETION_COLUMNS), many=True)
+        _insert(cursor, sql, sql.upsert, rows, COMPLETION_COLUMNS)
+        _insert(cursor, sql, sql.history, rows, COMPLETION_COLUMNS)
         if fresh:
             runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
-            cursor.execute(sql.runs.sql, sql.runs.many(runs, RUNS_COLUMNS), many=True)
+            _insert(cursor, sql, sql.runs, runs, RUNS_COLUMNS)
         return self._answers(cursor, sql, run_keys)
 
     @staticmethod
