@@ -135,8 +135,11 @@ class Orchestrator(Claiming, Sweeping):
     def validate_reports(
         self, reports: Iterable[object]
     ) -> tuple[list[BatchItem | None], list[tuple[int, Completion]]]:
-        """Validate each report on its own (see :func:`~phasegate.results.sort_reports`)."""
-        return sort_reports(reports, self.validate_report)
+        """Validate each report on its own (see :func:`~phasegate.results.sort_reports`);
+        the reports of one batch arrived together, and are stamped with one time."""
+        now = self.clock.now()
+        check, parse = self._checker.check, parse_report
+        return sort_reports(reports, lambda body: check(parse(body), now))
 
     def validate_report(
         self, body: object, *, default_correlation_id: str | None = None

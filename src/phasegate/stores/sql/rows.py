@@ -34,10 +34,20 @@ def time_binder(dialect: sa.Dialect) -> TimeBinder:
     return process
 
 
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
 def _sqlite_time(value: datetime) -> str:
-    """SQLAlchemy's SQLite text form of a UTC time, without its per-value overhead."""
+    """SQLAlchemy's SQLite text form of a UTC time, without its per-value overhead; the
+    last one converted is remembered (a batch's reports share their time)."""
+    global _last_time  # noqa: PLW0603 - one tuple, replaced whole: safe across threads
+    last = _last_time
+    if last[0] is value:
+        return last[1]
     if value.tzinfo is UTC:  # the usual case: the offset is all there is to drop
-        return value.isoformat(" ", "microseconds")[:-6]
+        text = value.isoformat(" ", "microseconds")[:-6]
+        _last_time = (value, text)
+        return text
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: phasegate stores UTC-aware times only")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
