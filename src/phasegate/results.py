@@ -180,7 +180,7 @@ class Decisions:
     ) -> dict[PhaseRun, _Claimed]:
         """``decide`` the runs nobody here is deciding; wait for the others' answers."""
         mine, theirs = self.take(runs)
-        answers = self.decide_taken(mine, decide)
+        answers = self.decide_taken(mine, decide) if mine else {}
         for run, pending in theirs.items():
             answers[run] = heard(pending.result())
         return answers
