@@ -64,10 +64,14 @@ class RunAttempts:
             for entry in entries
             if entry.trigger.reason is TriggerReason.RERUN and entry.trigger.phase in graph.links
         )
-        current = {
-            phase: 1 + sum(1 for entry in reruns if _affects(graph, entry.trigger.phase, phase))
-            for phase in graph.order
-        }
+        current = (
+            {
+                phase: 1 + sum(1 for entry in reruns if _affects(graph, entry.trigger.phase, phase))
+                for phase in graph.order
+            }
+            if reruns
+            else dict.fromkeys(graph.order, 1)
+        )
         handed_on: dict[str, OutboxEntry] = {}
         started: dict[str, OutboxEntry] = {}
         for entry in entries:
