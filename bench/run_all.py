@@ -203,7 +203,7 @@ def main() -> int:
                 "7 Firestore + BigQuery (emulators), 100/call",
                 f"fs {gcp['firestore (emulator)']['batch_100_per_s']:.0f}/s, bq {gcp['bigquery (emulator)']['batch_100_per_s']:.0f}/s, dual-write {dual['batch_100_per_s']:.0f}/s (single {dual['single_per_s']:.0f}/s)",
                 f"SQLite {sqlite['batch_100_per_s']:.0f}/s, PG {postgres:.0f}/s",
-                f"{dual['batch_100_per_s'] / sqlite['batch_100_per_s']:.2f}x",
+                f"{dual['batch_100_per_s'] / sqlite['batch_100_per_s']:.3f}x",
                 "reported",
                 "reported",
             )
