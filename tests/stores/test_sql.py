@@ -225,6 +225,47 @@ def test_a_large_batch_is_stored_as_its_reports_written_one_by_one(make_store: A
         assert len(inserts) == 1  # one executemany
 
 
+def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None:
+    """Cut to the connection's limit (999 parameters before SQLite 3.32): 300 rows of nine
+    columns go as statements of at most 64 rows, every row exactly once, in order."""
+    from phasegate.stores.sql.writer import _insert
+
+    tables = build_tables(sa.MetaData())
+    sent: list[tuple[str, Any]] = []
+
+    class Recording:
+        def execute(self, sql: str, params: Any, *, many: bool = False) -> None:
+            sent.append((sql, params))
+
+    sql = WriterSql(tables, sqlite.dialect(), max_params=999)
+    rows = [tuple(f"{i}-{c}" for c in range(9)) for i in range(300)]
+    _insert(Recording(), sql, sql.history, rows, tuple(sql.history.names or ()))  # type: ignore[arg-type]
+    sizes = [len(params) // 9 for _, params in sent]
+    assert sizes == [64, 64, 64, 64, 32, 8, 4]
+    assert max(len(params) for _, params in sent) <= 999
+    flat = [value for _, params in sent for value in params]
+    assert flat == [value for row in rows for value in row]
+    assert all(
+        statement.count("(?,") == size for (statement, _), size in zip(sent, sizes, strict=True)
+    )
+    roomy = WriterSql(tables, sqlite.dialect(), max_params=32766)
+    sent.clear()
+    _insert(Recording(), roomy, roomy.history, rows, tuple(roomy.history.names or ()))  # type: ignore[arg-type]
+    assert [len(params) // 9 for _, params in sent] == [128, 128, 32, 8, 4]
+
+
+def test_the_parameter_limit_is_the_sqlite_librarys_own(make_store: Any) -> None:
+    """Asked of the connection, so an older SQLite's 999 is honoured."""
+    import sqlite3
+
+    from phasegate.stores.sql.driver import parameter_limit
+
+    store = make_store()
+    with store.engines[0].connect() as connection:
+        expected = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        assert parameter_limit(connection) == expected
+
+
 @backends("sqlite")
 def test_a_lone_caller_is_not_held_back_for_company(make_store: Any) -> None:
     """The writer lingers for more callers only while they come in groups: with a linger

@@ -11,10 +11,24 @@ as it classifies Core's.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+
+def parameter_limit(connection: Connection) -> int:
+    """How many parameters one statement may take on ``connection``: SQLite's own limit
+    (999 before 3.32, 32,766 since), asked of the library; the server databases take far
+    more than a writer batch binds."""
+    if connection.dialect.name != "sqlite":
+        return 65_535
+    getlimit = getattr(connection.connection.dbapi_connection, "getlimit", None)
+    if getlimit is None:
+        return 999
+    return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
 
 # How a write transaction starts on SQLite: the lock taken up front, so two processes
 # never deadlock upgrading a read lock (on the server databases the driver begins).

@@ -246,8 +246,12 @@ class DriverStatements:
     """Driver SQL of the claim path, compiled once for a dialect: the INSERTs that ignore a
     conflict (claims, runs, executions, copies) and the read of completions by run key."""
 
-    def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
+    def __init__(
+        self, tables: dict[str, sa.Table], dialect: sa.Dialect, *, max_params: int = 999
+    ) -> None:
         self._dialect = dialect
+        # Parameters one statement may take (SQLite's limit: 999 before 3.32, 32,766 since).
+        self.max_params = max_params
         self.ignore = {
             name: BoundStatement(insert_ignore(tables[name], dialect.name), tables[name], dialect)
             for name in ("triggers", "runs", "executions")
@@ -394,8 +398,12 @@ class Statements:
 class WriterSql:
     """The writer's driver SQL, compiled once for a connected dialect."""
 
-    def __init__(self, tables: dict[str, sa.Table], dialect: sa.Dialect) -> None:
+    def __init__(
+        self, tables: dict[str, sa.Table], dialect: sa.Dialect, *, max_params: int = 999
+    ) -> None:
         self._dialect = dialect
+        # Parameters one statement may take (SQLite's limit: 999 before 3.32, 32,766 since).
+        self.max_params = max_params
         self._completions = tables["completions"]
         self.upsert = compile_for_driver(sticky_upsert(self._completions, dialect.name), dialect)
         self.history = compile_for_driver(insert_ignore(tables["history"], dialect.name), dialect)

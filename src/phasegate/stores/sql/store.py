@@ -31,6 +31,7 @@ from phasegate.model import (
 )
 from phasegate.stores.base import ALL_CAPABILITIES, Capability
 from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.driver import parameter_limit
 from phasegate.stores.sql.engines import (
     create_engines,
     map_driver_errors,
@@ -102,7 +103,9 @@ class SqlStore:
         self._writer_thread = writer_thread
         self.writer = CompletionWriter(
             connect=self._writer_connection,
-            compile_sql=lambda connection: WriterSql(self._t, connection.dialect),
+            compile_sql=lambda connection: WriterSql(
+                self._t, connection.dialect, max_params=parameter_limit(connection)
+            ),
             pipeline=pipeline,
             name=name,
             max_items=max_batch,
