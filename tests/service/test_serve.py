@@ -75,11 +75,12 @@ def test_serve_records_delivers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
         )
         assert response.status_code == 202
         assert response.json()["claimed"] is True
-        for _ in range(100):
-            if (tmp_path / "triggers.jsonl").exists():
+        log = tmp_path / "triggers.jsonl"
+        for _ in range(200):  # the file exists as soon as it is opened: wait for the line
+            if log.exists() and log.read_text().endswith("\n"):
                 break
             time.sleep(0.05)
-        assert json.loads((tmp_path / "triggers.jsonl").read_text())["phase"] == "extract"
+        assert json.loads(log.read_text())["phase"] == "extract"
         assert main(["health", "--url", url]) == 0
     finally:
         process.send_signal(signal.SIGTERM)
