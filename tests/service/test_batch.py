@@ -73,3 +73,31 @@ def test_a_batch_when_both_stores_are_down_is_503_and_acknowledges_nothing(
     harness.backup_fault.heal()
     assert harness.tracker.primary.completions(RUN) == []
     assert harness.tracker.backup.completions(RUN) == []
+
+
+def test_a_batch_is_counted_per_outcome_in_the_metrics(harness: Harness) -> None:
+    """Each recorded item counts under its phase and status, each rejected one as
+    rejected: the batch adds up in ``phasegate_completions_total``."""
+    reports = [
+        {"phase": "extract", "run_key": RUN, "processor": "api"},
+        {"phase": "extract", "run_key": RUN, "processor": "files", "status": "failed"},
+        {"phase": "extract", "run_key": "2026-01-29", "processor": "api"},
+        {"phase": "extract", "run_key": RUN, "processor": "nobody"},
+        {"phase": "nope", "run_key": RUN, "processor": "api"},
+        "not a report",
+    ]
+    with client_for(harness) as client:
+        assert client.post("/v1/completions:batch", json={"completions": reports}).is_success
+        again = client.post("/v1/completions:batch", json={"completions": reports[:1]})
+        assert again.json()["recorded"] == 1
+        text = client.get("/metrics").text
+    counted = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("phasegate_completions_total{")
+    }
+    assert counted == {
+        'phasegate_completions_total{outcome="recorded",phase="extract",status="success"}': 3.0,
+        'phasegate_completions_total{outcome="recorded",phase="extract",status="failed"}': 1.0,
+        'phasegate_completions_total{outcome="rejected",phase="",status=""}': 3.0,
+    }
