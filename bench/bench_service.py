@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import statistics
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 from bench_celery import reachable
 from bench_http import PROCESSORS, _body, start_phasegate
-from common import Server, load, median_of, request_bytes
+from common import BusyCores, Server, load, median_of, request_bytes
 
 BATCH = 100
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -94,14 +96,20 @@ def pg_schemas() -> Iterator[tuple[str, str]]:
         engine.dispose()
 
 
-def workers_rate(directory: Path, workers: int, seconds: float = 5.0) -> float:
-    """Single-completion requests per second on PostgreSQL stores with ``workers`` processes."""
+def workers_rate(
+    directory: Path, workers: int, seconds: float = 5.0, busy: list[float] | None = None
+) -> float:
+    """Single-completion requests per second on PostgreSQL stores with ``workers`` processes;
+    the cores the whole machine kept busy meanwhile (server, PostgreSQL, this load
+    generator) are appended to ``busy``."""
     with pg_schemas() as stores:
         server = start_phasegate(
             directory / f"w{workers}-{uuid.uuid4().hex[:8]}", stores=stores, workers=workers
         )
         try:
             port = _port(server)
+            cores = BusyCores()
+            cores.start()
             result = asyncio.run(
                 load(
                     port,
@@ -110,6 +118,8 @@ def workers_rate(directory: Path, workers: int, seconds: float = 5.0) -> float:
                     seconds,
                 )
             )
+            if cores.stop() is not None and busy is not None:
+                busy.append(round(cores.cores or 0.0, 2))
             if result["errors"] or recorded(server) != result["requests"]:
                 raise RuntimeError(f"workers load: {result['errors']} errors or lost completions")
             return float(result["rps"])
@@ -163,8 +173,10 @@ def main() -> dict[str, Any]:
         results["batch"] = {"completions_per_s": rate, "samples": samples, "target": 20_000}
         print(f"HTTP batch ingest (100 per request, SQLite FULL): {rate:.0f}/s (target ≥ 20,000)")
         if reachable(5432):
-            one, one_samples = median_of(lambda: workers_rate(directory, 1))
-            two, two_samples = median_of(lambda: workers_rate(directory, 2))
+            busy_one: list[float] = []
+            busy_two: list[float] = []
+            one, one_samples = median_of(lambda: workers_rate(directory, 1, busy=busy_one))
+            two, two_samples = median_of(lambda: workers_rate(directory, 2, busy=busy_two))
             results["workers"] = {
                 "one_rps": one,
                 "two_rps": two,
@@ -172,11 +184,24 @@ def main() -> dict[str, Any]:
                 "samples_one": one_samples,
                 "samples_two": two_samples,
                 "target_ratio": 1.5,
+                "cores": os.cpu_count(),
+                "busy_cores_one": busy_one,
+                "busy_cores_two": busy_two,
             }
             print(
                 f"serve --workers 2 on PostgreSQL: {two:.0f} req/s vs one worker {one:.0f} req/s: "
                 f"ratio {two / one:.2f} (target ≥ 1.5)"
             )
+            if busy_one:
+                # One worker's load leaves this much of the machine for a second one.
+                used = statistics.median(busy_one)
+                results["workers"]["ceiling_ratio"] = (os.cpu_count() or 1) / used
+                print(
+                    f"  one worker's load kept {used:.2f} of {os.cpu_count()} cores busy "
+                    f"(two workers: {statistics.median(busy_two or [0.0]):.2f}): at the same CPU "
+                    f"per request this machine fits at most "
+                    f"{results['workers']['ceiling_ratio']:.2f}x one worker"
+                )
         else:
             results["workers"] = {"skipped": "PostgreSQL not running on 127.0.0.1:5432"}
         memory = resident_memory(directory)

@@ -147,6 +147,35 @@ async def load(
     }
 
 
+class BusyCores:
+    """How many of the machine's cores were busy (any process) between ``start`` and
+    ``stop``, from ``/proc/stat``; ``None`` where there is no ``/proc/stat``."""
+
+    def __init__(self) -> None:
+        self._start: tuple[int, int] | None = None
+        self.cores: float | None = None
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(value) for value in fields]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    def start(self) -> None:
+        self._start = self._ticks()
+
+    def stop(self) -> float | None:
+        end = self._ticks()
+        if self._start is None or end is None or end[0] == self._start[0]:
+            return None
+        total, idle = end[0] - self._start[0], end[1] - self._start[1]
+        self.cores = (os.cpu_count() or 1) * (1 - idle / total)
+        return self.cores
+
+
 def machine() -> dict[str, Any]:
     """Where the figures were measured."""
     from importlib.metadata import version

@@ -39,7 +39,12 @@ def workers_row(workers: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
         f"1 worker {workers['one_rps']:.0f} req/s",
         f"{workers['ratio']:.2f}x",
         "≥ 1.5x",
-        verdict(workers["ratio"] >= 1.5),
+        verdict(workers["ratio"] >= 1.5)
+        + (
+            f" (this machine's ceiling: {workers['ceiling_ratio']:.2f}x)"
+            if "ceiling_ratio" in workers
+            else ""
+        ),
     )
 
 

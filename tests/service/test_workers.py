@@ -1,5 +1,5 @@
 """``phasegate serve --workers N``: several processes on PostgreSQL, metrics that add up,
-SIGTERM stopping them all, and a refusal on SQLite."""
+SIGTERM stopping them all, connections spread over the workers, and a refusal on SQLite."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from phasegate.cli import main
+from phasegate.service.workers import bind, bind_workers, spreads_connections
 from store_databases import _postgres_schema
 from support import PG_HOST, PG_PORT, free_port, require_server
 
@@ -154,3 +156,74 @@ def test_several_workers_on_sqlite_stores_are_refused(
     assert code != 0
     assert "--workers > 1 needs PostgreSQL or MariaDB/MySQL stores" in err
     assert "'sqlite'" in err
+
+
+def _worker_of(connection: socket.socket) -> str:
+    """Ask on a kept-alive connection which worker answers it."""
+    connection.sendall(b"GET /livez HTTP/1.1\r\nHost: phasegate\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(4096)
+        assert chunk, "the worker closed the connection"
+        head += chunk
+    found = re.search(rb"(?im)^x-phasegate-worker: *([0-9]+)", head)
+    assert found, head
+    return found.group(1).decode()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux")
+def test_a_burst_of_kept_alive_connections_is_spread_over_the_workers(
+    tmp_path: Path, pg_stores: tuple[str, str]
+) -> None:
+    """Thirty-two connections opened at once and kept alive (a load balancer's pool) land on
+    both workers, each a fair share: on one shared socket the first worker awake accepted
+    the whole burst, and under a keep-alive load the second one stayed idle."""
+    process, url = _start(tmp_path, *pg_stores, workers=2)
+    port = int(url.rsplit(":", 1)[1])
+    connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+    try:
+        answered = [_worker_of(connection) for connection in connections]
+        again = [_worker_of(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+    assert code == 0, (tmp_path / "serve.log").read_text()
+    assert again == answered  # each connection stays with the worker that accepted it
+    shares = {pid: answered.count(pid) for pid in set(answered)}
+    assert len(shares) == 2, shares
+    # The kernel hashes each connection to a worker: fewer than 4 of 32 has odds of 1 in
+    # 380,000 when the spread is fair.
+    assert min(shares.values()) >= 4, shares
+
+
+@pytest.mark.skipif(not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux")
+def test_each_worker_listens_on_a_socket_of_its_own_on_one_port() -> None:
+    """Port 0 picks one free port for the whole group; each socket is SO_REUSEPORT."""
+    sockets = bind_workers("127.0.0.1", 0, 3)
+    try:
+        assert len({id(sock) for sock in sockets}) == 3
+        assert len({sock.getsockname()[1] for sock in sockets}) == 1
+        assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_port_in_use_is_refused_even_by_another_group_of_workers() -> None:
+    """A second ``serve --workers`` on the port of a first is refused, not let in to split
+    its connections; so is a port any other listener holds."""
+    first = bind_workers("127.0.0.1", 0, 2)
+    port = first[0].getsockname()[1]
+    plain = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            bind_workers("127.0.0.1", port, 2)
+        with pytest.raises(OSError, match="in use"):
+            bind_workers("127.0.0.1", plain.getsockname()[1], 2)
+    finally:
+        for sock in {*first, plain}:
+            sock.close()

@@ -1,4 +1,4 @@
-"""``phasegate serve --workers N``: N worker processes on one listening socket.
+"""``phasegate serve --workers N``: N worker processes on one port.
 
 Only PostgreSQL and MariaDB/MySQL stores are served by several processes: claims are
 atomic in the database, the outbox is shared and leased, so every worker runs the
@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from multiprocessing.process import BaseProcess
@@ -51,15 +52,56 @@ def check_shareable(pipeline: Pipeline) -> None:
             )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket the workers share."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (one of a ``reuse_port`` group, with SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
+
+
+def spreads_connections() -> bool:
+    """Whether the kernel spreads new connections across a SO_REUSEPORT group (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
+    """A listening socket per worker, all on one port.
+
+    On Linux each worker gets a socket of its own in a SO_REUSEPORT group, and the
+    kernel hands each new connection to one of them by its addresses' hash. Workers
+    sharing one socket race to accept: the first awake takes a whole burst of
+    connections, and a client's keep-alive connections (a load balancer's pool, the
+    benchmark's 64) may all end up on one worker while the others idle. Elsewhere the
+    workers share one socket.
+
+    The port is first bound alone (no SO_REUSEPORT), so a port in use, even by another
+    SO_REUSEPORT group such as a second ``phasegate serve``, is refused as it would be
+    for one worker; port 0 picks a free port for the whole group.
+    """
+    probe = bind(host, port)
+    if not spreads_connections():
+        return [probe] * workers
+    port = probe.getsockname()[1]
+    probe.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(workers):
+            sockets.append(bind(host, port, reuse_port=True))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def _worker_main(
@@ -97,7 +139,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until a signal or a worker's death; 0 when every worker stopped cleanly."""
         check_shareable(self.pipeline)
-        sock = bind(self.host, self.port)
+        sockets = bind_workers(self.host, self.port, self.workers)
         directory = tempfile.mkdtemp(prefix="phasegate-metrics-")
         previous_env = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = directory
@@ -109,7 +151,7 @@ class Supervisor:
             for index in range(self.workers):
                 process = context.Process(
                     target=_worker_main,
-                    args=(self.pipeline, self.host, self.port, sock, _log_settings()),
+                    args=(self.pipeline, self.host, self.port, sockets[index], _log_settings()),
                     name=f"phasegate-worker-{index}",
                 )
                 process.start()
@@ -126,7 +168,8 @@ class Supervisor:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            sock.close()
+            for sock in set(sockets):
+                sock.close()
             if previous_env is None:
                 os.environ.pop(MULTIPROC_ENV, None)
             else:
