@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from phasegate.events import EventBus
     from phasegate.model import Answered, OutboxEntry
     from phasegate.status import PhaseStatus
-    from phasegate.tracker import CompletionTracker
+    from phasegate.tracker import BatchWriteResult, CompletionTracker
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,14 @@ class Claiming:
         self,
         runs: Sequence[PhaseRun],
         completions: Sequence[Completion],
-        answers: Mapping[PhaseRun, Answered | None],
+        write: BatchWriteResult,
     ) -> dict[PhaseRun, _Claimed]:
         """Claim the triggers of the phase-runs a batch completed, decided together, each
-        phase-run once in this process (see :class:`~phasegate.results.Decisions`)."""
-        return self._decisions.decide(runs, lambda mine: self._decide(mine, completions, answers))
+        phase-run once in this process (see :class:`~phasegate.results.Decisions`); only
+        the caller that decides reads the stores' answers."""
+        return self._decisions.decide(
+            runs, lambda mine: self._decide(mine, completions, write.answers())
+        )
 
     def _decide(
         self,

@@ -263,7 +263,7 @@ class Orchestrator(Claiming, Sweeping):
         complete = self._noted(completions, write)
         # Triggers are read only when they matter: most reports do not complete a phase.
         claimed = (
-            self._trigger_completed(sorted(complete), completions, write.answers())
+            self._trigger_completed(sorted(complete), completions, write)
             if complete
             else {}
         )
