@@ -158,6 +158,48 @@ def test_several_workers_on_sqlite_stores_are_refused(
     assert "'sqlite'" in err
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigterm_while_the_workers_start_stops_them_and_exits_0(
+    tmp_path: Path, pg_stores: tuple[str, str]
+) -> None:
+    """A stop asked for while the workers are still starting is a clean stop: a worker the
+    forwarded SIGTERM ends before it installed its handlers has nothing to drain."""
+    config = tmp_path / "phasegate.toml"
+    config.write_text(CONFIG.format(primary=pg_stores[0], backup=pg_stores[1], dir=tmp_path))
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "phasegate.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(free_port()),
+                "--workers",
+                "2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        for _ in range(600):
+            if "2 workers serving" in log_path.read_text():
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(log_path.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)  # the workers are spawned, not serving yet
+        code = process.wait(90)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert "exited with" not in log, log
+
+
 def _worker_of(connection: socket.socket) -> str:
     """Ask on a kept-alive connection which worker answers it."""
     connection.sendall(b"GET /livez HTTP/1.1\r\nHost: phasegate\r\n\r\n")

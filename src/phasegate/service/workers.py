@@ -199,10 +199,16 @@ class Supervisor:
             if process.pid is not None:
                 multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
         codes = [process.exitcode for process in self.processes]
-        if self._stop.is_set() and all(code == 0 for code in codes):
+        if self._stop.is_set() and all(self._stopped_cleanly(code) for code in codes):
             return 0
         log.error("workers exited with %s", codes)
         return 1
+
+    def _stopped_cleanly(self, code: int | None) -> bool:
+        """Exit 0, or ended by the SIGTERM forwarded before it was serving: a worker still
+        starting (importing, opening its stores) has not installed its handlers, and
+        has accepted nothing to drain."""
+        return code == 0 or (self._stop.is_set() and code == -signal.SIGTERM)
 
 
 def serve_workers(pipeline: Pipeline, *, host: str, port: int, workers: int) -> int:
