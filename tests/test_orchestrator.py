@@ -351,7 +351,9 @@ def test_a_batch_completing_several_runs_claims_them_together(
     assert claimed == [True, False, False, False, True, False]
     ids = [r.trigger_id for r in results if r is not None]
     assert ids == [trigger_id_for("orders", "extract", key) for key in keys for _ in range(2)]
-    if hasattr(primary, "claim_triggers"):
+    if harness.tracker.claims_after_writes:
+        assert calls == []  # claimed in the batch's own transaction (write_claims.py)
+    elif hasattr(primary, "claim_triggers"):
         assert calls == [2]  # the two runs not yet claimed, in one call
     for store in (harness.tracker.primary, harness.tracker.backup):
         held = {e.trigger.run_key for key in keys for e in store.triggers(key)}
@@ -395,6 +397,7 @@ def test_a_lost_batch_of_execution_records_is_alerted_per_phase_run(
     monkeypatch.setattr(
         harness.tracker.primary, "keeps_executions_with_claims", False, raising=False
     )
+    monkeypatch.setattr(harness.tracker, "claims_after_writes", False)
     harness.tracker.record_phase_executions = refuse  # type: ignore[method-assign]
     items = harness.orchestrator.record_completions(_completing(keys))
     assert sum(bool(i.result and i.result.claimed) for i in items) == 2
@@ -465,7 +468,9 @@ def test_concurrent_reports_of_one_phase_run_share_one_decision(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Eight threads whose reports all complete one phase-run at once: one of them reads
-    and claims, the others wait for its answer (same trigger id, not claimed by them)."""
+    and claims, the others wait for its answer (same trigger id, not claimed by them).
+    (Claims made apart from the write: see the next test for those made in it.)"""
+    monkeypatch.setattr(harness.tracker, "claims_after_writes", False)
     harness.complete("extract", "api")
     entered = threading.Semaphore(0)
     real_settle = harness.orchestrator._trigger_completed

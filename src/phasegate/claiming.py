@@ -86,6 +86,24 @@ class _Wanted:
         )
 
 
+def judge(
+    run: PhaseRun,
+    definition: Phase,
+    status_now: PhaseStatus,
+    attempts: RunAttempts,
+    correlation_id: str | None,
+) -> _Claimed | _Wanted:
+    """What a phase-run a write completed needs, from its state read after the write: the
+    trigger already claimed, nothing (a rerun superseded it), or a claim."""
+    if status_now.trigger is not None:
+        return _Claimed(status_now.trigger.trigger.trigger_id, claimed=False, deferred=False)
+    if status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
+        # Superseded by a rerun between the write and this read: nothing to claim.
+        return _Claimed(None, claimed=False, deferred=False)
+    reason = TriggerReason.COMPLETE
+    return _Wanted(definition, run.run_key, reason, correlation_id, status_now, attempts)
+
+
 def component(phase: Phase) -> str:
     """How alerts name a phase: ``phase2_to_phase3``, or the last phase's own name."""
     return f"{phase.name}_to_{'+'.join(phase.next_phases)}" if phase.next_phases else phase.name
@@ -164,20 +182,11 @@ class Claiming:
                 status_now = evaluate_phase(definition, run.run_key, of_run, attempts, now)
             else:
                 status_now = phase_status(definition, run.run_key, answer, attempts, now)
-            if status_now.trigger is not None:
-                decided[run] = _Claimed(status_now.trigger.trigger.trigger_id, False, False)
-            elif status_now.attempt != run.attempt or status_now.state is not PhaseState.COMPLETE:
-                # Superseded by a rerun between the write and this read: nothing to claim.
-                decided[run] = _Claimed(None, claimed=False, deferred=False)
+            judged = judge(run, definition, status_now, attempts, correlations.get(run))
+            if isinstance(judged, _Wanted):
+                wanted.append((run, judged))
             else:
-                correlation = correlations.get(run)
-                reason = TriggerReason.COMPLETE
-                wanted.append(
-                    (
-                        run,
-                        _Wanted(definition, run.run_key, reason, correlation, status_now, attempts),
-                    )
-                )
+                decided[run] = judged
         outcomes = self._claim_all([w for _, w in wanted])
         for (run, _), outcome in zip(wanted, outcomes, strict=True):
             decided[run] = _Claimed(

@@ -204,6 +204,16 @@ class ClaimArbiter:
             for o in outcomes
         ]
 
+    def mirror_claims(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
+    ) -> bool:
+        """Copy triggers the primary claimed in a write's own transaction (each with its
+        execution record) to the backup, in one import, as :meth:`claim_triggers` copies
+        its winners; ``False`` (the run noted as missed there) when the backup failed."""
+        return self._mirror_together(
+            [trigger_claim(t, e) for t, e in zip(triggers, executions, strict=True)]
+        )
+
     def _mirror_together(self, winners: Sequence[ClaimRequest]) -> bool:
         if not winners or not self._backup.can(Capability.REPLICATION):
             return True

@@ -36,6 +36,7 @@ from phasegate.results import (
     sort_reports,
 )
 from phasegate.status import PhaseStatus, evaluate_phase
+from phasegate.stores.base import ClaimsAfter
 from phasegate.sweeping import Sweeping
 from phasegate.tracker import BatchWriteResult, CompletionTracker
 from phasegate.unexpected import alerts_unexpected
@@ -44,6 +45,7 @@ from phasegate.validation import (
     MAX_METADATA_BYTES,
     ReportChecker,
 )
+from phasegate.write_claims import WriteClaims, won_in_write
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
 __all__ = [
@@ -59,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(Claiming, Sweeping):
+class Orchestrator(Claiming, Sweeping, WriteClaims):
     """Turns completions into exactly-once phase triggers for one pipeline."""
 
     def __init__(
@@ -163,23 +165,30 @@ class Orchestrator(Claiming, Sweeping):
         the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
         completions = self._book.stamp(completions)
         try:
-            write = await self.tracker.arecord_completions(completions)
+            write = await self.tracker.arecord_completions(
+                completions, self._claims_after(completions)
+            )
         except BothStoresFailed as exc:
             self._stores_failed(completions, exc)
             raise
         self._stores_ok(completions)
+        claimed = (
+            await asyncio.to_thread(self._claimed_in_write, write)
+            if won_in_write(write)
+            else self._claimed_in_write(write)
+        )
         if _superseded(write):
             completions, write = await asyncio.to_thread(self._restamp, completions, write)
         complete = self._noted(completions, write)
-        if not complete:
-            return answer_completions(completions, write, complete, {})
+        rest = sorted(complete - claimed.keys())
+        if not rest:
+            return answer_completions(completions, write, complete, claimed)
         # A phase-run another request here is deciding is awaited, not decided again:
         # concurrent reports of one run often see it complete in the same commit.
-        mine, theirs = self._decisions.take(sorted(complete))
-        claimed: dict[PhaseRun, _Claimed] = {}
+        mine, theirs = self._decisions.take(rest)
         if mine:
             answers = write.answers()
-            claimed = await asyncio.to_thread(
+            claimed |= await asyncio.to_thread(
                 self._decisions.decide_taken,
                 mine,
                 lambda runs: self._decide(runs, completions, answers),
@@ -208,14 +217,17 @@ class Orchestrator(Claiming, Sweeping):
 
         Each report is stamped with the attempt it counts for (see :mod:`reruns`)."""
         completions = self._book.stamp(completions)
-        write = self._write(completions)
+        write = self._write(completions, self._claims_after(completions))
+        claimed = self._claimed_in_write(write)
         if _superseded(write):
             completions, write = self._restamp(completions, write)
-        return self._settle(completions, write)
+        return self._settle(completions, write, claimed)
 
-    def _write(self, completions: Sequence[Completion]) -> BatchWriteResult:
+    def _write(
+        self, completions: Sequence[Completion], then: ClaimsAfter | None = None
+    ) -> BatchWriteResult:
         try:
-            write = self.tracker.record_completions(completions)
+            write = self.tracker.record_completions(completions, then)
         except BothStoresFailed as exc:
             self._stores_failed(completions, exc)
             raise
@@ -257,16 +269,18 @@ class Orchestrator(Claiming, Sweeping):
         }
 
     def _settle(
-        self, completions: Sequence[Completion], write: BatchWriteResult
+        self,
+        completions: Sequence[Completion],
+        write: BatchWriteResult,
+        claimed: dict[PhaseRun, _Claimed],
     ) -> list[CompletionResult]:
-        """After a batch is durable: report failures, claim what it completed, answer."""
+        """After a batch is durable: report failures, claim what it completed that the
+        write did not claim itself, answer."""
         complete = self._noted(completions, write)
         # Triggers are read only when they matter: most reports do not complete a phase.
-        claimed = (
-            self._trigger_completed(sorted(complete), completions, write)
-            if complete
-            else {}
-        )
+        rest = sorted(complete - claimed.keys())
+        if rest:
+            claimed = claimed | self._trigger_completed(rest, completions, write)
         return answer_completions(completions, write, complete, claimed)
 
     def _noted(self, completions: Sequence[Completion], write: BatchWriteResult) -> set[PhaseRun]:

@@ -40,6 +40,7 @@ from phasegate.resilience.breaker import CircuitBreaker
 from phasegate.resilience.retry import BACKUP_WRITE_POLICY, PRIMARY_WRITE_POLICY, RetryPolicy
 from phasegate.stores.base import (
     Capability,
+    ClaimsAfter,
     Store,
     mark_delivered,
     record_phase_executions,
@@ -118,6 +119,12 @@ class BatchWriteResult(DualWriteResult):
                 for run, names in answer.items():
                     merged.setdefault(run, set()).update(names)
         return {run: frozenset(names) for run, names in merged.items()}
+
+    @property
+    def followed(self) -> object:
+        """What the ``then`` work given with the write returned in the primary's
+        transaction (or the error it raised); ``None`` when it did not run."""
+        return getattr(self.primary_value, "followed", None) if self.primary_ok else None
 
     def answers(self) -> dict[PhaseRun, Answered | None]:
         """Per phase-run in the batch: what the stores that took it answered, merged, or
@@ -212,6 +219,13 @@ class CompletionTracker(ReadsBothStores):
             counters=self._counters,
         )
         self.reads = MergedReads(self._primary, self._backup, events=self.replicator.events)
+        # Whether claims are made in the primary's own write of the completions that
+        # complete them (``then`` in record_completions): under the "defer" policy, where
+        # only the primary decides claims, on a store that claims inside its writer's
+        # transactions. False makes every claim a call of its own.
+        self.claims_after_writes = claim_policy is ClaimPolicy.DEFER and bool(
+            getattr(primary, "claims_after_writes", False)
+        )
         # Threads start on first use only: stores with their own writer never need them.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="phasegate-write")
 
@@ -262,21 +276,30 @@ class CompletionTracker(ReadsBothStores):
 
     # -- writing -------------------------------------------------------------------------
 
-    def record_completions(self, completions: Sequence[Completion]) -> BatchWriteResult:
+    def record_completions(
+        self, completions: Sequence[Completion], then: ClaimsAfter | None = None
+    ) -> BatchWriteResult:
         """Write a batch to both stores at once; raise BothStoresFailed if neither took it.
 
         The result's :meth:`~BatchWriteResult.successes` is the merged view of each
         phase-run's successes: a processor that succeeded in either store counts.
+
+        ``then`` (where :attr:`claims_after_writes`) runs in the primary's transaction of
+        this batch; what it returned is :attr:`BatchWriteResult.followed`.
         """
-        primary = self._primary.begin_completions(completions, self._pool.submit)
+        then = then if self.claims_after_writes else None
+        primary = self._primary.begin_completions(completions, self._pool.submit, then)
         backup = self._backup.begin_completions(completions, self._pool.submit)
         primary_outcome, backup_outcome = settle_all([primary, backup])
         return self._batch_result(completions, primary_outcome, backup_outcome)
 
-    async def arecord_completions(self, completions: Sequence[Completion]) -> BatchWriteResult:
+    async def arecord_completions(
+        self, completions: Sequence[Completion], then: ClaimsAfter | None = None
+    ) -> BatchWriteResult:
         """:meth:`record_completions` for an event loop: the writes are queued on each
         store's writer and awaited, with no thread hand-off of the caller's own."""
-        primary = self._primary.begin_completions(completions, self._pool.submit)
+        then = then if self.claims_after_writes else None
+        primary = self._primary.begin_completions(completions, self._pool.submit, then)
         backup = self._backup.begin_completions(completions, self._pool.submit)
         primary_outcome, backup_outcome = await wait_all([primary, backup])
         return self._batch_result(completions, primary_outcome, backup_outcome)
@@ -443,6 +466,13 @@ class CompletionTracker(ReadsBothStores):
     ) -> list[ClaimOutcome]:
         """Claim several triggers, each exactly once (see :meth:`ClaimArbiter.claim_triggers`)."""
         return self.arbiter.claim_triggers(triggers, executions)
+
+    def mirror_claims(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
+    ) -> bool:
+        """Copy claims made in a write's own transaction to the backup (see
+        :meth:`ClaimArbiter.mirror_claims`)."""
+        return self.arbiter.mirror_claims(triggers, executions)
 
     def record_timeout(self, report: TimeoutReport) -> ClaimOutcome:
         """Record a timeout once; ``won`` tells whether this caller is the one to report it."""

@@ -26,7 +26,7 @@ claims made elsewhere through :meth:`Replicable.import_records` and never decide
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from enum import StrEnum
@@ -34,6 +34,7 @@ from typing import Protocol, runtime_checkable
 
 from phasegate.errors import StoreError
 from phasegate.model import (
+    Answered,
     Completion,
     OutboxEntry,
     PhaseExecution,
@@ -126,6 +127,33 @@ class CompletionSubmitter(CompletionLog, Protocol):
     ) -> Future[Mapping[PhaseRun, frozenset[str]]]:
         """Queue a batch for this store's writer; the future resolves once it is durable."""
         ...
+
+
+class ClaimsInTransaction(Protocol):
+    """Triggers read and claimed inside the transaction of a batch of completions (see
+    :data:`ClaimsAfter`).
+
+    ``decided`` holds, for the whole transaction, each phase-run an earlier call in it
+    decided, with the id of its trigger (claimed then, or found already claimed): the
+    reports of one run often share a batch, and all of them see it complete."""
+
+    decided: dict[PhaseRun, str]
+
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        """The outbox entries of each run key, as the transaction sees them."""
+        ...
+
+    def claim_triggers(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
+    ) -> list[bool]:
+        """Claim each trigger by id, keeping each winner's execution record; won or not."""
+        ...
+
+
+ClaimsAfter = Callable[[ClaimsInTransaction, dict[PhaseRun, Answered]], object]
+"""Work a store that claims inside its writer's transactions (``claims_after_writes``)
+runs in a batch's transaction once its completions are written and answered: what the
+batch completed is claimed in that same commit (see ``SqlStore.submit_completions``)."""
 
 
 @runtime_checkable

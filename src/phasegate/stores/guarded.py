@@ -25,7 +25,7 @@ from phasegate.errors import StoreError, StoreUnavailable, TransientStoreError
 from phasegate.model import Completion, PhaseRun
 from phasegate.resilience.breaker import CircuitBreaker, Permit
 from phasegate.resilience.retry import RetryPolicy, is_transient
-from phasegate.stores.base import Capability, Store
+from phasegate.stores.base import Capability, ClaimsAfter, Store
 
 log = logging.getLogger(__name__)
 
@@ -168,20 +168,27 @@ class GuardedStore:
         return self.run(permit, lambda: fn(self.store))
 
     def begin_completions(
-        self, completions: Sequence[Completion], pool: Callable[..., Future[Any]]
+        self,
+        completions: Sequence[Completion],
+        pool: Callable[..., Future[Any]],
+        then: ClaimsAfter | None = None,
     ) -> PendingWrite:
         """Start writing a batch now; :meth:`PendingWrite.result` waits (and retries).
 
         A store with its own writer takes the batch on its queue; any other store's first
-        attempt runs on ``pool`` so that two stores' writes overlap.
+        attempt runs on ``pool`` so that two stores' writes overlap. ``then`` goes with
+        the first attempt to a store that claims after its writes (a retry is written
+        without it: see ``SqlStore.submit_completions``).
         """
         try:
             permit = self._acquire()
         except StoreUnavailable as exc:
             return PendingWrite(self, None, None, completions, exc)
         try:
-            if self._submit is not None:
-                future: Future[Any] = self._submit(completions)
+            if self._submit is not None and then is not None:
+                future: Future[Any] = self._submit(completions, then)
+            elif self._submit is not None:
+                future = self._submit(completions)
             else:
                 future = pool(self.store.record_completions, completions)
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which classifies it

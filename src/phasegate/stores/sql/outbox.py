@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from phasegate.model import OutboxEntry, PhaseExecution, Trigger
+from phasegate.model import OutboxEntry, PhaseExecution, PhaseRun, Trigger
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
@@ -90,6 +90,54 @@ def claim_all(
             ],
         )
     return [won[t.trigger_id] for t in triggers]
+
+
+class ClaimsIn:
+    """Triggers read and claimed on ``connection``, in the transaction it holds (the
+    writer's, after a batch of completions: see ``SqlStore.submit_completions``), inside a
+    savepoint taken on first use: :meth:`close` keeps what was claimed, or undoes it."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        s: Statements,
+        read_time: r.TimeReader,
+        shared: dict[Any, Any],
+    ) -> None:
+        self._connection = connection
+        self._s = s
+        self._read_time = read_time
+        self._cursor: DriverCursor | None = None
+        # Phase-runs decided earlier in this transaction: the trigger id that stands.
+        self.decided: dict[PhaseRun, str] = shared.setdefault("decided", {})
+
+    def _begin(self) -> None:
+        if self._cursor is None:
+            self._cursor = DriverCursor(self._connection)
+            self._cursor.execute("SAVEPOINT phasegate_claims", ())
+
+    def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
+        self._begin()
+        found = rows_of_runs(self._connection, self._s, "triggers", run_keys, self._read_time)
+        return {key: sorted(group, key=oldest_first) for key, group in found.items()}
+
+    def claim_triggers(
+        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
+    ) -> list[bool]:
+        self._begin()
+        return claim_all(self._connection, self._s, triggers, executions)
+
+    def close(self, *, keep: bool) -> None:
+        """End the savepoint, if one was taken: release it, or first roll back to it."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is None:
+            return
+        try:
+            if not keep:
+                cursor.execute("ROLLBACK TO SAVEPOINT phasegate_claims", ())
+            cursor.execute("RELEASE SAVEPOINT phasegate_claims", ())
+        finally:
+            cursor.close()
 
 
 def lease(

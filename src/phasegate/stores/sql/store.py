@@ -15,12 +15,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from phasegate.model import (
+    Answered,
     Completion,
     OutboxEntry,
     PhaseExecution,
@@ -29,7 +30,7 @@ from phasegate.model import (
     TimeoutReport,
     Trigger,
 )
-from phasegate.stores.base import ALL_CAPABILITIES, Capability
+from phasegate.stores.base import ALL_CAPABILITIES, Capability, ClaimsAfter
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.driver import parameter_limit
 from phasegate.stores.sql.engines import (
@@ -39,6 +40,7 @@ from phasegate.stores.sql.engines import (
     retry_deadlocks,
 )
 from phasegate.stores.sql.outbox import (
+    ClaimsIn,
     claim_all,
     lease,
     oldest_first,
@@ -165,8 +167,17 @@ class SqlStore:
 
     # -- completions ---------------------------------------------------------------------
 
-    def submit_completions(self, completions: Sequence[Completion]) -> Future[Answer]:
-        """Queue a batch for the writer; the future resolves once it is committed."""
+    def submit_completions(
+        self, completions: Sequence[Completion], then: ClaimsAfter | None = None
+    ) -> Future[Answer]:
+        """Queue a batch for the writer; the future resolves once it is committed.
+
+        ``then(claims, answers)``, where the store claims inside its writer's
+        transactions (:attr:`claims_after_writes`), runs in the batch's transaction once
+        its rows are written: ``claims`` reads and claims triggers in that transaction
+        (in a savepoint, undone if ``then`` raises), ``answers`` are the store's answers
+        for this batch's phase-runs; what it returns (or raised) is the answer's
+        ``followed``."""
         try:
             rows = [r.driver_completion_row(self.pipeline, c, self._bind_time) for c in completions]
         except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
@@ -179,7 +190,29 @@ class SqlStore:
             return done
         if self._writer_thread and not self.writer.started:
             self.writer.start()
-        return self.writer.submit(rows, frozenset(c.phase_run for c in completions))
+        follow = None
+        if then is not None and self.claims_after_writes:
+
+            def follow(
+                connection: Connection, answers: dict[PhaseRun, Answered], shared: dict[Any, Any]
+            ) -> Any:
+                claims = ClaimsIn(connection, self._s, self._read_time, shared)
+                try:
+                    followed = then(claims, answers)
+                except BaseException:
+                    claims.close(keep=False)
+                    raise
+                claims.close(keep=True)
+                return followed
+
+        return self.writer.submit(rows, frozenset(c.phase_run for c in completions), follow)
+
+    @property
+    def claims_after_writes(self) -> bool:
+        """Whether ``submit_completions`` can claim in the batch's own transaction: where
+        claims ride the writer (SQLite), so a claim made there is one the store's writer
+        would have made in its next transaction anyway."""
+        return self._rides_writer
 
     def record_completions(
         self, completions: Sequence[Completion]

@@ -38,7 +38,7 @@ from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, Dr
 log = logging.getLogger(__name__)
 
 Answer = Mapping[PhaseRun, frozenset[str]]
-Answers = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
+Found = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
@@ -85,12 +85,29 @@ def _insert(
 T = TypeVar("T")
 
 
+Then = Callable[[Connection, dict[PhaseRun, Answered], dict[Any, Any]], Any]
+"""Work that follows a request's rows in their transaction, given the store's answers
+for its phase-runs and a mapping shared by the transaction's ``then`` calls (the claims
+of what they completed; see :meth:`CompletionWriter.submit`)."""
+
+
+class Answers(dict[PhaseRun, Answered]):
+    """A request's answers, and what its ``then`` work returned (or raised) beside them."""
+
+    __slots__ = ("followed",)
+
+    def __init__(self, answers: dict[PhaseRun, Answered], followed: Any = None) -> None:
+        super().__init__(answers)
+        self.followed = followed
+
+
 @dataclass(slots=True)
 class _Request:
     rows: list[Row]
     runs: frozenset[PhaseRun]
     future: Future[Any]
     work: Callable[[Connection], Any] | None = None
+    then: Then | None = None
 
     @property
     def size(self) -> int:
@@ -151,14 +168,21 @@ class CompletionWriter:
 
     # -- callers -------------------------------------------------------------------------
 
-    def submit(self, rows: list[Row], runs: frozenset[PhaseRun]) -> Future[Answer]:
-        """Queue ``rows``; the future answers ``runs`` once the batch holding them commits."""
+    def submit(
+        self, rows: list[Row], runs: frozenset[PhaseRun], then: Then | None = None
+    ) -> Future[Answer]:
+        """Queue ``rows``; the future answers ``runs`` once the batch holding them commits.
+
+        ``then(connection, answers, shared)`` runs in the same transaction right after
+        the batch's rows are written and answered (``shared`` is one mapping for every
+        ``then`` of the transaction): what it returns, or the error it raised (it must
+        undo its own writes first), is the answer's ``followed``."""
         future: Future[Answer] = Future()
         with self._cond:
             if self._closed:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
                 return future
-            self._enqueue(_Request(rows, runs, future))
+            self._enqueue(_Request(rows, runs, future, then=then))
         return future
 
     def submit_work(self, work: Callable[[Connection], T]) -> Future[T]:
@@ -274,16 +298,17 @@ class CompletionWriter:
             if request.work is not None:
                 request.future.set_result(counts.get(index))
                 continue
+            mine = {
+                run: answers.get((run.phase, run.run_key, run.attempt), _NOTHING)
+                for run in request.runs
+            }
             request.future.set_result(
-                {
-                    run: answers.get((run.phase, run.run_key, run.attempt), _NOTHING)
-                    for run in request.runs
-                }
+                mine if request.then is None else Answers(mine, counts.get(index))
             )
 
     # -- one transaction -----------------------------------------------------------------
 
-    def _commit(self, batch: list[_Request]) -> tuple[Answers, dict[int, Any]]:
+    def _commit(self, batch: list[_Request]) -> tuple[Found, dict[int, Any]]:
         # In key order: batches of replicas sharing a server database lock the same rows
         # in the same order, so they wait for each other instead of deadlocking.
         rows = sorted((row for request in batch for row in request.rows), key=_row_key)
@@ -298,6 +323,7 @@ class CompletionWriter:
                     cursor.begin()
                     answers = self._rows(cursor, sql, rows, fresh, run_keys)
                     counts = self._work(connection, batch)
+                    counts.update(self._then(connection, batch, answers))
                     if connection.in_transaction():
                         # Work that went through Core joined this transaction (see the
                         # engine's begin event); Core commits it, ending its own view too.
@@ -322,7 +348,7 @@ class CompletionWriter:
         rows: list[Row],
         fresh: dict[str, Any],
         run_keys: list[str],
-    ) -> Answers:
+    ) -> Found:
         """Write the batch's completions and answer its run keys' phase-runs."""
         if not rows:
             return {}
@@ -341,7 +367,26 @@ class CompletionWriter:
             if request.work is not None
         }
 
-    def _answers(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Answers:
+    @staticmethod
+    def _then(connection: Connection, batch: list[_Request], answers: Found) -> dict[int, Any]:
+        """Each request's ``then`` work; its error is its answer (``then`` undoes its own
+        writes, see ``SqlStore.submit_completions``) and the batch goes on."""
+        followed: dict[int, Any] = {}
+        shared: dict[Any, Any] = {}
+        for index, request in enumerate(batch):
+            if request.then is None:
+                continue
+            mine = {
+                run: answers.get((run.phase, run.run_key, run.attempt), _NOTHING)
+                for run in request.runs
+            }
+            try:
+                followed[index] = request.then(connection, mine, shared)
+            except Exception as exc:  # noqa: BLE001 - the caller's to handle, not the batch's
+                followed[index] = exc
+        return followed
+
+    def _answers(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Found:
         """Each phase-run of ``run_keys``: its successes, failures and earliest report."""
         query = sql.answers(len(run_keys))
         params: dict[str, Any] = {"pipeline": self.pipeline}
