@@ -37,8 +37,17 @@ def test_the_last_processor_triggers_the_next_phase_once(harness: Harness) -> No
     assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
 
 
-def test_concurrent_last_reports_claim_exactly_once(harness: Harness) -> None:
-    """Twenty threads all reporting the final processor at once: one claim."""
+def test_concurrent_last_reports_claim_exactly_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty threads all reporting the final processor at once: one claim, stored once in
+    each store, announced once and delivered once. (On SQLite their writes share batches
+    and claim in the write itself: each batch's transaction sees the run complete.)"""
+    claims: list[Any] = []
+    real_claim = harness.tracker.claim_triggers
+    monkeypatch.setattr(
+        harness.tracker, "claim_triggers", lambda *a: claims.append(a) or real_claim(*a)
+    )
     harness.complete("extract", "api")
     barrier = threading.Barrier(20)
     results: list[Any] = []
@@ -54,6 +63,12 @@ def test_concurrent_last_reports_claim_exactly_once(harness: Harness) -> None:
         thread.join()
     assert sum(r.claimed for r in results) == 1
     assert {r.trigger_id for r in results} == {trigger_id_for("orders", "extract", RUN)}
+    for store in (harness.tracker.primary, harness.tracker.backup):
+        assert len(store.triggers(RUN)) == 1
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+    assert len(harness.runtime.dispatcher.run_once().delivered) == 1
+    if harness.tracker.claims_after_writes:
+        assert claims == []
     assert len(harness.tracker.triggers(RUN)) == 1
 
 

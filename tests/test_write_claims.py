@@ -5,7 +5,6 @@ transaction of that batch, exactly as the usual path would claim it a moment lat
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -113,35 +112,6 @@ def test_a_claim_in_the_write_is_the_claim_the_usual_path_makes(
     assert [a["claimed"] for a in answers] == [False, True, True, False]
     assert claimed == 2
     assert len(stored[0][0]) == 2
-
-
-def test_reports_completing_one_run_at_once_claim_it_once(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Eight threads report the last processor at once (their writes share batches, and
-    each batch's transaction sees the run complete): one is answered claimed, the others
-    not, all with the one trigger, which is stored, announced and delivered once."""
-    claims = _forbid(monkeypatch, harness.tracker, "claim_triggers")
-    harness.complete("extract", "api")
-    barrier = threading.Barrier(8)
-    results: list[Any] = []
-
-    def report() -> None:
-        barrier.wait()
-        results.append(harness.complete("extract", "files"))
-
-    threads = [threading.Thread(target=report) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert sorted(r.claimed for r in results) == [False] * 7 + [True]
-    assert {r.trigger_id for r in results} == {trigger_id_for("orders", "extract", RUN)}
-    assert claims == []
-    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
-        assert len(_outbox(harness, role)) == 1
-    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
-    assert len(harness.runtime.dispatcher.run_once().delivered) == 1
 
 
 def test_a_failure_after_claiming_in_the_write_undoes_the_claim_and_claims_apart(

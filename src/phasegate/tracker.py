@@ -16,20 +16,18 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from phasegate.claims import ClaimArbiter, ClaimOutcome, ClaimPolicy, ClaimRequest, trigger_claim
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.errors import BothStoresFailed, StoreError
 from phasegate.events import EventBus
 from phasegate.model import (
-    Answered,
     Completion,
     OutboxEntry,
     PhaseExecution,
-    PhaseRun,
     RecordSet,
     TimeoutReport,
     Trigger,
@@ -53,6 +51,7 @@ from phasegate.stores.guarded import (
     settle_all,
     wait_all,
 )
+from phasegate.writes import BatchWriteResult, DualWriteResult
 
 log = logging.getLogger(__name__)
 
@@ -71,98 +70,6 @@ _OUTCOMES = {
     (False, True): "backup_only",
     (False, False): "none",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DualWriteResult:
-    """Which stores accepted a write; unpacks as ``(primary_ok, backup_ok)``."""
-
-    primary_ok: bool
-    backup_ok: bool
-    primary_error: BaseException | None = None
-    backup_error: BaseException | None = None
-    primary_value: Any = None
-    backup_value: Any = None
-
-    def __iter__(self) -> Any:
-        return iter((self.primary_ok, self.backup_ok))
-
-    @property
-    def acknowledged(self) -> bool:
-        """At least one store holds the record durably."""
-        return self.primary_ok or self.backup_ok
-
-
-@dataclass(frozen=True, slots=True)
-class BatchWriteResult(DualWriteResult):
-    """A dual-written batch of completions, with each phase-run's merged successes."""
-
-    _merged: dict[PhaseRun, frozenset[str]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def successes(self) -> dict[PhaseRun, frozenset[str]]:
-        """Per phase-run in the batch: the processors succeeded in either store (merged
-        once; the same mapping on every call, not to be changed)."""
-        if self._merged is None:
-            object.__setattr__(self, "_merged", self._merge())
-        assert self._merged is not None
-        return self._merged
-
-    def _merge(self) -> dict[PhaseRun, frozenset[str]]:
-        merged: dict[PhaseRun, set[str]] = {}
-        for ok, answer in (
-            (self.primary_ok, self.primary_value),
-            (self.backup_ok, self.backup_value),
-        ):
-            if ok and answer:
-                for run, names in answer.items():
-                    merged.setdefault(run, set()).update(names)
-        return {run: frozenset(names) for run, names in merged.items()}
-
-    @property
-    def followed(self) -> object:
-        """What the ``then`` work given with the write returned in the primary's
-        transaction (or the error it raised); ``None`` when it did not run."""
-        return getattr(self.primary_value, "followed", None) if self.primary_ok else None
-
-    def answers(self) -> dict[PhaseRun, Answered | None]:
-        """Per phase-run in the batch: what the stores that took it answered, merged, or
-        None where one of them answered only the successes (see :class:`Answered`)."""
-        found: dict[PhaseRun, list[frozenset[str]]] = {}
-        for ok, answer in (
-            (self.primary_ok, self.primary_value),
-            (self.backup_ok, self.backup_value),
-        ):
-            if ok and answer:
-                for run, names in answer.items():
-                    found.setdefault(run, []).append(names)
-        return {run: _merged(answers) for run, answers in found.items()}
-
-    def succeeded_after(self, run: PhaseRun | None = None) -> frozenset[str]:
-        """The processors succeeded in ``run`` (default: the batch's only phase-run)."""
-        found = self.successes()
-        if run is None:
-            if len(found) > 1:
-                raise ValueError("the batch touched several phase-runs: name one")
-            return next(iter(found.values()), frozenset())
-        return found.get(run, frozenset())
-
-
-def _merged(answers: list[frozenset[str]]) -> Answered | None:
-    if len(answers) == 1:
-        [answer] = answers
-        return answer if isinstance(answer, Answered) else None
-    if not all(isinstance(answer, Answered) for answer in answers):
-        return None
-    known = cast(list[Answered], answers)
-    succeeded = frozenset().union(*known)
-    times = [answer.first_at for answer in known if answer.first_at is not None]
-    return Answered(
-        succeeded,
-        frozenset().union(*(answer.failed for answer in known)) - succeeded,
-        min(times, default=None),
-    )
 
 
 class CompletionTracker(ReadsBothStores):
@@ -219,12 +126,11 @@ class CompletionTracker(ReadsBothStores):
             counters=self._counters,
         )
         self.reads = MergedReads(self._primary, self._backup, events=self.replicator.events)
-        # Whether claims are made in the primary's own write of the completions that
-        # complete them (``then`` in record_completions): under the "defer" policy, where
-        # only the primary decides claims, on a store that claims inside its writer's
-        # transactions. False makes every claim a call of its own.
+        # Claims made in the primary's own write of what completes them (``then`` in
+        # record_completions): under "defer" (only the primary decides claims), on a
+        # store that claims inside its writer's transactions. False: claims apart.
         self.claims_after_writes = claim_policy is ClaimPolicy.DEFER and bool(
-            getattr(primary, "claims_after_writes", False)
+            getattr(primary, "claims_ride_writer", False)
         )
         # Threads start on first use only: stores with their own writer never need them.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="phasegate-write")
@@ -283,10 +189,8 @@ class CompletionTracker(ReadsBothStores):
 
         The result's :meth:`~BatchWriteResult.successes` is the merged view of each
         phase-run's successes: a processor that succeeded in either store counts.
-
-        ``then`` (where :attr:`claims_after_writes`) runs in the primary's transaction of
-        this batch; what it returned is :attr:`BatchWriteResult.followed`.
-        """
+        ``then`` (with ``claims_after_writes``) runs in the primary's transaction of the
+        batch; what it returned is :attr:`BatchWriteResult.followed`."""
         then = then if self.claims_after_writes else None
         primary = self._primary.begin_completions(completions, self._pool.submit, then)
         backup = self._backup.begin_completions(completions, self._pool.submit)
@@ -466,13 +370,6 @@ class CompletionTracker(ReadsBothStores):
     ) -> list[ClaimOutcome]:
         """Claim several triggers, each exactly once (see :meth:`ClaimArbiter.claim_triggers`)."""
         return self.arbiter.claim_triggers(triggers, executions)
-
-    def mirror_claims(
-        self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
-    ) -> bool:
-        """Copy claims made in a write's own transaction to the backup (see
-        :meth:`ClaimArbiter.mirror_claims`)."""
-        return self.arbiter.mirror_claims(triggers, executions)
 
     def record_timeout(self, report: TimeoutReport) -> ClaimOutcome:
         """Record a timeout once; ``won`` tells whether this caller is the one to report it."""

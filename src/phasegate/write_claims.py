@@ -159,7 +159,7 @@ class WriteClaims:
         if not isinstance(followed, InWrite):
             return {}
         if followed.won:
-            self.tracker.mirror_claims(
+            self.tracker.arbiter.mirror_claims(
                 [trigger for _, trigger, _ in followed.won],
                 [execution for _, _, execution in followed.won],
             )

@@ -51,9 +51,10 @@ def pg_stores() -> Iterator[tuple[str, str]]:
     drop_backup()
 
 
-def _start(
+def _launch(
     tmp_path: Path, primary: str, backup: str, workers: int
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``phasegate serve --workers`` started, not waited for; logs in ``serve.log``."""
     config = tmp_path / "phasegate.toml"
     config.write_text(CONFIG.format(primary=primary, backup=backup, dir=tmp_path))
     port = free_port()
@@ -74,7 +75,13 @@ def _start(
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         )
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _start(
+    tmp_path: Path, primary: str, backup: str, workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    process, url = _launch(tmp_path, primary, backup, workers)
     for _ in range(600):
         try:
             if httpx.get(url + "/livez", timeout=0.5).status_code == 200:
@@ -165,26 +172,8 @@ def test_sigterm_while_the_workers_start_stops_them_and_exits_0(
 ) -> None:
     """A stop asked for while the workers are still starting is a clean stop: a worker the
     forwarded SIGTERM ends before it installed its handlers has nothing to drain."""
-    config = tmp_path / "phasegate.toml"
-    config.write_text(CONFIG.format(primary=pg_stores[0], backup=pg_stores[1], dir=tmp_path))
+    process, _url = _launch(tmp_path, *pg_stores, workers=2)
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "phasegate.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(free_port()),
-                "--workers",
-                "2",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
     try:
         for _ in range(600):
             if "2 workers serving" in log_path.read_text():

@@ -151,7 +151,7 @@ class ClaimsInTransaction(Protocol):
 
 
 ClaimsAfter = Callable[[ClaimsInTransaction, dict[PhaseRun, Answered]], object]
-"""Work a store that claims inside its writer's transactions (``claims_after_writes``)
+"""Work a store that claims inside its writer's transactions (``claims_ride_writer``)
 runs in a batch's transaction once its completions are written and answered: what the
 batch completed is claimed in that same commit (see ``SqlStore.submit_completions``)."""
 

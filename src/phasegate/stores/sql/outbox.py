@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from phasegate.model import OutboxEntry, PhaseExecution, PhaseRun, Trigger
+from phasegate.model import Answered, OutboxEntry, PhaseExecution, PhaseRun, Trigger
+from phasegate.stores.base import ClaimsAfter
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
@@ -138,6 +139,30 @@ class ClaimsIn:
             cursor.execute("RELEASE SAVEPOINT phasegate_claims", ())
         finally:
             cursor.close()
+
+
+def followed_by(
+    then: ClaimsAfter, s: Statements, read_time: r.TimeReader
+) -> Callable[[Connection, dict[PhaseRun, Answered], dict[Any, Any]], Any]:
+    """The writer's ``then`` work for ``then(claims, answers)``: run in the batch's
+    transaction once its rows are written and answered (``answers``: the store's answers
+    for the batch's phase-runs), it reads and claims triggers through ``claims``, kept,
+    or undone to their savepoint if it raises; what it returns, or raised, is the
+    answer's ``followed``."""
+
+    def follow(
+        connection: Connection, answers: dict[PhaseRun, Answered], shared: dict[Any, Any]
+    ) -> Any:
+        claims = ClaimsIn(connection, s, read_time, shared)
+        try:
+            followed = then(claims, answers)
+        except BaseException:
+            claims.close(keep=False)
+            raise
+        claims.close(keep=True)
+        return followed
+
+    return follow
 
 
 def lease(

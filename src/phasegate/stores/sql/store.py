@@ -15,13 +15,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from phasegate.model import (
-    Answered,
     Completion,
     OutboxEntry,
     PhaseExecution,
@@ -40,8 +39,8 @@ from phasegate.stores.sql.engines import (
     retry_deadlocks,
 )
 from phasegate.stores.sql.outbox import (
-    ClaimsIn,
     claim_all,
+    followed_by,
     lease,
     oldest_first,
     pending,
@@ -147,7 +146,7 @@ class SqlStore:
         return self._engines.write.connect()
 
     @property
-    def _rides_writer(self) -> bool:
+    def claims_ride_writer(self) -> bool:
         """Whether claims and phase executions join the writer's batches: on SQLite, where
         every write waits for the one write lock anyway and each commit is a sync, they
         share the completions' commit; on server databases they stay short transactions
@@ -158,7 +157,7 @@ class SqlStore:
         """Run ``work`` in a write transaction: on SQLite the writer's next one (every
         write shares the writer's connection, so none waits for the write lock behind a
         batch), else a short transaction of its own."""
-        if self._rides_writer:
+        if self.claims_ride_writer:
             if not self.writer.started:
                 self.writer.start()
             return self.writer.submit_work(work).result()
@@ -170,14 +169,8 @@ class SqlStore:
     def submit_completions(
         self, completions: Sequence[Completion], then: ClaimsAfter | None = None
     ) -> Future[Answer]:
-        """Queue a batch for the writer; the future resolves once it is committed.
-
-        ``then(claims, answers)``, where the store claims inside its writer's
-        transactions (:attr:`claims_after_writes`), runs in the batch's transaction once
-        its rows are written: ``claims`` reads and claims triggers in that transaction
-        (in a savepoint, undone if ``then`` raises), ``answers`` are the store's answers
-        for this batch's phase-runs; what it returns (or raised) is the answer's
-        ``followed``."""
+        """Queue a batch for the writer; the future resolves once it is committed. Only
+        where :attr:`claims_ride_writer`: ``then`` (see ``outbox.followed_by``)."""
         try:
             rows = [r.driver_completion_row(self.pipeline, c, self._bind_time) for c in completions]
         except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
@@ -190,29 +183,8 @@ class SqlStore:
             return done
         if self._writer_thread and not self.writer.started:
             self.writer.start()
-        follow = None
-        if then is not None and self.claims_after_writes:
-
-            def follow(
-                connection: Connection, answers: dict[PhaseRun, Answered], shared: dict[Any, Any]
-            ) -> Any:
-                claims = ClaimsIn(connection, self._s, self._read_time, shared)
-                try:
-                    followed = then(claims, answers)
-                except BaseException:
-                    claims.close(keep=False)
-                    raise
-                claims.close(keep=True)
-                return followed
-
+        follow = followed_by(then, self._s, self._read_time) if then is not None else None
         return self.writer.submit(rows, frozenset(c.phase_run for c in completions), follow)
-
-    @property
-    def claims_after_writes(self) -> bool:
-        """Whether ``submit_completions`` can claim in the batch's own transaction: where
-        claims ride the writer (SQLite), so a claim made there is one the store's writer
-        would have made in its next transaction anyway."""
-        return self._rides_writer
 
     def record_completions(
         self, completions: Sequence[Completion]
