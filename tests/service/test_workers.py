@@ -244,6 +244,24 @@ def test_each_worker_listens_on_a_socket_of_its_own_on_one_port() -> None:
             sock.close()
 
 
+def test_serve_workers_on_a_port_in_use_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_stores: tuple[str, str]
+) -> None:
+    """The command names the address it could not listen on, not a traceback."""
+    config = tmp_path / "phasegate.toml"
+    config.write_text(CONFIG.format(primary=pg_stores[0], backup=pg_stores[1], dir=tmp_path))
+    taken = bind("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    try:
+        code = main(["serve", "--config", str(config), "--workers", "2", "--port", str(port)])
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert code != 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "Traceback" not in err
+
+
 def test_a_port_in_use_is_refused_even_by_another_group_of_workers() -> None:
     """A second ``serve --workers`` on the port of a first is refused, not let in to split
     its connections; so is a port any other listener holds."""

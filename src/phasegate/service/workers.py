@@ -139,7 +139,13 @@ class Supervisor:
     def run(self) -> int:
         """Serve until a signal or a worker's death; 0 when every worker stopped cleanly."""
         check_shareable(self.pipeline)
-        sockets = bind_workers(self.host, self.port, self.workers)
+        try:
+            sockets = bind_workers(self.host, self.port, self.workers)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc} (is another "
+                "server on that port? pick another with --port)"
+            ) from exc
         directory = tempfile.mkdtemp(prefix="phasegate-metrics-")
         previous_env = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = directory
