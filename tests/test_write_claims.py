@@ -5,6 +5,7 @@ transaction of that batch, exactly as the usual path would claim it a moment lat
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def _forbid(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[Any]
 
 def _outbox(harness: Harness, role: StoreRole) -> list[Any]:
     store = harness.tracker.primary if role is StoreRole.PRIMARY else harness.tracker.backup
-    return store.triggers(RUN)
+    entries: list[Any] = store.triggers(RUN)
+    return entries
 
 
 def test_the_completing_write_claims_its_trigger_in_its_own_transaction(
@@ -201,3 +203,34 @@ def test_a_rerun_is_claimed_in_the_write_at_its_new_attempt(harness: Harness) ->
     assert run == second.completion.phase_run
     ids = {e.trigger.trigger_id for e in _outbox(harness, StoreRole.PRIMARY)}
     assert {first.trigger_id, second.trigger_id} <= ids
+
+
+def test_claims_undone_in_a_transaction_are_not_remembered_as_decided(
+    harness: Harness,
+) -> None:
+    """Two requests completing one run share a transaction; the first one's claim work
+    fails after claiming and is rolled back. The second must claim it, not answer it as
+    already claimed by the first."""
+    store = harness.tracker.primary
+    harness.complete("extract", "api")
+    last = [harness.orchestrator.validate("extract", RUN, "files")]
+    real = harness.orchestrator._claims_after(last)
+    assert real is not None
+
+    def failing(claims: Any, answers: Any) -> Any:
+        real(claims, answers)
+        raise RuntimeError("bug after the claim")
+
+    writer = store.writer
+    hold = threading.Lock()
+    hold.acquire()
+    # The writer is kept busy so that both requests are queued into one transaction.
+    writer.submit_work(lambda _connection: hold.acquire(timeout=10))
+    first = store.submit_completions(last, failing)
+    second = store.submit_completions(last, real)
+    hold.release()
+    first_followed = first.result(10).followed
+    second_followed = second.result(10).followed
+    assert isinstance(first_followed, RuntimeError)
+    assert len(second_followed.won) == 1  # claimed by the second, not "already decided"
+    assert len(store.triggers(RUN)) == 1

@@ -111,6 +111,7 @@ class ClaimsIn:
         self._cursor: DriverCursor | None = None
         # Phase-runs decided earlier in this transaction: the trigger id that stands.
         self.decided: dict[PhaseRun, str] = shared.setdefault("decided", {})
+        self._decided_before = dict(self.decided)  # restored when the claims are undone
 
     def _begin(self) -> None:
         if self._cursor is None:
@@ -129,7 +130,11 @@ class ClaimsIn:
         return claim_all(self._connection, self._s, triggers, executions)
 
     def close(self, *, keep: bool) -> None:
-        """End the savepoint, if one was taken: release it, or first roll back to it."""
+        """End the savepoint, if one was taken: release it, or first roll back to it (and
+        forget what this call noted as decided, which the rollback undid)."""
+        if not keep:
+            self.decided.clear()
+            self.decided.update(self._decided_before)
         cursor, self._cursor = self._cursor, None
         if cursor is None:
             return
