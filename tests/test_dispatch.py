@@ -168,6 +168,43 @@ def test_the_log_transport_names_the_file_it_cannot_append_to(tmp_path: Path) ->
         open_transport(f"log:{folder}").deliver(_trigger())
 
 
+def test_a_pass_appends_its_triggers_to_a_log_file_with_one_sync(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``log:/path`` takes a pass's triggers together: every line is written and the file
+    is synced once for all of them (not once per trigger) before they are marked."""
+    import phasegate.transports.log as log_module
+
+    syncs: list[int] = []
+    real_fsync = log_module.os.fsync
+    monkeypatch.setattr(log_module.os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd)))
+    path = tmp_path / "triggers.jsonl"
+    harness.runtime.dispatcher.transport = LogTransport(path)
+    keys = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    for key in keys:
+        harness.complete("extract", "api", run_key=key)
+        harness.complete("extract", "files", run_key=key)
+    report = harness.runtime.dispatcher.run_once()
+    assert len(report.delivered) == 3
+    assert report.ok
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(line["run_key"] for line in lines) == keys
+    assert sorted(line["trigger_id"] for line in lines) == sorted(report.delivered)
+    assert len(syncs) == 1
+    assert harness.tracker.pending_triggers(harness.clock.now(), 10) == []
+
+
+def test_a_log_file_that_cannot_take_a_pass_fails_each_trigger_naming_it(tmp_path: Path) -> None:
+    """Every trigger of the group gets the error (the dispatcher retries them one by one)."""
+    folder = tmp_path / "triggers.jsonl"
+    folder.mkdir()
+    outcomes = LogTransport(folder).deliver_many([_trigger(), _trigger()])
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert isinstance(outcome, TransientDeliveryError)
+        assert f"cannot append to {folder}" in str(outcome)
+
+
 def test_a_pass_marks_what_it_delivered_together_in_each_store(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

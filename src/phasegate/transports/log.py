@@ -1,4 +1,7 @@
-"""``log:`` — one JSON line per trigger on stdout, or appended to a file with ``log:/path``."""
+"""``log:`` — one JSON line per trigger on stdout, or appended to a file with ``log:/path``.
+
+Several triggers handed over together (a dispatcher pass) are appended with one write,
+one flush and one sync: all of them are delivered, or each gets the same error."""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from phasegate.errors import TransientDeliveryError
+from phasegate.errors import DeliveryError, TransientDeliveryError
 from phasegate.model import Trigger
 
 
@@ -28,16 +32,27 @@ class LogTransport:
 
     def deliver(self, trigger: Trigger) -> None:
         """Append the trigger's JSON line."""
-        line = trigger.to_json() + "\n"
+        self._append(trigger.to_json() + "\n")
+
+    def deliver_many(self, triggers: Sequence[Trigger]) -> list[DeliveryError | None]:
+        """Append every trigger's line at once (one sync for all of them); an error is
+        each trigger's outcome (the dispatcher then retries them one by one)."""
+        try:
+            self._append("".join(trigger.to_json() + "\n" for trigger in triggers))
+        except TransientDeliveryError as exc:
+            return [exc] * len(triggers)
+        return [None] * len(triggers)
+
+    def _append(self, lines: str) -> None:
         with self._lock:
             if self.path is None:
                 stream = self._stream or sys.stdout
-                stream.write(line)
+                stream.write(lines)
                 stream.flush()
                 return
             try:
                 with self.path.open("a", encoding="utf-8") as file:
-                    file.write(line)
+                    file.write(lines)
                     file.flush()
                     # Only a regular file can be synced: /dev/null or a FIFO answer EINVAL.
                     if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
