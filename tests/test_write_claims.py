@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from phasegate.errors import TransientStoreError
 from phasegate.events import EventKind
 from phasegate.model import PhaseRun, trigger_id_for
 from phasegate.stores.guarded import StoreRole
+from phasegate.stores.sql.driver import DriverCursor
 from phasegate.testing import FakeClock
 from support import Harness
 
@@ -234,3 +236,143 @@ def test_claims_undone_in_a_transaction_are_not_remembered_as_decided(
     assert isinstance(first_followed, RuntimeError)
     assert len(second_followed.won) == 1  # claimed by the second, not "already decided"
     assert len(store.triggers(RUN)) == 1
+
+
+def _fill_the_disk(claims: Any) -> None:
+    """A real SQLITE_FULL in the claims' savepoint: SQLite then rolls the whole
+    transaction back (the batch's completions too), not only the savepoint."""
+    dbapi = claims._connection.connection.dbapi_connection
+    pages = dbapi.execute("PRAGMA page_count").fetchone()[0]
+    dbapi.execute(f"PRAGMA max_page_count={pages + 2}")
+    try:
+        dbapi.execute(
+            "INSERT INTO phasegate_runs (pipeline, run_key, first_seen_at) "
+            "VALUES ('orders', ?, '2026')",
+            ("x" * 200_000,),
+        )
+    finally:
+        dbapi.execute("PRAGMA max_page_count=1073741823")
+
+
+def _failing_once(harness: Harness, fail: Any) -> list[int]:
+    """Make the next write's claims work call ``fail(claims)`` before claiming."""
+    real = harness.orchestrator._claims_after
+    failed: list[int] = []
+
+    def claims_after(completions: Any) -> Any:
+        then = real(completions)
+        if then is None or failed:
+            return then
+
+        def failing(claims: Any, answers: Any) -> Any:
+            failed.append(1)
+            claims.triggers_of_runs([RUN])  # the savepoint taken, as the real work does
+            fail(claims)
+            return then(claims, answers)
+
+        return failing
+
+    harness.orchestrator._claims_after = claims_after  # type: ignore[method-assign]
+    return failed
+
+
+def test_a_transaction_the_database_rolled_back_fails_every_caller_of_the_batch(
+    harness: Harness,
+) -> None:
+    """SQLite ends the whole transaction on a full disk, even inside the claims'
+    savepoint. Its driver then commits nothing, silently: the writer must fail every
+    request of the batch instead of answering one claimed and all of them written."""
+    store = harness.tracker.primary
+    other = "2026-01-29"
+    harness.complete("extract", "api")
+    harness.complete("extract", "api", run_key=other)
+    last = [harness.orchestrator.validate("extract", RUN, "files")]
+    theirs = [harness.orchestrator.validate("extract", other, "files")]
+    claims_last = harness.orchestrator._claims_after(last)
+    claims_theirs = harness.orchestrator._claims_after(theirs)
+    assert claims_last is not None
+    assert claims_theirs is not None
+
+    def full(claims: Any, answers: Any) -> Any:
+        claims.triggers_of_runs([other])
+        _fill_the_disk(claims)
+        return claims_theirs(claims, answers)
+
+    hold = threading.Lock()
+    hold.acquire()
+    store.writer.submit_work(lambda _connection: hold.acquire(timeout=10))
+    first = store.submit_completions(last, claims_last)  # claims first, in one transaction
+    second = store.submit_completions(theirs, full)
+    hold.release()
+    for future in (first, second):
+        with pytest.raises(TransientStoreError, match="transaction was lost"):
+            future.result(10)
+    assert store.triggers(RUN) == []
+    assert {c.processor for c in store.completions(RUN)} == {"api"}
+    assert {c.processor for c in store.completions(other)} == {"api"}
+
+
+def test_a_report_whose_claims_lost_the_transaction_is_written_again_and_claimed_once(
+    harness: Harness,
+) -> None:
+    """Through the orchestrator: the failed first attempt is retried (without claims in
+    the write) and the usual path claims; the trigger is on both stores, announced once
+    and delivered once."""
+    failed = _failing_once(harness, _fill_the_disk)
+    harness.complete("extract", "api")
+    result = harness.complete("extract", "files")
+    assert failed == [1]
+    assert result.claimed
+    assert {c.processor for c in harness.tracker.primary.completions(RUN)} == {"api", "files"}
+    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
+        assert [e.trigger.trigger_id for e in _outbox(harness, role)] == [result.trigger_id]
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+    assert list(harness.runtime.dispatcher.run_once().delivered) == [result.trigger_id]
+
+
+def test_a_driver_error_in_the_claims_is_the_stores_error_not_a_bug(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement the database refuses inside the claims work (the transaction stays):
+    undone to its savepoint, answered as the store's error (a warning, no
+    ``unexpected_error`` alert), and the usual path claims."""
+
+    def refused(claims: Any) -> None:
+        DriverCursor(claims._connection).execute("SELECT * FROM phasegate_no_such_table", ())
+
+    failed = _failing_once(harness, refused)
+    harness.complete("extract", "api")
+    result = harness.complete("extract", "files")
+    assert failed == [1]
+    assert result.claimed
+    assert harness.events_of(EventKind.UNEXPECTED_ERROR) == []
+    assert "claims in the write failed" in caplog.text
+    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
+        assert len(_outbox(harness, role)) == 1
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_claims_whose_savepoint_cannot_be_released_are_undone(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releasing the claims' savepoint fails: the claims are rolled back to it, not left
+    in the batch's transaction to be committed unannounced; the usual path claims."""
+    from phasegate.stores.sql import outbox
+
+    releases: list[str] = []
+
+    class FailingRelease(DriverCursor):
+        def execute(self, sql: str, params: Any, *, many: bool = False) -> Any:
+            if sql.startswith("RELEASE") and not releases:
+                releases.append(sql)
+                return super().execute("SELECT * FROM phasegate_no_such_table", ())
+            return super().execute(sql, params, many=many)
+
+    monkeypatch.setattr(outbox, "DriverCursor", FailingRelease)
+    harness.complete("extract", "api")
+    result = harness.complete("extract", "files")
+    assert releases
+    assert result.claimed
+    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
+        assert [e.trigger.trigger_id for e in _outbox(harness, role)] == [result.trigger_id]
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1

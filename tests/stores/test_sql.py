@@ -165,6 +165,29 @@ def test_a_writer_failing_mid_batch_acknowledges_nobody(make_store: Any) -> None
     assert retry.result(timeout=0) == {PR: {"p0"}}
 
 
+@backends("sqlite")
+def test_a_transaction_the_database_ended_under_the_writer_acknowledges_nobody(
+    make_store: Any,
+) -> None:
+    """SQLite may roll a whole transaction back by itself (a full disk, an I/O error);
+    its driver's commit then commits nothing without a word. The writer checks before
+    committing: every caller of the batch fails, none is told its rows are written."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(2)]
+    ended = store.writer.submit_work(
+        lambda connection: connection.connection.dbapi_connection.execute("ROLLBACK")
+    )
+    store.writer.run_once()
+    for future in (*futures, ended):
+        with pytest.raises(TransientStoreError, match="rolled back the batch's transaction"):
+            future.result(timeout=0)
+    assert store.completions(RUN) == []
+    retry = store.submit_completions([completion("p0")])
+    store.writer.run_once()
+    assert retry.result(timeout=0) == {PR: {"p0"}}
+
+
 @ALL
 def test_a_data_error_fails_only_its_own_caller(make_store: Any) -> None:
     """The batch is retried per caller: the bad one fails, the others are recorded."""

@@ -17,6 +17,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from phasegate.errors import TransientStoreError
+
 
 def parameter_limit(connection: Connection) -> int:
     """How many parameters one statement may take on ``connection``: SQLite's own limit
@@ -33,6 +35,12 @@ def parameter_limit(connection: Connection) -> int:
 # How a write transaction starts on SQLite: the lock taken up front, so two processes
 # never deadlock upgrading a read lock (on the server databases the driver begins).
 SQLITE_WRITE_BEGIN = "BEGIN IMMEDIATE"
+
+
+class TransactionLost(TransientStoreError):
+    """The database ended a writer's transaction under it (SQLite rolls a whole
+    transaction back on a full disk or an I/O error, even inside a savepoint), or a
+    savepoint could not be undone: nothing of the batch may be answered as written."""
 
 
 class DriverCursor:
@@ -65,6 +73,11 @@ class DriverCursor:
         """Start a write transaction (explicitly on SQLite; the driver does elsewhere)."""
         if self._dialect.name == "sqlite":
             self.execute(SQLITE_WRITE_BEGIN, ())
+
+    def transaction_lost(self) -> bool:
+        """Whether the database ended the transaction :meth:`begin` started (SQLite only:
+        its driver then commits nothing, silently; the server databases raise instead)."""
+        return self._dialect.name == "sqlite" and not self._dbapi.in_transaction
 
     def commit(self) -> None:
         """Commit what this cursor's connection wrote."""

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from phasegate.model import Answered, OutboxEntry, PhaseExecution, PhaseRun, Trigger
 from phasegate.stores.base import ClaimsAfter
 from phasegate.stores.sql import rows as r
-from phasegate.stores.sql.driver import DriverCursor
+from phasegate.stores.sql.driver import DriverCursor, TransactionLost
 from phasegate.stores.sql.statements import READ_COLUMNS, Statements
 
 CHUNK = 500  # run keys per IN list
@@ -131,19 +131,26 @@ class ClaimsIn:
 
     def close(self, *, keep: bool) -> None:
         """End the savepoint, if one was taken: release it, or first roll back to it (and
-        forget what this call noted as decided, which the rollback undid)."""
+        forget what this call noted as decided, which the rollback undid). A savepoint that
+        cannot be undone leaves the transaction untrustworthy: :class:`TransactionLost`."""
         if not keep:
             self.decided.clear()
             self.decided.update(self._decided_before)
-        cursor, self._cursor = self._cursor, None
+        cursor = self._cursor
         if cursor is None:
             return
-        try:
-            if not keep:
+        if keep:
+            cursor.execute("RELEASE SAVEPOINT phasegate_claims", ())  # failing: undone next
+        else:
+            try:
                 cursor.execute("ROLLBACK TO SAVEPOINT phasegate_claims", ())
-            cursor.execute("RELEASE SAVEPOINT phasegate_claims", ())
-        finally:
-            cursor.close()
+                cursor.execute("RELEASE SAVEPOINT phasegate_claims", ())
+            except Exception as exc:
+                self._cursor = None
+                cursor.close()
+                raise TransactionLost(f"the claims' savepoint could not be undone: {exc}") from exc
+        self._cursor = None
+        cursor.close()
 
 
 def followed_by(
@@ -161,10 +168,10 @@ def followed_by(
         claims = ClaimsIn(connection, s, read_time, shared)
         try:
             followed = then(claims, answers)
+            claims.close(keep=True)
         except BaseException:
             claims.close(keep=False)
             raise
-        claims.close(keep=True)
         return followed
 
     return follow

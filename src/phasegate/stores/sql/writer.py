@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from phasegate.errors import StoreError
 from phasegate.model import Answered, PhaseRun, Status
-from phasegate.stores.sql.driver import DriverCursor
+from phasegate.stores.sql.driver import DriverCursor, TransactionLost
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
 from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, DriverSql, WriterSql
 
@@ -323,7 +323,11 @@ class CompletionWriter:
                     cursor.begin()
                     answers = self._rows(cursor, sql, rows, fresh, run_keys)
                     counts = self._work(connection, batch)
-                    counts.update(self._then(connection, batch, answers))
+                    counts.update(self._then(cursor, connection, batch, answers))
+                    if cursor.transaction_lost():
+                        raise TransactionLost(
+                            f"{self.name}: the database rolled back the batch's transaction"
+                        )
                     if connection.in_transaction():
                         # Work that went through Core joined this transaction (see the
                         # engine's begin event); Core commits it, ending its own view too.
@@ -367,10 +371,12 @@ class CompletionWriter:
             if request.work is not None
         }
 
-    @staticmethod
-    def _then(connection: Connection, batch: list[_Request], answers: Found) -> dict[int, Any]:
+    def _then(
+        self, cursor: DriverCursor, connection: Connection, batch: list[_Request], answers: Found
+    ) -> dict[int, Any]:
         """Each request's ``then`` work; its error is its answer (``then`` undoes its own
-        writes, see ``SqlStore.submit_completions``) and the batch goes on."""
+        writes, see ``SqlStore.submit_completions``; a driver error arrives as the store's
+        error) and the batch goes on, unless the transaction itself was lost with it."""
         followed: dict[int, Any] = {}
         shared: dict[Any, Any] = {}
         for index, request in enumerate(batch):
@@ -381,8 +387,15 @@ class CompletionWriter:
                 for run in request.runs
             }
             try:
-                followed[index] = request.then(connection, mine, shared)
-            except Exception as exc:  # noqa: BLE001 - the caller's to handle, not the batch's
+                with map_driver_errors(self.name):
+                    followed[index] = request.then(connection, mine, shared)
+            except Exception as exc:  # the caller's to handle, not the batch's
+                if isinstance(exc, TransactionLost) or cursor.transaction_lost():
+                    # Nothing of the batch will be committed: every caller must hear it.
+                    raise TransactionLost(
+                        f"{self.name}: the batch's transaction was lost in a caller's "
+                        f"follow-up work ({exc})"
+                    ) from exc
                 followed[index] = exc
         return followed
 
