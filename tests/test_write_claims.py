@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +377,48 @@ def test_claims_whose_savepoint_cannot_be_released_are_undone(
     for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
         assert [e.trigger.trigger_id for e in _outbox(harness, role)] == [result.trigger_id]
     assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+
+
+def test_a_caller_cancelled_after_the_claim_leaves_it_copied_and_announced(
+    harness: Harness,
+) -> None:
+    """``arecord`` cancelled while the backup still writes (a shutdown's timeout, a
+    caller's own): the primary has claimed in its write, so the sweep would never claim
+    it again. The write is finished on a thread: the claim is copied to the backup and
+    announced once, as if the caller had waited."""
+    harness.complete("extract", "api")
+    last = harness.orchestrator.validate("extract", RUN, "files")
+    primary_done = threading.Event()
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_backup(_connection: Any) -> None:
+        held.set()
+        release.wait(10)
+
+    harness.tracker.backup.writer.submit_work(hold_the_backup)
+    assert held.wait(5)
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(harness.orchestrator.arecord([last]))
+        while not harness.tracker.primary.triggers(RUN):  # claimed in the primary's write
+            await asyncio.sleep(0.01)
+        primary_done.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    assert primary_done.is_set()
+    assert _outbox(harness, StoreRole.BACKUP) == []
+    release.set()
+    deadline = time.monotonic() + 10
+    while not _outbox(harness, StoreRole.BACKUP) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    trigger_id = trigger_id_for("orders", "extract", RUN)
+    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
+        assert [e.trigger.trigger_id for e in _outbox(harness, role)] == [trigger_id]
+    while not harness.events_of(EventKind.TRIGGER_CLAIMED) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
+    assert {c.processor for c in harness.tracker.backup.completions(RUN)} == {"api", "files"}

@@ -166,7 +166,7 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
         completions = self._book.stamp(completions)
         try:
             write = await self.tracker.arecord_completions(
-                completions, self._claims_after(completions)
+                completions, self._claims_after(completions), self._written_unheard
             )
         except BothStoresFailed as exc:
             self._stores_failed(completions, exc)

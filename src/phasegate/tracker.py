@@ -12,6 +12,7 @@ The tracker composes four parts, each in its own module:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +47,7 @@ from phasegate.stores.base import (
 from phasegate.stores.guarded import (
     Counters,
     GuardedStore,
+    PendingWrite,
     StoreRole,
     guard,
     settle_all,
@@ -198,15 +200,45 @@ class CompletionTracker(ReadsBothStores):
         return self._batch_result(completions, primary_outcome, backup_outcome)
 
     async def arecord_completions(
-        self, completions: Sequence[Completion], then: ClaimsAfter | None = None
+        self,
+        completions: Sequence[Completion],
+        then: ClaimsAfter | None = None,
+        orphaned: Callable[[BatchWriteResult], object] | None = None,
     ) -> BatchWriteResult:
         """:meth:`record_completions` for an event loop: the writes are queued on each
-        store's writer and awaited, with no thread hand-off of the caller's own."""
+        store's writer and awaited, with no thread hand-off of the caller's own.
+
+        A caller cancelled while the writes are under way (a shutdown's timeout, a
+        library caller's own) does not stop them: they are then awaited on a thread,
+        retries included, and their result handed to ``orphaned`` there (what a claim
+        made in the write still needs: its copy to the backup, its announcement)."""
         then = then if self.claims_after_writes else None
         primary = self._primary.begin_completions(completions, self._pool.submit, then)
         backup = self._backup.begin_completions(completions, self._pool.submit)
-        primary_outcome, backup_outcome = await wait_all([primary, backup])
+        try:
+            primary_outcome, backup_outcome = await wait_all([primary, backup])
+        except asyncio.CancelledError:
+            if orphaned is not None:
+                try:
+                    self._pool.submit(self._orphaned, completions, primary, backup, orphaned)
+                except RuntimeError:  # the tracker is closing: its writers finish the writes
+                    log.warning("a cancelled write's follow-up could not start: closing")
+            raise
         return self._batch_result(completions, primary_outcome, backup_outcome)
+
+    def _orphaned(
+        self,
+        completions: Sequence[Completion],
+        primary: PendingWrite,
+        backup: PendingWrite,
+        then: Callable[[BatchWriteResult], object],
+    ) -> None:
+        try:
+            then(self._batch_result(completions, primary.result(), backup.result()))
+        except BothStoresFailed:
+            pass  # nothing was written, so nothing was claimed (logged by _report)
+        except Exception:  # a thread of its own: nobody else would hear of it
+            log.exception("finishing a write whose caller was cancelled failed")
 
     def _batch_result(
         self,

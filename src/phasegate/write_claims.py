@@ -143,6 +143,13 @@ class WriteClaims:
         )
         return InWrite(decided, winners)
 
+    def _written_unheard(self, write: BatchWriteResult) -> None:
+        """A write whose caller was cancelled while it was under way (run on a thread once
+        it is done): a claim it made is still copied to the backup, announced and handed
+        to the dispatcher. Whatever else it completed is the sweep's, as any phase-run
+        left complete and unclaimed is."""
+        self._claimed_in_write(write)
+
     def _claimed_in_write(self, write: BatchWriteResult) -> dict[PhaseRun, _Claimed]:
         """After the write: copy what it claimed to the backup, announce it and wake the
         dispatcher; the answers of the phase-runs it decided (the others take the usual
