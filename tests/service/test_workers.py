@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from phasegate.cli import main
+from phasegate.service import workers
 from phasegate.service.workers import bind, bind_workers, spreads_connections
 from store_databases import _postgres_schema
 from support import PG_HOST, PG_PORT, free_port, require_server
@@ -276,3 +277,81 @@ def test_a_port_in_use_is_refused_even_by_another_group_of_workers() -> None:
     finally:
         for sock in {*first, plain}:
             sock.close()
+
+
+@pytest.mark.skipif(not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux")
+def test_a_group_that_binds_in_anothers_gap_is_refused_not_let_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two ``serve --workers`` on one port at the same instant: the second probes in the
+    gap between the first's probe and its group, and binds its group first. The first
+    then finds that group listening beside its own and gives the port up."""
+    real_bind = workers.bind
+    theirs: list[socket.socket] = []
+    rival: list[str] = []
+
+    def bind_with_a_rival(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+        if reuse_port and not rival:
+            rival.append("binding")
+            theirs.extend(bind_workers(host, port, 2))  # in the gap, before our group
+        return real_bind(host, port, reuse_port=reuse_port)
+
+    monkeypatch.setattr(workers, "bind", bind_with_a_rival)
+    taken = bind("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    taken.close()
+    try:
+        with pytest.raises(OSError, match="another group of listeners took the port"):
+            bind_workers("127.0.0.1", port, 2)
+        assert len(theirs) == 2
+        assert all(sock.fileno() != -1 for sock in theirs)  # the rival keeps its port
+        monkeypatch.setattr(workers, "bind", real_bind)
+        with pytest.raises(OSError, match="in use"):
+            bind_workers("127.0.0.1", port, 2)
+    finally:
+        for sock in theirs:
+            sock.close()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def _listening_inodes(port: int) -> set[str]:
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as lines:
+            for row in (line.split() for line in list(lines)[1:]):
+                if row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(row[9])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux")
+def test_the_supervisor_lets_go_of_the_workers_sockets(
+    tmp_path: Path, pg_stores: tuple[str, str]
+) -> None:
+    """Once its workers run, the supervisor holds none of their listening sockets: a
+    worker that dies takes its socket out of the group with it, instead of leaving a
+    share of new connections in a backlog nobody accepts."""
+    process, url = _start(tmp_path, *pg_stores, workers=2)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        listening = _listening_inodes(port)
+        assert len(listening) == 2
+        assert _socket_inodes(process.pid) & listening == set()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+    assert code == 0, (tmp_path / "serve.log").read_text()

@@ -18,6 +18,7 @@ worker did.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import os
@@ -97,11 +98,41 @@ def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
     try:
         for _ in range(workers):
             sockets.append(bind(host, port, reuse_port=True))
+        # Another group could have bound between the probe and this one (a second
+        # `serve --workers` started at the same instant): whichever group finds the
+        # other listening beside it gives the port up.
+        if _listening_beside(sockets):
+            raise OSError(
+                errno.EADDRINUSE,
+                f"{os.strerror(errno.EADDRINUSE)} (another group of listeners took the "
+                "port while this one bound it)",
+            )
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def _listening_beside(sockets: list[socket.socket]) -> bool:
+    """Whether a TCP socket other than ``sockets`` listens on their address (Linux's
+    ``/proc/net`` tables; ``False`` where they cannot be read)."""
+    mine = {str(os.fstat(sock.fileno()).st_ino) for sock in sockets}
+    listening: dict[str, set[str]] = {}  # local address (as the table writes it) -> inodes
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as lines:
+                rows = [line.split() for line in lines][1:]
+        except OSError:
+            continue
+        for row in rows:
+            if len(row) > 9 and row[3] == _LISTEN:
+                listening.setdefault(row[1], set()).add(row[9])
+    ours = [inodes for inodes in listening.values() if inodes & mine]
+    return any(inodes - mine for inodes in ours)
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 
 
 def _worker_main(
@@ -162,6 +193,10 @@ class Supervisor:
                 )
                 process.start()
                 self.processes.append(process)
+            # Each worker holds its socket now: the supervisor's copies would keep a dead
+            # worker's socket in the group, its share of new connections never accepted.
+            for sock in set(sockets):
+                sock.close()
             log.info(
                 "phasegate %s: %d workers serving on http://%s:%d (metrics in %s)",
                 self.pipeline.name,
