@@ -422,3 +422,37 @@ def test_a_caller_cancelled_after_the_claim_leaves_it_copied_and_announced(
         time.sleep(0.01)
     assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
     assert {c.processor for c in harness.tracker.backup.completions(RUN)} == {"api", "files"}
+
+
+def test_closing_while_a_report_is_written_waits_for_its_claim_to_reach_the_backup(
+    harness: Harness,
+) -> None:
+    """``Runtime.close`` called while the completing report's writes are queued: the
+    primary claims in its write, and the close waits for that report to copy the claim
+    to the backup and announce it before the stores close (it closed the backup first,
+    and the claim never reached it)."""
+    harness.complete("extract", "api")
+    holds = {"primary": threading.Event(), "backup": threading.Event()}
+    for name, store in (("primary", harness.tracker.primary), ("backup", harness.tracker.backup)):
+        release = holds[name]
+        store.writer.submit_work(lambda _c, release=release: release.wait(10))
+    answered: list[Any] = []
+    reporter = threading.Thread(
+        target=lambda: answered.append(harness.complete("extract", "files"))
+    )
+    reporter.start()
+    closer = threading.Thread(target=harness.runtime.close)
+    time.sleep(0.2)  # the report is queued behind the held writers
+    closer.start()
+    time.sleep(0.2)
+    holds["primary"].set()
+    time.sleep(0.2)
+    holds["backup"].set()
+    reporter.join(20)
+    closer.join(20)
+    assert not closer.is_alive()
+    [result] = answered
+    assert result.claimed
+    for role in (StoreRole.PRIMARY, StoreRole.BACKUP):
+        assert [e.trigger.trigger_id for e in _outbox(harness, role)] == [result.trigger_id]
+    assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1

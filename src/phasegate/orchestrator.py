@@ -85,6 +85,7 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
         self._rolling_after: str | None = None  # where the rolling sweep goes on from
         self._decisions = Decisions()  # one decision per phase-run here at a time
         self._book = reruns.AttemptBook()
+        self._in_flight = InFlight()  # record calls under way, for a close to wait on
         self._checker = ReportChecker(pipeline, self.clock)
 
     # -- validation ----------------------------------------------------------------------
@@ -163,6 +164,10 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
     async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """:meth:`record` for an event loop: the batch write is awaited without a thread;
         the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
+        with self._in_flight:
+            return await self._arecord(completions)
+
+    async def _arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         completions = self._book.stamp(completions)
         try:
             write = await self.tracker.arecord_completions(
@@ -197,6 +202,12 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
             claimed[run] = heard(await asyncio.wrap_future(pending))
         return answer_completions(completions, write, complete, claimed)
 
+    def quiesce(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no record call is under way, so that
+        what follows a write (a claim's copy to the backup, its announcement) is done
+        before the stores close; whether none was left."""
+        return self._in_flight.wait_idle(timeout)
+
     @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
         """Validate each report on its own, record the valid ones as one batch, and trigger
@@ -216,6 +227,10 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
         of every phase-run the batch completed; one result per completion, in order.
 
         Each report is stamped with the attempt it counts for (see :mod:`reruns`)."""
+        with self._in_flight:
+            return self._record(completions)
+
+    def _record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         completions = self._book.stamp(completions)
         write = self._write(completions, self._claims_after(completions))
         claimed = self._claimed_in_write(write)
@@ -416,3 +431,26 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
 def _superseded(write: BatchWriteResult) -> bool:
     """Whether a rerun marked any phase-run of this write as superseded (see reruns.py)."""
     return any(reruns.SUPERSEDED in names for names in write.successes().values())
+
+
+class InFlight:
+    """A count of calls under way (``with in_flight:``), and a wait for none."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._count = 0
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._idle:
+            self._count -= 1
+            if not self._count:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether the count fell to zero within ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._count, timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from phasegate.timeouts import MaintenancePass, TimeoutChecker, run_maintenance
 from phasegate.tracker import ClaimPolicy, CompletionTracker, StoreRole
 from phasegate.transports import TriggerTransport, open_transport
 from phasegate.unexpected import alerts_unexpected
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +89,16 @@ class Runtime:
         """Start the background parts a long-running process needs (the replicator)."""
         self.tracker.start()
 
-    def close(self, alert_drain_timeout: float = 10.0) -> None:
-        """Deliver queued alerts (bounded), then close the transport and both stores."""
+    def close(self, alert_drain_timeout: float = 10.0, write_drain_timeout: float = 30.0) -> None:
+        """Let record calls under way finish (bounded: their claims copied to the backup
+        and announced), deliver queued alerts (bounded), then close the transport and both
+        stores."""
+        if not self.orchestrator.quiesce(write_drain_timeout):
+            log.warning(
+                "closing with record calls still under way after %.0fs: a trigger one of "
+                "them claimed may miss its copy on the backup (reconciliation copies it)",
+                write_drain_timeout,
+            )
         if self.alerter is not None:
             self.alerter.close(alert_drain_timeout)
         self.transport.close()
