@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -164,8 +165,11 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
     async def arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         """:meth:`record` for an event loop: the batch write is awaited without a thread;
         the claims of phase-runs it completed (a read and a compare-and-set) run in one."""
-        with self._in_flight:
+        token = self._in_flight.begin()
+        try:
             return await self._arecord(completions)
+        finally:
+            self._in_flight.end(token)
 
     async def _arecord(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         completions = self._book.stamp(completions)
@@ -203,10 +207,10 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
         return answer_completions(completions, write, complete, claimed)
 
     def quiesce(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` seconds) until no record call is under way, so that
-        what follows a write (a claim's copy to the backup, its announcement) is done
-        before the stores close; whether none was left."""
-        return self._in_flight.wait_idle(timeout)
+        """Wait (at most ``timeout`` seconds) for the record calls under way on other
+        threads to end, so that what follows their writes (a claim's copy to the backup,
+        its announcement) is done before the stores close; whether they all ended."""
+        return self._in_flight.wait_under_way(timeout)
 
     @alerts_unexpected("orchestrator")
     def record_completions(self, reports: Iterable[object]) -> list[BatchItem]:
@@ -227,8 +231,11 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
         of every phase-run the batch completed; one result per completion, in order.
 
         Each report is stamped with the attempt it counts for (see :mod:`reruns`)."""
-        with self._in_flight:
+        token = self._in_flight.begin()
+        try:
             return self._record(completions)
+        finally:
+            self._in_flight.end(token)
 
     def _record(self, completions: Sequence[Completion]) -> list[CompletionResult]:
         completions = self._book.stamp(completions)
@@ -434,23 +441,33 @@ def _superseded(write: BatchWriteResult) -> bool:
 
 
 class InFlight:
-    """A count of calls under way (``with in_flight:``), and a wait for none."""
+    """Calls under way (each between :meth:`begin` and :meth:`end`), and a wait for the
+    ones begun so far on other threads."""
 
     def __init__(self) -> None:
-        self._idle = threading.Condition()
-        self._count = 0
+        self._done = threading.Condition()
+        self._calls: dict[int, int] = {}  # token -> the thread that began the call
+        self._tokens = itertools.count()
 
-    def __enter__(self) -> None:
-        with self._idle:
-            self._count += 1
+    def begin(self) -> int:
+        """A call begins; its token, for :meth:`end`."""
+        token = next(self._tokens)
+        with self._done:
+            self._calls[token] = threading.get_ident()
+        return token
 
-    def __exit__(self, *_exc: object) -> None:
-        with self._idle:
-            self._count -= 1
-            if not self._count:
-                self._idle.notify_all()
+    def end(self, token: int) -> None:
+        """The call of ``token`` is over."""
+        with self._done:
+            del self._calls[token]
+            self._done.notify_all()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Whether the count fell to zero within ``timeout`` seconds."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._count, timeout)
+    def wait_under_way(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) for the calls under way now to end; whether
+        they all did. Calls begun later are not waited for (under steady traffic there is
+        always one), nor those of this thread (a close from a listener inside a call, or
+        on the event loop that runs an ``arecord``: they cannot end while it waits)."""
+        me = threading.get_ident()
+        with self._done:
+            waited = {token for token, thread in self._calls.items() if thread != me}
+            return self._done.wait_for(lambda: waited.isdisjoint(self._calls), timeout)

@@ -90,15 +90,16 @@ class Runtime:
         self.tracker.start()
 
     def close(self, alert_drain_timeout: float = 10.0, write_drain_timeout: float = 30.0) -> None:
-        """Let record calls under way finish (bounded: their claims copied to the backup
-        and announced), deliver queued alerts (bounded), then close the transport and both
-        stores."""
+        """Let the record calls under way finish (bounded: a claim they made copied to
+        the backup and announced) and the writes on the tracker's threads, deliver queued
+        alerts (bounded), then close the transport and both stores."""
         if not self.orchestrator.quiesce(write_drain_timeout):
             log.warning(
                 "closing with record calls still under way after %.0fs: a trigger one of "
                 "them claimed may miss its copy on the backup (reconciliation copies it)",
                 write_drain_timeout,
             )
+        self.tracker.finish()
         if self.alerter is not None:
             self.alerter.close(alert_drain_timeout)
         self.transport.close()

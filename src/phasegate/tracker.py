@@ -448,9 +448,14 @@ class CompletionTracker(ReadsBothStores):
         """Start the background replicator."""
         self.replicator.start()
 
-    def close(self) -> None:
-        """Stop the replicator, finish writes under way and close both stores."""
+    def finish(self) -> None:
+        """Stop the replicator and finish the writes under way on this tracker's threads
+        (retries, a cancelled caller's follow-up); the stores stay open. Idempotent."""
         self.replicator.stop()
         self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        """:meth:`finish`, then close both stores."""
+        self.finish()
         for guarded in (self._primary, self._backup):
             guarded.store.close()

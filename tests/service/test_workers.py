@@ -355,3 +355,13 @@ def test_the_supervisor_lets_go_of_the_workers_sockets(
         process.send_signal(signal.SIGTERM)
         code = process.wait(90)
     assert code == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_listeners_overlap_on_one_port_at_one_address_or_a_wildcard() -> None:
+    """As ``/proc/net/tcp`` writes them: 127.0.0.1:8080 is ``0100007F:1F90``."""
+    overlap = workers._overlap
+    assert overlap("0100007F:1F90", "0100007F:1F90")
+    assert overlap("0100007F:1F90", "00000000:1F90")
+    assert overlap("00000000000000000000000000000000:1F90", "00000000000000000000000001000000:1F90")
+    assert not overlap("0100007F:1F90", "0100007F:1F91")
+    assert not overlap("0100007F:1F90", "0200007F:1F90")

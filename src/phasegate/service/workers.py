@@ -99,8 +99,8 @@ def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
         for _ in range(workers):
             sockets.append(bind(host, port, reuse_port=True))
         # Another group could have bound between the probe and this one (a second
-        # `serve --workers` started at the same instant): whichever group finds the
-        # other listening beside it gives the port up.
+        # `serve --workers` started at the same instant): a group that finds another
+        # listening beside it gives the port up (in a tie both do; start one again).
         if _listening_beside(sockets):
             raise OSError(
                 errno.EADDRINUSE,
@@ -115,21 +115,37 @@ def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
 
 
 def _listening_beside(sockets: list[socket.socket]) -> bool:
-    """Whether a TCP socket other than ``sockets`` listens on their address (Linux's
-    ``/proc/net`` tables; ``False`` where they cannot be read)."""
+    """Whether a TCP socket other than ``sockets`` listens on their port, at their address
+    or where one of the two is the wildcard of its family (Linux's ``/proc/net`` tables;
+    ``False`` where they cannot be read)."""
     mine = {str(os.fstat(sock.fileno()).st_ino) for sock in sockets}
-    listening: dict[str, set[str]] = {}  # local address (as the table writes it) -> inodes
+    listening: list[tuple[str, str, str]] = []  # (table, "address:port", inode)
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as lines:
                 rows = [line.split() for line in lines][1:]
         except OSError:
             continue
-        for row in rows:
-            if len(row) > 9 and row[3] == _LISTEN:
-                listening.setdefault(row[1], set()).add(row[9])
-    ours = [inodes for inodes in listening.values() if inodes & mine]
-    return any(inodes - mine for inodes in ours)
+        listening += [(table, row[1], row[9]) for row in rows if len(row) > 9 and row[3] == _LISTEN]
+    ours = {(table, local) for table, local, inode in listening if inode in mine}
+    return any(
+        _overlap(local, our_local)
+        for table, local, inode in listening
+        if inode not in mine
+        for our_table, our_local in ours
+        if table == our_table
+    )
+
+
+def _overlap(local: str, other: str) -> bool:
+    """Whether two listening addresses (hexadecimal ``address:port``, as the tables write
+    them) of one family take the same connections: one port, and one address or a
+    wildcard (0.0.0.0, ::)."""
+    address, _, port = local.rpartition(":")
+    other_address, _, other_port = other.rpartition(":")
+    return port == other_port and (
+        address == other_address or not address.strip("0") or not other_address.strip("0")
+    )
 
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column

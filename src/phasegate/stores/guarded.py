@@ -213,9 +213,19 @@ class PendingWrite:
         self._first = first
         self._completions = completions
         self._refused = refused
+        self._settling = threading.Lock()
+        self._outcome: tuple[bool, Answer | None, BaseException | None] | None = None
 
     def result(self) -> tuple[bool, Answer | None, BaseException | None]:
-        """``(ok, answer, error)``: the first attempt's outcome, retried as the policy says."""
+        """``(ok, answer, error)``: the first attempt's outcome, retried as the policy says.
+        Settled once: a second caller (a cancelled caller's follow-up, while the first
+        one's thread still retries) waits for the same outcome, not for retries of its own."""
+        with self._settling:
+            if self._outcome is None:
+                self._outcome = self._settle()
+            return self._outcome
+
+    def _settle(self) -> tuple[bool, Answer | None, BaseException | None]:
         if self._refused is not None or self._permit is None or self._first is None:
             return False, None, self._refused
         first: list[Future[Any]] = [self._first]

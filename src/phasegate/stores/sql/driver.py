@@ -77,7 +77,12 @@ class DriverCursor:
     def transaction_lost(self) -> bool:
         """Whether the database ended the transaction :meth:`begin` started (SQLite only:
         its driver then commits nothing, silently; the server databases raise instead)."""
-        return self._dialect.name == "sqlite" and not self._dbapi.in_transaction
+        if self._dialect.name != "sqlite":
+            return False
+        try:
+            return not self._dbapi.in_transaction
+        except self._error:  # a connection closed under it (invalidated) lost it too
+            return True
 
     def commit(self) -> None:
         """Commit what this cursor's connection wrote."""
