@@ -98,14 +98,22 @@ def phasegate_seconds(primary: str, backup: str, directory: Path) -> float:
     count = 0
     lock = threading.Lock()
 
+    def counted(triggers: int) -> None:
+        nonlocal count
+        with lock:
+            count += triggers
+            if count >= RUNS:
+                delivered.set()
+
     class CountingTransport(LogTransport):
         def deliver(self, trigger: Any) -> None:
-            nonlocal count
             super().deliver(trigger)
-            with lock:
-                count += 1
-                if count >= RUNS:
-                    delivered.set()
+            counted(1)
+
+        def deliver_many(self, triggers: Any) -> Any:
+            outcomes = super().deliver_many(triggers)
+            counted(sum(outcome is None for outcome in outcomes))
+            return outcomes
 
     runtime = open_runtime(
         pipeline, transport=CountingTransport(directory / f"t-{uuid.uuid4().hex}.jsonl")

@@ -36,7 +36,9 @@ class LogTransport:
 
     def deliver_many(self, triggers: Sequence[Trigger]) -> list[DeliveryError | None]:
         """Append every trigger's line at once (one sync for all of them); an error is
-        each trigger's outcome (the dispatcher then retries them one by one)."""
+        each trigger's outcome (the dispatcher then retries them one by one). The
+        dispatcher calls this, not :meth:`deliver`, for a pass of several triggers: a
+        subclass that overrides one overrides both."""
         try:
             self._append("".join(trigger.to_json() + "\n" for trigger in triggers))
         except TransientDeliveryError as exc:
