@@ -207,6 +207,20 @@ class RecordingTransport:
         return
 
 
+def hold_writer(store: SqlStore) -> threading.Event:
+    """Keep ``store``'s writer busy in a transaction of its own until the returned event
+    is set: what is queued behind it waits."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_connection: Any) -> None:
+        held.set()
+        release.wait(10)
+
+    store.writer.submit_work(hold)
+    assert held.wait(5), "the writer did not take the hold"
+    return release
+
+
 class Harness:
     """A runtime on two fresh SQLite stores with a fake clock and faults on demand."""
 

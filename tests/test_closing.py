@@ -11,7 +11,7 @@ from typing import Any
 
 from phasegate.events import Event, EventKind
 from phasegate.model import trigger_id_for
-from support import Harness
+from support import Harness, hold_writer
 
 RUN = "2026-01-28"
 
@@ -85,14 +85,7 @@ def test_a_cancelled_callers_claim_is_announced_before_the_transport_closes(
     )
     harness.complete("extract", "api")
     last = harness.orchestrator.validate("extract", RUN, "files")
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_backup(_connection: Any) -> None:
-        held.set()
-        release.wait(10)
-
-    harness.tracker.backup.writer.submit_work(hold_the_backup)
-    assert held.wait(5)
+    release = hold_writer(harness.tracker.backup)
 
     async def cancel_after_the_primary_claimed() -> None:
         task = asyncio.ensure_future(harness.orchestrator.arecord([last]))

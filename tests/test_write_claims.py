@@ -18,7 +18,7 @@ from phasegate.model import PhaseRun, trigger_id_for
 from phasegate.stores.guarded import StoreRole
 from phasegate.stores.sql.driver import DriverCursor
 from phasegate.testing import FakeClock
-from support import Harness
+from support import Harness, hold_writer
 
 RUN = "2026-01-28"
 
@@ -389,15 +389,7 @@ def test_a_caller_cancelled_after_the_claim_leaves_it_copied_and_announced(
     harness.complete("extract", "api")
     last = harness.orchestrator.validate("extract", RUN, "files")
     primary_done = threading.Event()
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold_the_backup(_connection: Any) -> None:
-        held.set()
-        release.wait(10)
-
-    harness.tracker.backup.writer.submit_work(hold_the_backup)
-    assert held.wait(5)
+    release = hold_writer(harness.tracker.backup)
 
     async def cancelled() -> None:
         task = asyncio.ensure_future(harness.orchestrator.arecord([last]))

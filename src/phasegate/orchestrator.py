@@ -12,11 +12,11 @@ from typing import Any
 
 from phasegate import reruns
 from phasegate.attempts import RunAttempts
-from phasegate.claiming import Claiming, component
+from phasegate.claiming import Claiming
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Pipeline
 from phasegate.errors import BothStoresFailed
-from phasegate.events import Event, EventBus, EventKind, Severity
+from phasegate.events import EventBus
 from phasegate.model import (
     Completion,
     OutboxEntry,
@@ -46,6 +46,7 @@ from phasegate.validation import (
     MAX_METADATA_BYTES,
     ReportChecker,
 )
+from phasegate.write_alerts import WriteAlerts
 from phasegate.write_claims import WriteClaims, won_in_write
 
 # PhaseStatus lives in status.py; importing it from here keeps working.
@@ -62,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(Claiming, Sweeping, WriteClaims):
+class Orchestrator(Claiming, Sweeping, WriteClaims, WriteAlerts):
     """Turns completions into exactly-once phase triggers for one pipeline."""
 
     def __init__(
@@ -312,63 +313,6 @@ class Orchestrator(Claiming, Sweeping, WriteClaims):
             if completion.status is Status.FAILED:
                 self._report_failure(completion, successes.get(completion.phase_run, frozenset()))
         return self._completed(successes)
-
-    def _stores_failed(self, completions: Sequence[Completion], exc: BothStoresFailed) -> None:
-        first = completions[0]
-        self.events.emit(
-            Event(
-                EventKind.BOTH_STORES_FAILED,
-                Severity.CRITICAL,
-                component(self.pipeline.phase(first.phase)),
-                f"{len(completions)} completion(s) (first: {first.processor} for "
-                f"{first.run_key}) were not recorded: both stores failed ({exc})",
-                run_key=first.run_key,
-                phase=first.phase,
-                correlation_id=first.correlation_id,
-                error=exc,
-            ),
-            already_logged=True,
-        )
-        with self._state_lock:
-            self._stores_down = True
-
-    def _stores_ok(self, completions: Sequence[Completion]) -> None:
-        with self._state_lock:
-            recovered, self._stores_down = self._stores_down, False
-        if recovered:
-            first = completions[0]
-            self.events.emit(
-                Event(
-                    EventKind.STORES_RECOVERED,
-                    Severity.RESOLVED,
-                    component(self.pipeline.phase(first.phase)),
-                    "completions are recorded again",
-                    run_key=first.run_key,
-                    phase=first.phase,
-                )
-            )
-
-    def _report_failure(self, completion: Completion, succeeded: frozenset[str]) -> None:
-        phase = self.pipeline.phase(completion.phase)
-        if completion.processor in succeeded:
-            log.info(
-                "late failure of %s for %s ignored: it already succeeded",
-                completion.processor,
-                completion.run_key,
-            )
-            return
-        self.events.emit(
-            Event(
-                EventKind.PROCESSOR_FAILED,
-                Severity.WARNING,
-                component(phase),
-                f"processor {completion.processor} reported failed for {completion.run_key}",
-                run_key=completion.run_key,
-                phase=completion.phase,
-                correlation_id=completion.correlation_id,
-                details={"processor": completion.processor, **dict(completion.metadata)},
-            )
-        )
 
     def rerun(
         self, phase: str, run_key: str, *, correlation_id: str | None = None
