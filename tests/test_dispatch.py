@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,86 @@ def test_a_pass_marks_what_it_delivered_together_in_each_store(
             assert entry.delivered_at == harness.clock.now()
     assert len(harness.events_of(EventKind.TRIGGER_DELIVERED)) == 30
     assert harness.runtime.dispatcher.run_once().delivered == ()
+
+
+def _claim_many(harness: Harness, count: int) -> list[str]:
+    """``count`` phase-runs of extract completed in one batch: their trigger ids, oldest
+    claim first."""
+    from datetime import date, timedelta
+
+    keys = [(date(2026, 1, 1) + timedelta(days=day)).isoformat() for day in range(count)]
+    reports = [
+        {"phase": "extract", "run_key": key, "processor": processor}
+        for key in keys
+        for processor in ("api", "files")
+    ]
+    items = harness.orchestrator.record_completions(reports)
+    claimed = [i.result.trigger_id for i in items if i.result is not None and i.result.claimed]
+    assert len(claimed) == count
+    return [t for t in claimed if t is not None]
+
+
+def test_a_plain_pass_leases_page_after_page_until_the_outbox_is_drained(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More due triggers than a page (batch_size): one pass leases and delivers them all."""
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    claimed = _claim_many(harness, 25)
+    leases: list[int] = []
+    real = dispatcher.lease
+
+    def counted() -> Any:
+        leased = real()
+        leases.append(len(leased))
+        return leased
+
+    monkeypatch.setattr(dispatcher, "lease", counted)
+    report = dispatcher.run_once()
+    assert sorted(report.delivered) == sorted(claimed)
+    assert leases == [10, 10, 5]
+    assert sorted(t.trigger_id for t in harness.transport.delivered) == sorted(claimed)
+    assert harness.tracker.pending_triggers(harness.clock.now(), 100) == []
+
+
+def test_an_operator_pass_goes_through_an_outbox_longer_than_a_page(harness: Harness) -> None:
+    """``phasegate dispatch``'s pass (include_deferred) tries every pending trigger, not
+    only the first page of them."""
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    claimed = _claim_many(harness, 25)
+    report = dispatcher.run_once(include_deferred=True)
+    assert sorted(report.delivered) == sorted(claimed)
+    assert report.failed == ()
+    assert harness.tracker.pending_triggers(harness.clock.now(), 100) == []
+
+
+def test_delivering_given_ids_finds_them_past_the_first_page(harness: Harness) -> None:
+    """The newest five of 25 pending triggers, asked for by id (what ``complete`` and
+    ``runtime.deliver`` do): delivered, and only they."""
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    claimed = _claim_many(harness, 25)
+    newest = claimed[-5:]
+    report = dispatcher.run_once(only=set(newest))
+    assert sorted(report.delivered) == sorted(newest)
+    assert sorted(t.trigger_id for t in harness.transport.delivered) == sorted(newest)
+    left = harness.tracker.pending_triggers(harness.clock.now(), 100)
+    assert sorted(e.trigger.trigger_id for e in left) == sorted(claimed[:-5])
+
+
+def test_an_operator_pass_over_failing_deliveries_tries_each_trigger_once_and_ends(
+    harness: Harness,
+) -> None:
+    """A receiver that is down: every pending trigger is tried once (three attempts) and
+    reported failed; the pass ends although they all stay pending."""
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    claimed = _claim_many(harness, 25)
+    harness.transport.failing = True
+    report = dispatcher.run_once(include_deferred=True)
+    assert sorted(t for t, _ in report.failed) == sorted(claimed)
+    assert report.delivered == ()
+    assert harness.transport.attempts == 25 * 3
+    horizon = harness.clock.now() + timedelta(days=1)
+    assert len(harness.tracker.pending_triggers(horizon, 100)) == 25

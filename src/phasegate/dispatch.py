@@ -24,7 +24,7 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -95,11 +95,15 @@ class Dispatcher:
         self._wake.set()
 
     def pending(self, *, include_deferred: bool = False) -> list[OutboxEntry]:
-        """Undelivered entries due now (or all of them, with ``include_deferred``)."""
+        """The oldest :attr:`batch_size` undelivered entries due now (or of all of them,
+        with ``include_deferred``)."""
+        return self._pending(self.batch_size, include_deferred=include_deferred)
+
+    def _pending(self, limit: int, *, include_deferred: bool) -> list[OutboxEntry]:
         horizon = self.clock.now()
         if include_deferred:
             horizon += timedelta(days=36500)
-        return self.tracker.pending_triggers(horizon, self.batch_size)
+        return self.tracker.pending_triggers(horizon, limit)
 
     def lease(self) -> list[OutboxEntry]:
         """Lease the due triggers this dispatcher will deliver now.
@@ -162,34 +166,87 @@ class Dispatcher:
         ``include_deferred`` also tries triggers whose next attempt is not due yet (an
         operator running ``phasegate dispatch`` wants them tried now). A plain pass leases
         what it delivers; an operator's pass (``only`` or ``include_deferred``) does not.
+        Either goes through the outbox :attr:`batch_size` triggers at a time until none
+        is left that the pass has not tried.
         """
         with self._pass_lock:
             delivered: list[str] = []
             failed: list[tuple[str, str]] = []
-            if only is None and not include_deferred:
-                entries = self.lease()
-            else:
-                entries = [
-                    entry
-                    for entry in self.pending(include_deferred=include_deferred)
-                    if only is None or entry.trigger.trigger_id in only
-                ]
-            batched = self._deliver_batch(entries)
-            unmarked: list[OutboxEntry] = []
-            for entry in entries:
-                trigger_id = entry.trigger.trigger_id
-                error = None if trigger_id in batched else self._deliver(entry)
-                if error is None:
-                    delivered.append(trigger_id)
-                    unmarked.append(entry)
-                else:
-                    failed.append((trigger_id, error))
-                if error is not None or len(unmarked) >= MARK_EVERY:
-                    # Marks go out together, and before a slow stretch (retries) begins.
-                    self._mark_delivered(unmarked)
-                    unmarked = []
-            self._mark_delivered(unmarked)
+            for entries in self._pages(only, include_deferred):
+                self._deliver_page(entries, delivered, failed)
             return DispatchReport(tuple(delivered), tuple(failed))
+
+    def _pages(
+        self, only: Collection[str] | None, include_deferred: bool
+    ) -> Iterator[list[OutboxEntry]]:
+        """The triggers of a pass, a page at a time. A store error on a later page ends
+        the pass with what it delivered so far (the next pass goes on from there)."""
+        pages = (
+            self._leased_pages()
+            if only is None and not include_deferred
+            else self._pending_pages(only, include_deferred)
+        )
+        first = True
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            except StoreError as exc:
+                if first:
+                    raise
+                log.warning("dispatcher pass stopped early: reading the outbox failed (%s)", exc)
+                return
+            first = False
+            yield page
+
+    def _leased_pages(self) -> Iterator[list[OutboxEntry]]:
+        # What a pass leased stays leased, and what it delivered is no longer due: the
+        # next lease takes only triggers this pass has not seen.
+        while True:
+            leased = self.lease()
+            if leased:
+                yield leased
+            if len(leased) < self.batch_size:
+                return
+
+    def _pending_pages(
+        self, only: Collection[str] | None, include_deferred: bool
+    ) -> Iterator[list[OutboxEntry]]:
+        # Nothing is leased here: each read takes the oldest pending triggers again, as
+        # many as were seen already and a page more (doubling), and skips the seen ones
+        # (still pending after a failed delivery, or not among ``only``).
+        wanted = None if only is None else set(only)
+        seen: set[str] = set()
+        while wanted is None or not wanted <= seen:
+            limit = len(seen) + max(self.batch_size, len(seen))
+            page = self._pending(limit, include_deferred=include_deferred)
+            fresh = [entry for entry in page if entry.trigger.trigger_id not in seen]
+            seen.update(entry.trigger.trigger_id for entry in fresh)
+            picked = [e for e in fresh if wanted is None or e.trigger.trigger_id in wanted]
+            if picked:
+                yield picked
+            if len(page) < limit or not fresh:
+                return
+
+    def _deliver_page(
+        self, entries: list[OutboxEntry], delivered: list[str], failed: list[tuple[str, str]]
+    ) -> None:
+        batched = self._deliver_batch(entries)
+        unmarked: list[OutboxEntry] = []
+        for entry in entries:
+            trigger_id = entry.trigger.trigger_id
+            error = None if trigger_id in batched else self._deliver(entry)
+            if error is None:
+                delivered.append(trigger_id)
+                unmarked.append(entry)
+            else:
+                failed.append((trigger_id, error))
+            if error is not None or len(unmarked) >= MARK_EVERY:
+                # Marks go out together, and before a slow stretch (retries) begins.
+                self._mark_delivered(unmarked)
+                unmarked = []
+        self._mark_delivered(unmarked)
 
     def _deliver(self, entry: OutboxEntry) -> str | None:
         trigger = entry.trigger
