@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -297,3 +298,39 @@ def test_a_programming_error_is_not_retried_and_escapes(rig: Rig) -> None:
         rig.tracker.dual_write("broken", [RUN], broken, Capability.COMPLETIONS)
     assert sorted(store.name for store in calls) == ["backup", "primary"]  # once each
     assert rig.tracker.primary_breaker.state is BreakerState.CLOSED
+
+
+def test_a_miss_noted_again_during_its_catch_up_is_not_forgotten(harness: Any) -> None:
+    """The replicator copies a run key the primary missed; meanwhile the primary misses
+    another write of that run key. The catch-up's copy may predate that write, so the
+    run key stays missed, and the next catch-up brings the write over."""
+    tracker = harness.tracker
+    tracker.replicator.stop()
+    run = "2026-01-28"
+    harness.primary_fault.fail()
+    harness.complete("extract", "api")  # the backup only
+    harness.primary_fault.heal()
+    assert tracker.missed_run_keys(StoreRole.PRIMARY) == {run}
+    exported, go_on = threading.Event(), threading.Event()
+    real_export = tracker.backup.export_records
+
+    def held_export(*args: Any) -> Any:
+        records = real_export(*args)
+        exported.set()
+        go_on.wait(10)
+        return records
+
+    tracker.backup.export_records = held_export
+    catching_up = threading.Thread(target=tracker.resync)
+    catching_up.start()
+    assert exported.wait(10)
+    harness.primary_fault.fail()
+    harness.complete("extract", "files")  # the backup only, after the export
+    harness.primary_fault.heal()
+    go_on.set()
+    catching_up.join(10)
+    assert tracker.missed_run_keys(StoreRole.PRIMARY) == {run}
+    tracker.backup.export_records = real_export
+    tracker.resync()
+    assert {c.processor for c in tracker.primary.completions(run)} == {"api", "files"}
+    assert tracker.missed_run_keys(StoreRole.PRIMARY) == frozenset()

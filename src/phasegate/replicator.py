@@ -15,6 +15,7 @@ background thread keeps going.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -62,7 +63,10 @@ class Replicator:
         self.events = events or EventBus()
         self._degraded_after = degraded_after
         self._lock = threading.Lock()
-        self._missed: dict[StoreRole, set[str]] = {role: set() for role in StoreRole}
+        # Each missed run key, with when it was last noted (a count): a catch-up forgets
+        # only the keys not noted again while it copied them.
+        self._missed: dict[StoreRole, dict[str, int]] = {role: {} for role in StoreRole}
+        self._notes = itertools.count(1)
         self._behind_since: dict[StoreRole, float | None] = dict.fromkeys(StoreRole)
         self._degraded: set[StoreRole] = set()
         self._last_error: dict[StoreRole, str] = {}
@@ -79,7 +83,8 @@ class Replicator:
         with self._lock:
             if not self._missed[role] and self._behind_since[role] is None:
                 self._behind_since[role] = self._clock.monotonic()
-            self._missed[role].update(keys)
+            note = next(self._notes)
+            self._missed[role].update(dict.fromkeys(keys, note))
         self._wake.set()
 
     def missed(self, role: StoreRole) -> frozenset[str]:
@@ -160,9 +165,9 @@ class Replicator:
             self._last_error[role] = "its circuit breaker is open"
             return frozenset()
         with self._lock:
-            pending = sorted(self._missed[role])
+            noted = dict(self._missed[role])
         done: set[str] = set()
-        for run_key in pending:
+        for run_key in sorted(noted):
             try:
                 records = source.store.export_records(run_key, run_key)
             except StoreError as exc:
@@ -181,7 +186,11 @@ class Replicator:
             done.add(run_key)
         if done:
             with self._lock:
-                self._missed[role] -= done
+                missed = self._missed[role]
+                for run_key in done:
+                    # Noted again while it was copied: that write may not be in the copy.
+                    if missed.get(run_key) == noted[run_key]:
+                        del missed[run_key]
             self._counters.add(f"replayed.{role}", len(done))
             log.info("caught up the %s store on %d run key(s)", role, len(done))
         return frozenset(done)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,6 +121,23 @@ def _copy(error: StoreError) -> StoreError:
     return copy
 
 
+def _failure(name: str, error: BaseException) -> StoreError:
+    """A failed batch's error as each caller hears it: its own copy of a store error,
+    any other error as a store error naming it."""
+    if isinstance(error, StoreError):
+        return _copy(error)
+    return StoreError(f"{name}: writer failed: {error!r}")
+
+
+def _uncancellable() -> Future[Any]:
+    """A writer's answer: running from the start, so that no caller can cancel it. What
+    is queued is written and answered (a cancelled future could not be answered, and
+    answering it would stop the writer)."""
+    future: Future[Any] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
 class CompletionWriter:
     """Writes queued completion batches on one thread and one connection.
 
@@ -177,7 +194,7 @@ class CompletionWriter:
         the batch's rows are written and answered (``shared`` is one mapping for every
         ``then`` of the transaction): what it returns, or the error it raised (it must
         undo its own writes first), is the answer's ``followed``."""
-        future: Future[Answer] = Future()
+        future: Future[Answer] = _uncancellable()
         with self._cond:
             if self._closed:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
@@ -188,7 +205,7 @@ class CompletionWriter:
     def submit_work(self, work: Callable[[Connection], T]) -> Future[T]:
         """Queue ``work(connection)`` for the next batch's transaction (a claim, a lease, an
         import...); the future answers what it returned once that transaction commits."""
-        future: Future[T] = Future()
+        future: Future[T] = _uncancellable()
         with self._cond:
             if self._closed:
                 future.set_exception(StoreError(f"{self.name}: the store is closed"))
@@ -243,7 +260,10 @@ class CompletionWriter:
             batch = self._take(block=True)
             if batch is None:
                 return
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # the loop must outlive any bug: every later write needs it
+                log.exception("%s: answering a batch failed", self.name)
 
     def run_once(self) -> int:
         """Write what is queued now as one batch; how many callers it answered."""
@@ -281,30 +301,47 @@ class CompletionWriter:
     def _write(self, batch: list[_Request]) -> None:
         try:
             answers, counts = self._commit(batch)
-        except StoreError as error:
-            if is_data_error(error) and len(batch) > 1:
+        except Exception as error:
+            if len(batch) > 1 and (not isinstance(error, StoreError) or is_data_error(error)):
+                # One caller's bad rows or failing work (a data error, a bug) fail that
+                # caller only: the batch was rolled back, each request is written alone.
                 for request in batch:
                     self._write([request])
                 return
+            if not isinstance(error, StoreError):
+                log.exception("%s: writer failed", self.name)
             for request in batch:
-                request.future.set_exception(_copy(error))
+                self._answer(request, error=_failure(self.name, error))
             return
         except BaseException as error:  # a bug must not hang the callers
             log.exception("%s: writer failed", self.name)
             for request in batch:
-                request.future.set_exception(StoreError(f"{self.name}: writer failed: {error!r}"))
+                self._answer(request, error=_failure(self.name, error))
             return
         for index, request in enumerate(batch):
             if request.work is not None:
-                request.future.set_result(counts.get(index))
+                self._answer(request, counts.get(index))
                 continue
             mine = {
                 run: answers.get((run.phase, run.run_key, run.attempt), _NOTHING)
                 for run in request.runs
             }
-            request.future.set_result(
-                mine if request.then is None else Answers(mine, counts.get(index))
+            self._answer(
+                request, mine if request.then is None else Answers(mine, counts.get(index))
             )
+
+    def _answer(
+        self, request: _Request, value: Any = None, *, error: BaseException | None = None
+    ) -> None:
+        """Settle one caller's future; one already settled (by a misbehaving caller) is
+        logged and skipped, so that the batch's other callers are answered."""
+        try:
+            if error is None:
+                request.future.set_result(value)
+            else:
+                request.future.set_exception(error)
+        except InvalidStateError:
+            log.error("%s: a caller's answer was settled before the writer's", self.name)
 
     # -- one transaction -----------------------------------------------------------------
 
