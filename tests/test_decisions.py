@@ -4,6 +4,7 @@ only the successes has its phase-runs read back instead, with the same outcome."
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -110,3 +111,55 @@ def test_concurrent_requests_completing_one_run_claim_it_once(
         assert len(harness.events_of(EventKind.TRIGGER_CLAIMED)) == 1
     finally:
         runtime.close()
+
+
+def test_a_cancelled_waiter_neither_fails_the_decider_nor_strands_other_waiters(
+    harness: Harness,
+) -> None:
+    """Caller A decides two phase-runs; B waits for A's decision of the first, C for the
+    second (event-loop callers). B is cancelled (a client gone): A's answers still reach
+    A and C, and A does not fail for it."""
+    orchestrator = harness.orchestrator
+    harness.tracker.claims_after_writes = False  # claims decided after the write
+    other = "2026-01-29"
+    harness.complete("extract", "api", run_key=RUN)
+    harness.complete("extract", "api", run_key=other)
+    deciding, decide = threading.Event(), threading.Event()
+    real_decide = orchestrator._decide
+
+    def held_decide(*args: Any) -> Any:
+        deciding.set()
+        decide.wait(10)
+        return real_decide(*args)
+
+    waiting = [0]
+    real_take = orchestrator._decisions.take
+
+    def counted_take(runs: Any) -> Any:
+        mine, theirs = real_take(runs)
+        waiting[0] += len(theirs)
+        return mine, theirs
+
+    orchestrator._decide = held_decide  # type: ignore[method-assign]
+    orchestrator._decisions.take = counted_take  # type: ignore[method-assign]
+
+    def report(run_key: str) -> Completion:
+        return orchestrator.validate("extract", run_key, "files")
+
+    async def scenario() -> tuple[Any, Any]:
+        a = asyncio.ensure_future(orchestrator.arecord([report(RUN), report(other)]))
+        while not deciding.is_set():
+            await asyncio.sleep(0.005)
+        b = asyncio.ensure_future(orchestrator.arecord([report(RUN)]))
+        c = asyncio.ensure_future(orchestrator.arecord([report(other)]))
+        while waiting[0] < 2:
+            await asyncio.sleep(0.005)
+        b.cancel()
+        await asyncio.sleep(0)
+        decide.set()
+        return await asyncio.wait_for(asyncio.gather(a, c), 10)
+
+    decided, heard_it = asyncio.run(scenario())
+    assert [r.claimed for r in decided] == [True, True]
+    [answer] = heard_it
+    assert (answer.claimed, answer.trigger_id) == (False, decided[1].trigger_id)

@@ -103,3 +103,43 @@ def test_record_report_uses_the_default_correlation_id(harness: Harness) -> None
     body = {"phase": "extract", "run_key": RUN, "processor": "api"}
     recorded = harness.runtime.record_report(body, default_correlation_id="m-7")
     assert recorded.result.completion.correlation_id == "m-7"
+
+
+def test_record_reports_answers_each_report_and_delivers_what_the_batch_claimed(
+    harness: Harness,
+) -> None:
+    """A batch with a report no store could encode (a lone surrogate) among good ones:
+    it is rejected with its index and field, the others are recorded, and the trigger
+    they claimed is delivered before the call returns."""
+    batch = harness.runtime.record_reports(
+        [
+            {"phase": "extract", "run_key": RUN, "processor": "api"},
+            {"phase": "extract", "run_key": RUN, "processor": "api", "correlation_id": "\ud800"},
+            {"phase": "extract", "run_key": RUN, "processor": "files"},
+        ]
+    )
+    assert [item.ok for item in batch.items] == [True, False, True]
+    error = batch.items[1].error
+    assert error is not None
+    assert (batch.items[1].index, error.field) == (1, "correlation_id")
+    [trigger_id] = batch.claimed
+    assert batch.deliveries[trigger_id].delivered
+    assert [t.trigger_id for t in harness.transport.delivered] == [trigger_id]
+    again = harness.runtime.record_reports(
+        [{"phase": "extract", "run_key": RUN, "processor": "files"}], deliver=False
+    )
+    assert (again.claimed, again.deliveries) == (set(), {})
+
+
+@pytest.mark.parametrize(
+    ("reports", "got"),
+    [({"phase": "extract"}, "object"), ("ab", "string"), (None, "null"), (b"[]", "bytes")],
+)
+def test_a_batch_that_is_not_a_list_of_reports_is_refused_whole(
+    harness: Harness, reports: Any, got: str
+) -> None:
+    """One report passed where a list belongs is not taken apart key by key (or
+    character by character): a ValidationError naming ``completions``, and no alert."""
+    with pytest.raises(ValidationError, match=f"expected a list of report objects, got {got}"):
+        harness.orchestrator.record_completions(reports)
+    assert harness.events == []

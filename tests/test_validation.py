@@ -41,6 +41,8 @@ CASES: list[dict[str, Any]] = [
     {**GOOD, "status": ["success"]},
     {**GOOD, "correlation_id": "c" * 257},
     {**GOOD, "correlation_id": 7},
+    {**GOOD, "correlation_id": "a\ud800b"},
+    {**GOOD, "correlation_id": "line\nforged"},
     {**GOOD, "metadata": "rows=3"},
     {**GOOD, "metadata": {"rows": float("nan")}},
     {**GOOD, "metadata": {"blob": "x" * 17000}},
@@ -104,3 +106,55 @@ def test_a_report_in_the_usual_shape_is_parsed_as_any_other(body: Any) -> None:
 
     as_mapping = MappingProxyType(body) if isinstance(body, dict) else body
     assert outcome(body) == outcome(as_mapping)
+
+
+@pytest.mark.parametrize("value", [0, False, [], {}])
+def test_a_correlation_id_of_a_wrong_falsy_type_is_refused_not_replaced(value: Any) -> None:
+    """Only an absent, null or empty correlation id gets a fresh one: ``0`` or ``false``
+    is a wrong type, named as such."""
+    checker = ReportChecker(PIPELINE, FakeClock())
+    with pytest.raises(ValidationError) as info:
+        checker.check(parse_report({**GOOD, "correlation_id": value}))
+    assert (info.value.field, info.value.code) == ("correlation_id", "wrong_type")
+    for empty in (None, ""):
+        completion = checker.check(parse_report({**GOOD, "correlation_id": empty}))
+        assert len(completion.correlation_id) == 32
+
+
+def test_a_correlation_id_no_store_could_encode_is_refused_by_name() -> None:
+    """A lone surrogate (valid in a JSON string, not in UTF-8) is refused with the field,
+    not met later as both stores failing."""
+    checker = ReportChecker(PIPELINE, FakeClock())
+    with pytest.raises(ValidationError, match="unpaired surrogates") as info:
+        checker.check(parse_report({**GOOD, "correlation_id": "\ud800"}))
+    assert info.value.field == "correlation_id"
+
+
+@pytest.mark.parametrize(
+    "run_key", ["\u0662\u0660\u0662\u0666-01-28", "\uff12\uff10\uff12\uff16-01-28"]
+)
+def test_digits_of_other_scripts_do_not_pass_a_date_pattern(run_key: str) -> None:
+    """``\\d`` in a run-key pattern means 0-9: Arabic-Indic or full-width digits are not
+    the date they look like (and would be a second run of it)."""
+    default = loads_pipeline(PIPELINE_TEXT)  # the default pattern
+    for pipeline in (PIPELINE, default):
+        with pytest.raises(ValidationError) as info:
+            ReportChecker(pipeline, FakeClock()).check(parse_report({**GOOD, "run_key": run_key}))
+        assert info.value.code == "bad_run_key"
+
+
+def test_a_wrong_type_is_named_in_json_words() -> None:
+    checker = ReportChecker(PIPELINE, FakeClock())
+    with pytest.raises(ValidationError, match="expected a JSON object, got string"):
+        checker.check(parse_report({**GOOD, "metadata": "rows=3"}))
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000 + b"]" * 100_000, b"\xff{}", b"[]"])
+def test_a_pubsub_message_that_is_no_report_object_is_malformed(data: bytes) -> None:
+    """Nested too deeply for the parser, not UTF-8, not an object: a MalformedMessage
+    (dead-lettered or answered 400), never an unexpected error."""
+    from phasegate.pubsub import MalformedMessage, decode_data
+
+    with pytest.raises(MalformedMessage) as info:
+        decode_data(data)
+    assert info.value.field == "message.data"

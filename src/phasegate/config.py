@@ -26,7 +26,15 @@ CONFIG_ENV = "PHASEGATE_CONFIG"
 DEFAULT_CONFIG_NAME = "phasegate.toml"
 MAX_RUN_KEY_LENGTH = 128
 _SPACE = re.compile(r"\s")
-_pattern = functools.lru_cache(maxsize=64)(re.compile)
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(text: str) -> re.Pattern[str]:
+    # ASCII classes: \d is 0-9 and \w is [A-Za-z0-9_], as a run key's pattern means them
+    # (a date written in other digits is not the date it looks like, nor the same run).
+    return re.compile(text, re.ASCII)
+
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

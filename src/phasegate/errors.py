@@ -33,6 +33,11 @@ class ConfigError(PhasegateError):
     """The pipeline file (or another configuration source) is invalid."""
 
 
+class UsageError(ConfigError):
+    """A command was given arguments it cannot work with (a file it cannot read, options
+    that exclude each other); exit 2, as a configuration error."""
+
+
 class MissingDriverError(ConfigError):
     """A store or transport URL needs a driver that is not installed."""
 
@@ -159,6 +164,7 @@ ERROR_MAP: dict[type[PhasegateError], ErrorSpec] = {
     MissingDriverError: ErrorSpec(
         EXIT_USAGE, 500, "missing_driver", "configuration error", unexpected=True
     ),
+    UsageError: ErrorSpec(EXIT_USAGE, 500, "config_error", "usage error", unexpected=True),
     ConfigError: ErrorSpec(EXIT_USAGE, 500, "config_error", "configuration error", unexpected=True),
     BothStoresFailed: ErrorSpec(
         EXIT_STORES_DOWN,

@@ -74,7 +74,7 @@ def decode_data(
     a JSON object."""
     try:
         report = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise MalformedMessage(
             "message.data", "message.data is not a JSON object", code="malformed_body"
         ) from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phasegate.dispatch import DispatchReport
-from phasegate.orchestrator import CompletionResult, TriggerResult
+from phasegate.orchestrator import BatchItem, CompletionResult, TriggerResult
 from phasegate.reports import REPORT_FIELDS, REQUIRED_FIELDS, CompletionReport, parse_report
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "CompletionReport",
     "Delivery",
     "Recorded",
+    "RecordedBatch",
     "Triggered",
     "parse_report",
 ]
@@ -60,6 +61,24 @@ class Recorded:
         """The result's fields plus ``delivery`` (``None`` when nothing was delivered)."""
         return self.result.to_dict() | {
             "delivery": self.delivery.describe() if self.delivery else None
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedBatch:
+    """A batch of reports, an answer per report (in order), and the delivery of each
+    trigger the batch claimed."""
+
+    items: list[BatchItem]
+    deliveries: dict[str, Delivery]
+
+    @property
+    def claimed(self) -> set[str]:
+        """The ids of the triggers this batch claimed."""
+        return {
+            item.result.trigger_id
+            for item in self.items
+            if item.result is not None and item.result.claimed and item.result.trigger_id
         }
 
 

@@ -39,7 +39,7 @@ def parse_report(body: object, *, default_correlation_id: str | None = None) -> 
             body["run_key"],
             body["processor"],
             body.get("status", "success"),
-            body.get("correlation_id") or default_correlation_id,
+            _correlation_id(body, default_correlation_id),
             body.get("metadata"),
         )
     if not isinstance(body, Mapping):
@@ -55,6 +55,13 @@ def parse_report(body: object, *, default_correlation_id: str | None = None) -> 
         run_key=body["run_key"],
         processor=body["processor"],
         status=body.get("status", "success"),
-        correlation_id=body.get("correlation_id") or default_correlation_id,
+        correlation_id=_correlation_id(body, default_correlation_id),
         metadata=body.get("metadata"),
     )
+
+
+def _correlation_id(body: Mapping[str, object], default: str | None) -> object:
+    """The body's correlation id; ``default`` only where it has none (absent, null or
+    empty): a value of the wrong type is the checks' to reject, not to replace."""
+    given = body.get("correlation_id")
+    return default if given is None or given == "" else given

@@ -99,6 +99,13 @@ def sort_reports(
 ) -> tuple[list[BatchItem | None], list[tuple[int, Completion]]]:
     """Validate each report of a batch on its own: a slot per report (an error item, or
     ``None`` for a valid one) and the valid completions with their indexes."""
+    if reports is None or isinstance(reports, str | bytes | bytearray | Mapping):
+        # Iterating these would "validate" their characters or keys one by one.
+        raise ValidationError(
+            "completions",
+            f"expected a list of report objects, got {json_type(reports)}",
+            code="wrong_type",
+        )
     items: list[BatchItem | None] = []
     valid: list[tuple[int, Completion]] = []
     for index, report in enumerate(reports):
@@ -196,7 +203,11 @@ class Decisions:
             for run in runs:
                 pending = self._pending.get(run)
                 if pending is None:
-                    self._pending[run] = Future()
+                    # Running at once: a waiter cancelled (its task, through
+                    # asyncio.wrap_future) cannot cancel the others' answer.
+                    future: Future[_Claimed] = Future()
+                    future.set_running_or_notify_cancel()
+                    self._pending[run] = future
                     mine.append(run)
                 else:
                     theirs[run] = pending

@@ -16,7 +16,7 @@ from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import TriggerReason
 from phasegate.orchestrator import BatchItem, CompletionResult, Orchestrator
 from phasegate.reconcile import Reconciler
-from phasegate.recording import Delivery, Recorded, Triggered, parse_report
+from phasegate.recording import Delivery, Recorded, RecordedBatch, Triggered, parse_report
 from phasegate.redact import Scrubber
 from phasegate.resilience.breaker import BreakerState
 from phasegate.resilience.retry import (
@@ -180,6 +180,20 @@ class Runtime:
             metadata=report.metadata,
             deliver=deliver,
         )
+
+    @alerts_unexpected("runtime")
+    def record_reports(self, reports: Sequence[object], *, deliver: bool = True) -> RecordedBatch:
+        """Record a batch of reports (decoded JSON objects), each checked on its own, as
+        ``Orchestrator.record_completions`` does; deliver the triggers the batch claimed
+        before returning (``deliver=False`` leaves them to a running dispatcher).
+
+        Raises BothStoresFailed when neither store took the batch (nothing in it is then
+        acknowledged)."""
+        items = self.orchestrator.record_completions(reports)
+        batch = RecordedBatch(items, {})
+        if deliver and batch.claimed:
+            batch.deliveries.update(self.deliver(batch.claimed))
+        return batch
 
     @alerts_unexpected("runtime")
     def trigger(

@@ -45,11 +45,7 @@ def build_completion(
     if correlation_id is None or correlation_id == "":
         correlation = new_correlation_id()
     else:
-        correlation = _string("correlation_id", correlation_id)
-        if len(correlation) > MAX_CORRELATION_ID_LENGTH:
-            raise ValidationError(
-                "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
-            )
+        correlation = _correlation(_string("correlation_id", correlation_id))
     decoded, encoded = _metadata(metadata)
     return Completion(
         phase=phase_name,
@@ -116,10 +112,8 @@ class ReportChecker:
             self._run_keys.add(run_key)
         if not correlation_id:
             correlation_id = new_correlation_id()
-        elif len(correlation_id) > MAX_CORRELATION_ID_LENGTH:
-            raise ValidationError(
-                "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
-            )
+        else:
+            _correlation(correlation_id)
         if metadata is None:
             decoded, encoded = _NO_METADATA, "{}"
         else:
@@ -137,6 +131,22 @@ class ReportChecker:
         )
 
 
+def _correlation(value: str) -> str:
+    """A correlation id goes into logs, alerts and both stores as it came: printable text
+    (no control characters, which could forge log lines, and no lone surrogates, which
+    no store can encode), of bounded length."""
+    if len(value) > MAX_CORRELATION_ID_LENGTH:
+        raise ValidationError(
+            "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
+        )
+    if not value.isprintable():
+        raise ValidationError(
+            "correlation_id",
+            f"{value!r} contains control characters or unpaired surrogates",
+        )
+    return value
+
+
 def _string(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise ValidationError(
@@ -147,18 +157,23 @@ def _string(field: str, value: object) -> str:
     return value
 
 
+# The JSON name of a decoded value's type (``bool`` before ``int``, its base class).
+_JSON_TYPES: tuple[tuple[Any, str], ...] = (
+    (bool, "boolean"),
+    (int | float, "number"),
+    (list | tuple, "array"),
+    (Mapping, "object"),
+    (str, "string"),
+)
+
+
 def json_type(value: object) -> str:
+    """What a wrong value is, in JSON's words (``got string``, not ``got str``)."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _metadata(value: object) -> tuple[dict[str, Any], str]:

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from phasegate.cli import main
-from phasegate.service.server import GC_THRESHOLDS, settle_garbage_collector
-from support import Harness, free_port
+from phasegate.config import loads_pipeline
+from phasegate.service.server import GC_THRESHOLDS, settle_garbage_collector, unused_token_variable
+from support import PIPELINE_TEXT, Harness, free_port
 
 CONFIG = """
 [pipeline]
@@ -164,3 +165,20 @@ def test_a_serving_process_freezes_what_startup_built_and_collects_less_often() 
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_serve_warns_when_the_token_variable_is_set_but_not_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``export PHASEGATE_TOKEN=...`` without ``[server] token`` guards nothing: said at
+    start, naming the line to add; silent when the file reads the variable, or when
+    nothing is exported."""
+    open_api = loads_pipeline(PIPELINE_TEXT)
+    warning = unused_token_variable(open_api, {"PHASEGATE_TOKEN": "s3cret"})
+    assert warning is not None
+    assert 'token = "env:PHASEGATE_TOKEN"' in warning
+    assert "s3cret" not in warning
+    assert unused_token_variable(open_api, {}) is None
+    monkeypatch.setenv("PHASEGATE_TOKEN", "s3cret")  # read when the file is loaded
+    guarded = loads_pipeline(PIPELINE_TEXT + '\n[server]\ntoken = "env:PHASEGATE_TOKEN"\n')
+    assert unused_token_variable(guarded, {"PHASEGATE_TOKEN": "s3cret"}) is None

@@ -18,9 +18,15 @@ from phasegate.cli.common import (
     load,
     open_for,
 )
-from phasegate.errors import ConfigError, ValidationError
+from phasegate.errors import (
+    BothStoresFailed,
+    ConfigError,
+    UsageError,
+    ValidationError,
+    describe_error,
+)
 from phasegate.orchestrator import PhaseStatus
-from phasegate.recording import Recorded
+from phasegate.recording import Delivery, Recorded
 from phasegate.results import BatchItem
 
 _STATE_MARKS = {
@@ -41,20 +47,20 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if args.from_file is not None:
         given = [f"--{n.replace('_', '-')}" for n in _ONE_REPORT if getattr(args, n) is not None]
         if given:
-            raise ConfigError(
+            raise UsageError(
                 f"--from-file takes the reports from the file; drop {', '.join(given)}"
             )
         return _complete_from_file(args)
     missing = [f"--{n.replace('_', '-')}" for n in _REQUIRED if getattr(args, n) is None]
     if missing:
-        raise ConfigError(f"complete needs {', '.join(missing)} (or --from-file FILE)")
+        raise UsageError(f"complete needs {', '.join(missing)} (or --from-file FILE)")
     metadata: Any = None
     if args.metadata is not None:
         try:
             metadata = json.loads(args.metadata)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ValidationError(
-                "metadata", f"not valid JSON: {exc}", code="malformed_json"
+                "metadata", f"not valid JSON: {_json_error(exc)}", code="malformed_json"
             ) from None
     runtime = open_for(args)
     try:
@@ -62,7 +68,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
             args.phase,
             args.run_key,
             args.processor,
-            status=args.status,
+            status=args.status or "success",
             correlation_id=args.correlation_id,
             metadata=metadata,
         )
@@ -76,57 +82,102 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 _REQUIRED = ("phase", "run_key", "processor")
-_ONE_REPORT = (*_REQUIRED, "metadata", "correlation_id")
+_ONE_REPORT = (*_REQUIRED, "status", "metadata", "correlation_id")
 FILE_BATCH = 1000  # reports per batch, as POST /v1/completions:batch takes at most
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
 
 
 def _read_lines(source: str) -> list[tuple[int, object]]:
     """``(line number, decoded report)`` of each non-blank line of a JSON Lines file
-    (``-``: standard input); a line that is not JSON carries its ValidationError."""
+    (``-``: standard input); a line that is not UTF-8 JSON carries its ValidationError.
+
+    Lines end at ``\n`` only (a ``\r`` before it is white space to JSON): U+2028 and the
+    like may stand inside a JSON string. A UTF-8 byte order mark at the start is skipped."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--from-file {source}: cannot read it: {exc}") from None
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--from-file {source}: cannot read it: {exc}") from None
     lines: list[tuple[int, object]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = ValidationError("line", f"not valid UTF-8: {exc}", code="malformed_json")
+            lines.append((number, error))
+            continue
         if not line.strip():
             continue
         try:
             lines.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            error = ValidationError("line", f"not valid JSON: {exc}", code="malformed_json")
-            lines.append((number, error))
+        except (ValueError, RecursionError) as exc:
+            message = f"not valid JSON: {_json_error(exc)}"
+            lines.append((number, ValidationError("line", message, code="malformed_json")))
     return lines
 
 
 def _complete_from_file(args: argparse.Namespace) -> int:
     """Record a JSON Lines file of reports in batches of 1,000, each line answered on
     its own; deliver what they triggered. Exit 1 when any line was rejected (the others
-    are recorded all the same)."""
+    are recorded all the same); exit 3 when both stores failed, naming the first line
+    not recorded (what came before it was recorded, and its triggers delivered)."""
     lines = _read_lines(args.from_file)
     answers: dict[int, BatchItem] = {}
+    deliveries: dict[str, Delivery] = {}
+    good = [(n, body) for n, body in lines if not isinstance(body, ValidationError)]
+    failed: tuple[int, BothStoresFailed] | None = None
     runtime = open_for(args)
     try:
-        good = [(n, body) for n, body in lines if not isinstance(body, ValidationError)]
         for start in range(0, len(good), FILE_BATCH):
             chunk = good[start : start + FILE_BATCH]
-            items = runtime.orchestrator.record_completions([body for _, body in chunk])
-            for (number, _), item in zip(chunk, items, strict=True):
+            try:
+                batch = runtime.record_reports([body for _, body in chunk])
+            except BothStoresFailed as exc:
+                failed = (start, exc)
+                break
+            deliveries.update(batch.deliveries)
+            for (number, _), item in zip(chunk, batch.items, strict=True):
                 answers[number] = dataclasses.replace(item, index=number)
-        claimed = {a.result.trigger_id for a in answers.values() if a.result and a.result.claimed}
-        deliveries = runtime.deliver({tid for tid in claimed if tid is not None})
     finally:
         runtime.close()
+    if failed is not None and not answers:
+        raise failed[1]
     for number, body in lines:
         if isinstance(body, ValidationError):
             answers[number] = BatchItem(number, error=body)
+    unrecorded = [number for number, _ in good[failed[0] :]] if failed else []
+    _print_file_results(args, answers, unrecorded, deliveries)
+    if failed is not None:
+        info = describe_error(failed[1], runtime.scrubber.scrub)
+        print(
+            f"{info.cli_line}; lines {unrecorded[0]} to {unrecorded[-1]} ({len(unrecorded)} "
+            "report(s)) were not recorded: report them again later (the lines before were "
+            "recorded; sending those again is harmless)",
+            file=sys.stderr,
+        )
+        return info.exit_code
+    return EXIT_REJECTED if any(not a.ok for a in answers.values()) else EXIT_OK
+
+
+def _print_file_results(
+    args: argparse.Namespace,
+    answers: dict[int, BatchItem],
+    unrecorded: list[int],
+    deliveries: dict[str, Delivery],
+) -> None:
     ordered = [answers[number] for number in sorted(answers)]
     rejected = [a for a in ordered if not a.ok]
+    total = len(ordered) + len(unrecorded)
     if args.format == "json":
         emit_json(
             {
                 "recorded": len(ordered) - len(rejected),
                 "rejected": len(rejected),
+                "not_recorded": unrecorded,
                 "results": [
                     {"line": a.index, **{k: v for k, v in a.to_dict().items() if k != "index"}}
                     for a in ordered
@@ -134,14 +185,13 @@ def _complete_from_file(args: argparse.Namespace) -> int:
                 "deliveries": {tid: d.describe() for tid, d in sorted(deliveries.items())},
             }
         )
-    else:
-        for item in rejected:
-            assert item.error is not None
-            print(f"rejected line {item.index}: {item.error.field}: {item.error.message}")
-        print(f"recorded {len(ordered) - len(rejected)} of {len(ordered)} report(s)")
-        for trigger_id, delivery in sorted(deliveries.items()):
-            print(f"  trigger {trigger_id} {delivery.describe()}")
-    return EXIT_REJECTED if rejected else EXIT_OK
+        return
+    for item in rejected:
+        assert item.error is not None
+        print(f"rejected line {item.index}: {item.error.field}: {item.error.message}")
+    print(f"recorded {len(ordered) - len(rejected)} of {total} report(s)")
+    for trigger_id, delivery in sorted(deliveries.items()):
+        print(f"  trigger {trigger_id} {delivery.describe()}")
 
 
 def _print_recorded(args: argparse.Namespace, recorded: Recorded) -> None:
@@ -150,7 +200,7 @@ def _print_recorded(args: argparse.Namespace, recorded: Recorded) -> None:
         f"{name} {'ok' if ok else 'FAILED'}"
         for name, ok in (("primary", result.primary_ok), ("backup", result.backup_ok))
     )
-    print(f"recorded {args.phase}/{args.processor} {args.status} for {args.run_key}")
+    print(f"recorded {args.phase}/{args.processor} {args.status or 'success'} for {args.run_key}")
     print(f"  stores: {stores}")
     if result.claimed:
         delivery = recorded.delivery.describe() if recorded.delivery else "pending"
@@ -321,7 +371,7 @@ def register(add: Adder, common: argparse.ArgumentParser, output: argparse.Argum
     complete.add_argument("--phase")
     complete.add_argument("--run-key")
     complete.add_argument("--processor")
-    complete.add_argument("--status", default="success", help="success (default) or failed")
+    complete.add_argument("--status", help="success (default) or failed")
     complete.add_argument("--metadata", help="a JSON object, at most 16 KiB")
     complete.add_argument("--correlation-id")
     complete.add_argument(

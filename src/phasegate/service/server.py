@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import uvicorn
 
@@ -139,11 +139,25 @@ def serve(
         )
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    unguarded = unused_token_variable(pipeline, os.environ)
+    if unguarded is not None:
+        log.warning("%s", unguarded)
     if workers > 1:
         from phasegate.service.workers import serve_workers  # noqa: PLC0415
 
         return serve_workers(pipeline, host=host, port=port, workers=workers)
     return serve_one(pipeline, host=host, port=port)
+
+
+def unused_token_variable(pipeline: Pipeline, environ: Mapping[str, str]) -> str | None:
+    """What to warn when ``PHASEGATE_TOKEN`` is set but no ``[server] token`` reads it:
+    whoever exported it expects the API to ask for it, and it does not."""
+    if pipeline.server.token is not None or not environ.get("PHASEGATE_TOKEN"):
+        return None
+    return (
+        "PHASEGATE_TOKEN is set, but [server] token is not: the API takes requests "
+        'without a token; add token = "env:PHASEGATE_TOKEN" under [server] to require it'
+    )
 
 
 GC_THRESHOLDS = (10_000, 10, 10)
