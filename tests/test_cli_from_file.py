@@ -164,3 +164,67 @@ def test_a_report_option_beside_from_file_is_refused(
     )
     assert code == 2
     assert err.strip() == "usage error: --from-file takes the reports from the file; drop --status"
+
+
+def test_a_delivery_that_cannot_read_the_outbox_leaves_recorded_lines_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lines were recorded and their trigger claimed, then reading the outbox to
+    deliver it failed: the lines are reported recorded (exit 0) and the trigger pending,
+    saying why; ``dispatch`` delivers it later."""
+    from phasegate.dispatch import Dispatcher
+
+    config = str(write_config(tmp_path))
+    real = Dispatcher.run_once
+
+    def outbox_down(self: Dispatcher, only: Any = None, **kwargs: Any) -> Any:
+        if only is not None:
+            raise BothStoresFailed("read pending triggers", OSError("gone"), OSError("gone"))
+        return real(self, only, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "run_once", outbox_down)
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(_line("2026-01-28", "api") + "\n" + _line("2026-01-28", "files") + "\n")
+    code, out, _ = run(capsys, "complete", "--config", config, "--from-file", str(reports))
+    assert code == 0
+    assert "recorded 2 of 2 report(s)" in out
+    assert "pending (reading the outbox failed: read pending triggers: both stores failed" in out
+    monkeypatch.setattr(Dispatcher, "run_once", real)
+    code, out, _ = run(capsys, "dispatch", "--config", config)
+    assert (code, out.splitlines()[-1]) == (0, "1 delivered, 0 still pending")
+
+
+def test_dispatch_that_stops_early_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second read of a long outbox fails: ``dispatch`` reports what it delivered,
+    says it stopped early, and exits 1 (not "0 still pending")."""
+    from phasegate.tracker import CompletionTracker
+
+    config = write_config(tmp_path)
+    runtime = open_runtime(load_pipeline(config), transport=LogTransport(tmp_path / "no.jsonl"))
+    try:
+        runtime.orchestrator.record_completions(
+            [
+                {"phase": "extract", "run_key": k, "processor": p}
+                for k in _keys(130)
+                for p in ("api", "files")
+            ]
+        )
+    finally:
+        runtime.close()
+    reads = [0]
+    real = CompletionTracker.pending_triggers
+
+    def second_fails(self: CompletionTracker, now: Any, limit: int = 100) -> Any:
+        reads[0] += 1
+        if reads[0] == 2:
+            raise BothStoresFailed("read pending triggers", OSError("gone"), OSError("gone"))
+        return real(self, now, limit)
+
+    monkeypatch.setattr(CompletionTracker, "pending_triggers", second_fails)
+    code, out, _ = run(capsys, "dispatch", "--config", str(config))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[-2] == "100 delivered, 0 still pending"
+    assert lines[-1].startswith("stopped early: reading the outbox failed")

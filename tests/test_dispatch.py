@@ -316,3 +316,90 @@ def test_an_operator_pass_over_failing_deliveries_tries_each_trigger_once_and_en
     assert harness.transport.attempts == 25 * 3
     horizon = harness.clock.now() + timedelta(days=1)
     assert len(harness.tracker.pending_triggers(horizon, 100)) == 25
+
+
+def test_a_plain_pass_over_a_receiver_that_is_down_tries_each_trigger_once(
+    harness: Harness,
+) -> None:
+    """45 due triggers, pages of 10, every delivery failing (each page's retries take
+    long enough for the first failures to be due again): the pass ends, having tried
+    each trigger once; what came due again waits for a later pass."""
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    dispatcher.redelivery_base = dispatcher.redelivery_max = 1.0  # due again at once
+    claimed = _claim_many(harness, 45)
+    harness.transport.failing = True
+    report = dispatcher.run_once()
+    tried = [trigger_id for trigger_id, _ in report.failed]
+    assert len(tried) == len(set(tried))
+    assert set(tried) <= set(claimed)
+    assert harness.transport.attempts == len(tried) * 3
+
+
+def test_a_plain_pass_takes_at_most_its_page_limit_and_says_more_are_due(
+    harness: Harness,
+) -> None:
+    """A backlog beyond MAX_LEASED_PAGES pages: the pass stops there with ``more`` set
+    (the loop runs the next one at once), and the next passes deliver the rest."""
+    from phasegate.dispatch import MAX_LEASED_PAGES
+
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 2
+    backlog = 2 * MAX_LEASED_PAGES + 3
+    claimed = _claim_many(harness, backlog)
+    first = dispatcher.run_once()
+    assert (len(first.delivered), first.more) == (2 * MAX_LEASED_PAGES, True)
+    second = dispatcher.run_once()
+    assert (len(second.delivered), second.more) == (3, False)
+    assert sorted(first.delivered + second.delivered) == sorted(claimed)
+
+
+def test_the_loop_runs_the_next_pass_at_once_while_more_are_due(harness: Harness) -> None:
+    """run_forever does not wait its interval after a pass that stopped at its page
+    limit, and looks at its stop flag between the passes."""
+    from phasegate.dispatch import MAX_LEASED_PAGES
+
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 2
+    claimed = _claim_many(harness, 2 * MAX_LEASED_PAGES * 2 + 1)
+    stop = threading.Event()
+    loop = threading.Thread(target=dispatcher.run_forever, args=(stop, 60.0))
+    loop.start()
+    try:
+        for _ in range(500):
+            if len(harness.transport.delivered) == len(claimed):
+                break
+            threading.Event().wait(0.01)
+        assert len(harness.transport.delivered) == len(claimed)
+    finally:
+        stop.set()
+        dispatcher.wake()
+        loop.join(10)
+    assert not loop.is_alive()
+
+
+def test_a_pass_that_cannot_read_on_says_it_stopped_early(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's pass whose second read of the outbox fails: what it delivered is
+    reported, and the report is not ``ok`` (``unfinished`` says why)."""
+    from phasegate.errors import BothStoresFailed
+
+    dispatcher = harness.runtime.dispatcher
+    dispatcher.batch_size = 10
+    _claim_many(harness, 25)
+    reads = [0]
+    real = harness.tracker.pending_triggers
+
+    def second_fails(now: Any, limit: int) -> Any:
+        reads[0] += 1
+        if reads[0] == 2:
+            raise BothStoresFailed("read pending triggers", OSError("gone"), OSError("gone"))
+        return real(now, limit)
+
+    monkeypatch.setattr(harness.tracker, "pending_triggers", second_fails)
+    report = dispatcher.run_once(include_deferred=True)
+    assert len(report.delivered) == 10
+    assert not report.ok
+    assert report.unfinished is not None
+    assert "reading the outbox failed" in report.unfinished

@@ -18,7 +18,9 @@ from pathlib import Path
 from phasegate.errors import ConfigError, ValidationError
 from phasegate.graph import PhaseGraph
 
-DEFAULT_RUN_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+# [0-9], not \d: Python's \d matches the digits of every script, and a date written in
+# other digits is not the date it looks like (it would be a second run of it).
+DEFAULT_RUN_KEY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 DEFAULT_PRIMARY_URL = "sqlite:///.phasegate/primary.db"
 DEFAULT_BACKUP_URL = "sqlite:///.phasegate/backup.db"
 DEFAULT_TRANSPORT = "log:"
@@ -28,11 +30,7 @@ MAX_RUN_KEY_LENGTH = 128
 _SPACE = re.compile(r"\s")
 
 
-@functools.lru_cache(maxsize=64)
-def _pattern(text: str) -> re.Pattern[str]:
-    # ASCII classes: \d is 0-9 and \w is [A-Za-z0-9_], as a run key's pattern means them
-    # (a date written in other digits is not the date it looks like, nor the same run).
-    return re.compile(text, re.ASCII)
+_pattern = functools.lru_cache(maxsize=64)(re.compile)
 
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")

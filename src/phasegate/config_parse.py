@@ -170,7 +170,7 @@ def _parse_head(reader: _Reader, head: Mapping[str, Any]) -> tuple[str, str]:
         head, "run_key_pattern", "pipeline.run_key_pattern", DEFAULT_RUN_KEY_PATTERN
     )
     try:
-        re.compile(pattern, re.ASCII)
+        re.compile(pattern)
     except re.error as exc:
         raise reader.fail("pipeline.run_key_pattern", f"invalid regular expression: {exc}") from exc
     return name, pattern

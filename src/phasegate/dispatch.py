@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 DELIVERY_POLICY = RetryPolicy(attempts=3, base=0.5, max_delay=5.0)
 # Delivered triggers are marked in both stores together, at most this many at a time.
 MARK_EVERY = 25
+# Pages a plain (leasing) pass takes at most; the loop then runs another at once, having
+# looked at its stop flag in between.
+MAX_LEASED_PAGES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,21 @@ class DispatchReport:
 
     delivered: tuple[str, ...] = ()
     failed: tuple[tuple[str, str], ...] = ()
+    unfinished: str | None = None  # why the pass stopped before it had tried every trigger
+    more: bool = False  # a plain pass took its last page while more were due
 
     @property
     def ok(self) -> bool:
-        """Nothing failed in this pass."""
-        return not self.failed
+        """Nothing failed in this pass, and it went through what it was asked to."""
+        return not self.failed and self.unfinished is None
+
+
+class _Pass:
+    """How a pass ended, noted by its pages."""
+
+    def __init__(self) -> None:
+        self.unfinished: str | None = None
+        self.more = False
 
 
 class Dispatcher:
@@ -166,23 +179,26 @@ class Dispatcher:
         ``include_deferred`` also tries triggers whose next attempt is not due yet (an
         operator running ``phasegate dispatch`` wants them tried now). A plain pass leases
         what it delivers; an operator's pass (``only`` or ``include_deferred``) does not.
-        Either goes through the outbox :attr:`batch_size` triggers at a time until none
-        is left that the pass has not tried.
+        Either goes through the outbox :attr:`batch_size` triggers at a time, each
+        trigger tried once: an operator's pass until it has tried every pending one (or
+        every one of ``only``), a plain pass for at most :data:`MAX_LEASED_PAGES` pages
+        (``more`` then says that others are due).
         """
         with self._pass_lock:
             delivered: list[str] = []
             failed: list[tuple[str, str]] = []
-            for entries in self._pages(only, include_deferred):
+            state = _Pass()
+            for entries in self._pages(only, include_deferred, state):
                 self._deliver_page(entries, delivered, failed)
-            return DispatchReport(tuple(delivered), tuple(failed))
+            return DispatchReport(tuple(delivered), tuple(failed), state.unfinished, state.more)
 
     def _pages(
-        self, only: Collection[str] | None, include_deferred: bool
+        self, only: Collection[str] | None, include_deferred: bool, state: _Pass
     ) -> Iterator[list[OutboxEntry]]:
         """The triggers of a pass, a page at a time. A store error on a later page ends
-        the pass with what it delivered so far (the next pass goes on from there)."""
+        the pass with what it delivered so far, noted as ``unfinished``."""
         pages = (
-            self._leased_pages()
+            self._leased_pages(state)
             if only is None and not include_deferred
             else self._pending_pages(only, include_deferred)
         )
@@ -195,20 +211,27 @@ class Dispatcher:
             except StoreError as exc:
                 if first:
                     raise
-                log.warning("dispatcher pass stopped early: reading the outbox failed (%s)", exc)
+                state.unfinished = f"reading the outbox failed ({exc})"
+                log.warning("dispatcher pass stopped early: %s", state.unfinished)
                 return
             first = False
             yield page
 
-    def _leased_pages(self) -> Iterator[list[OutboxEntry]]:
-        # What a pass leased stays leased, and what it delivered is no longer due: the
-        # next lease takes only triggers this pass has not seen.
-        while True:
+    def _leased_pages(self, state: _Pass) -> Iterator[list[OutboxEntry]]:
+        # What a pass leased stays leased and what it delivered is no longer due, so the
+        # next lease takes new triggers. One this pass tried already (due again: its
+        # back-off or its lease ran out meanwhile) ends the pass; it stays leased, and a
+        # later pass takes it when its lease expires.
+        seen: set[str] = set()
+        for _ in range(MAX_LEASED_PAGES):
             leased = self.lease()
-            if leased:
-                yield leased
-            if len(leased) < self.batch_size:
+            fresh = [entry for entry in leased if entry.trigger.trigger_id not in seen]
+            seen.update(entry.trigger.trigger_id for entry in fresh)
+            if fresh:
+                yield fresh
+            if len(leased) < self.batch_size or len(fresh) < len(leased):
                 return
+        state.more = True
 
     def _pending_pages(
         self, only: Collection[str] | None, include_deferred: bool
@@ -224,8 +247,8 @@ class Dispatcher:
             fresh = [entry for entry in page if entry.trigger.trigger_id not in seen]
             seen.update(entry.trigger.trigger_id for entry in fresh)
             picked = [e for e in fresh if wanted is None or e.trigger.trigger_id in wanted]
-            if picked:
-                yield picked
+            for start in range(0, len(picked), self.batch_size):
+                yield picked[start : start + self.batch_size]
             if len(page) < limit or not fresh:
                 return
 
@@ -350,7 +373,8 @@ class Dispatcher:
         while not stop.is_set():
             self._wake.clear()
             try:
-                self.run_once()
+                if self.run_once().more:
+                    continue  # a backlog: the next pass at once, stop looked at first
             except StoreError as exc:
                 log.warning("dispatcher pass failed (%s); retrying in %.1fs", exc, interval)
             except Exception as exc:  # noqa: BLE001 - alerted by run_once; the loop must live

@@ -39,7 +39,11 @@ class Delivery:
     def from_report(cls, trigger_id: str, report: DispatchReport) -> Delivery:
         """Read ``trigger_id``'s fate out of a dispatcher pass."""
         errors = dict(report.failed)
-        return cls(trigger_id, trigger_id in report.delivered, errors.get(trigger_id))
+        delivered = trigger_id in report.delivered
+        error = errors.get(trigger_id)
+        if not delivered and error is None and report.unfinished is not None:
+            error = f"the pass stopped before it: {report.unfinished}"
+        return cls(trigger_id, delivered, error)
 
     def describe(self) -> str:
         """``delivered``, or ``pending`` with the reason and what to do."""

@@ -12,6 +12,7 @@ from phasegate.alerts import Alerter, AlertSink, LogSink
 from phasegate.clock import SYSTEM_CLOCK, Clock
 from phasegate.config import Pipeline
 from phasegate.dispatch import DELIVERY_POLICY, Dispatcher
+from phasegate.errors import StoreError
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.model import TriggerReason
 from phasegate.orchestrator import BatchItem, CompletionResult, Orchestrator
@@ -113,7 +114,12 @@ class Runtime:
         """Deliver the pending triggers among ``trigger_ids`` now; each one's fate."""
         if not trigger_ids:
             return {}
-        report = self.dispatcher.run_once(only=set(trigger_ids))
+        try:
+            report = self.dispatcher.run_once(only=set(trigger_ids))
+        except StoreError as exc:
+            # What was recorded and claimed stays so: the triggers wait in the outbox.
+            reason = f"reading the outbox failed: {exc}"
+            return {tid: Delivery(tid, delivered=False, error=reason) for tid in trigger_ids}
         return {tid: Delivery.from_report(tid, report) for tid in trigger_ids}
 
     @alerts_unexpected("runtime")

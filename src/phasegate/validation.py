@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -132,19 +133,23 @@ class ReportChecker:
 
 
 def _correlation(value: str) -> str:
-    """A correlation id goes into logs, alerts and both stores as it came: printable text
-    (no control characters, which could forge log lines, and no lone surrogates, which
-    no store can encode), of bounded length."""
+    """A correlation id goes into logs, alerts and both stores as it came: text without
+    control characters (which could forge log lines) or unpaired surrogates (which no
+    store can encode), of bounded length. Other unprintable characters (a no-break
+    space, a zero-width joiner, a direction mark) are text and stay."""
     if len(value) > MAX_CORRELATION_ID_LENGTH:
         raise ValidationError(
             "correlation_id", f"longer than {MAX_CORRELATION_ID_LENGTH} characters"
         )
-    if not value.isprintable():
+    if not value.isprintable() and any(unicodedata.category(c) in _NOT_TEXT for c in value):
         raise ValidationError(
             "correlation_id",
             f"{value!r} contains control characters or unpaired surrogates",
         )
     return value
+
+
+_NOT_TEXT = frozenset({"Cc", "Cs"})
 
 
 def _string(field: str, value: object) -> str:

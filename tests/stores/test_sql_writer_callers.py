@@ -69,3 +69,25 @@ def test_work_that_raises_fails_only_its_own_caller(make_store: Any) -> None:
         bad.result(timeout=0)
     assert theirs.result(timeout=0) == {PR: {"ok", "also"}}
     assert {c.processor for c in store.completions(RUN)} == {"ok", "also"}
+
+
+@backends("sqlite")
+def test_a_connection_that_cannot_be_opened_fails_the_batch_once(make_store: Any) -> None:
+    """Opening the connection raises a plain error: no caller's rows are at fault, so
+    the batch is not written again request by request (one attempt, one error each)."""
+    store = make_store(writer_thread=False)
+    store.ensure_schema()
+    store.writer._drop_connection(broken=False)
+    attempts = [0]
+
+    def broken_connect() -> Any:
+        attempts[0] += 1
+        raise RuntimeError("no driver today")
+
+    store.writer._connect = broken_connect
+    futures = [store.submit_completions([completion(f"p{i}")]) for i in range(5)]
+    store.writer.run_once()
+    for future in futures:
+        with pytest.raises(StoreError, match="cannot open its connection"):
+            future.result(timeout=0)
+    assert attempts == [1]

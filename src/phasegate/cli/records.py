@@ -224,6 +224,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                 {
                     "delivered": list(report.delivered),
                     "failed": [{"trigger_id": t, "error": e} for t, e in report.failed],
+                    "unfinished": report.unfinished,
                 }
             )
         else:
@@ -232,6 +233,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             for trigger_id, error in report.failed:
                 print(f"still pending {trigger_id}: {error}")
             print(f"{len(report.delivered)} delivered, {len(report.failed)} still pending")
+            if report.unfinished is not None:
+                print(f"stopped early: {report.unfinished}; others may still be pending")
         return EXIT_OK if report.ok else EXIT_REJECTED
     finally:
         runtime.close()

@@ -27,6 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from phasegate.errors import StoreError
@@ -179,6 +180,7 @@ class CompletionWriter:
         self._idle_reconnect = idle_reconnect
         self._last_used = 0.0
         self._last_batch = 0  # callers in the batch taken last
+        self._opened_for_batch = False  # whether the batch being written got its connection
         self.batches = 0
         self.requests = 0
         self.items = 0
@@ -302,9 +304,11 @@ class CompletionWriter:
         try:
             answers, counts = self._commit(batch)
         except Exception as error:
-            if len(batch) > 1 and (not isinstance(error, StoreError) or is_data_error(error)):
+            blamed = not isinstance(error, StoreError) or is_data_error(error)
+            if len(batch) > 1 and self._opened_for_batch and blamed:
                 # One caller's bad rows or failing work (a data error, a bug) fail that
                 # caller only: the batch was rolled back, each request is written alone.
+                # (Failing to open the connection is no caller's fault: all hear it.)
                 for request in batch:
                     self._write([request])
                 return
@@ -352,9 +356,11 @@ class CompletionWriter:
         run_keys = sorted({run.run_key for request in batch for run in request.runs})
         known = self._known
         fresh = {row[_RUN_KEY]: row[_OCCURRED_AT] for row in rows if row[_RUN_KEY] not in known}
+        self._opened_for_batch = False
         with map_driver_errors(self.name):
             try:
-                connection, sql = self._connection_and_sql()
+                connection, sql = self._opened()
+                self._opened_for_batch = True
                 cursor = DriverCursor(connection)
                 try:
                     cursor.begin()
@@ -463,6 +469,16 @@ class CompletionWriter:
         if len(self._known) + len(fresh) > self._known_limit:
             self._known.clear()
         self._known.update(fresh)
+
+    def _opened(self) -> tuple[Connection, WriterSql]:
+        """The connection and its SQL; any failure to open them is the store's error
+        (a plain one would split the batch as though a caller's rows were at fault)."""
+        try:
+            return self._connection_and_sql()
+        except (StoreError, sa.exc.SQLAlchemyError):
+            raise  # a driver's error is mapped by the caller, as for any statement
+        except Exception as exc:
+            raise StoreError(f"{self.name}: cannot open its connection: {exc!r}") from exc
 
     def _connection_and_sql(self) -> tuple[Connection, WriterSql]:
         now = self._monotonic()
