@@ -251,7 +251,7 @@ def test_a_large_batch_is_stored_as_its_reports_written_one_by_one(make_store: A
 def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None:
     """Cut to the connection's limit (999 parameters before SQLite 3.32): 300 rows of nine
     columns go as statements of at most 64 rows, every row exactly once, in order."""
-    from phasegate.stores.sql.writer import _insert
+    from phasegate.stores.sql.batch import insert_rows
 
     tables = build_tables(sa.MetaData())
     sent: list[tuple[str, Any]] = []
@@ -262,7 +262,7 @@ def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None
 
     sql = WriterSql(tables, sqlite.dialect(), max_params=999)
     rows = [tuple(f"{i}-{c}" for c in range(9)) for i in range(300)]
-    _insert(Recording(), sql, sql.history, rows, tuple(sql.history.names or ()))  # type: ignore[arg-type]
+    insert_rows(Recording(), sql, sql.history, rows, tuple(sql.history.names or ()))  # type: ignore[arg-type]
     sizes = [len(params) // 9 for _, params in sent]
     assert sizes == [64, 64, 64, 64, 32, 8, 4]
     assert max(len(params) for _, params in sent) <= 999
@@ -273,7 +273,7 @@ def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None
     )
     roomy = WriterSql(tables, sqlite.dialect(), max_params=32766)
     sent.clear()
-    _insert(Recording(), roomy, roomy.history, rows, tuple(roomy.history.names or ()))  # type: ignore[arg-type]
+    insert_rows(Recording(), roomy, roomy.history, rows, tuple(roomy.history.names or ()))  # type: ignore[arg-type]
     assert [len(params) // 9 for _, params in sent] == [128, 128, 32, 8, 4]
 
 

@@ -31,19 +31,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from phasegate.errors import StoreError
-from phasegate.model import Answered, PhaseRun, Status
+from phasegate.model import Answered, PhaseRun
+from phasegate.stores.sql.batch import Found, Row, insert_rows, read_answers
 from phasegate.stores.sql.driver import DriverCursor, TransactionLost
 from phasegate.stores.sql.engines import is_data_error, map_driver_errors
-from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, DriverSql, WriterSql
+from phasegate.stores.sql.statements import COMPLETION_COLUMNS, RUNS_COLUMNS, WriterSql
 
 log = logging.getLogger(__name__)
 
 Answer = Mapping[PhaseRun, frozenset[str]]
-Found = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
-Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _RUN_KEY = COMPLETION_COLUMNS.index("run_key")
 _OCCURRED_AT = COMPLETION_COLUMNS.index("occurred_at")
-_SUCCESS = Status.SUCCESS.value
 _NOTHING = Answered()
 # A row's identity: its leading columns, pipeline to attempt.
 _KEY_END = COMPLETION_COLUMNS.index("attempt") + 1
@@ -51,36 +49,6 @@ _KEY_END = COMPLETION_COLUMNS.index("attempt") + 1
 
 def _row_key(row: Row) -> tuple[Any, ...]:
     return row[:_KEY_END]
-
-
-# Rows per statement on SQLite, largest first: a batch is cut into these sizes, so few
-# statement texts exist (the driver's statement cache keeps them all); a size whose
-# parameters would pass the connection's limit is skipped.
-_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
-
-
-def _insert(
-    cursor: DriverCursor,
-    sql: WriterSql,
-    statement: DriverSql,
-    rows: list[Row],
-    columns: tuple[str, ...],
-) -> None:
-    """Insert ``rows``: with ``executemany``, or on SQLite several rows per statement
-    (``executemany`` binds and steps each row as a statement of its own, releasing and
-    retaking the GIL each time; in the library batch benchmark, statements of many rows
-    cost 15-25 % less CPU per report)."""
-    params = statement.many(rows, columns)
-    if not sql.multirow or len(params) == 1:
-        cursor.execute(statement.sql, params, many=True)
-        return
-    most = sql.max_params // len(columns)
-    start = 0
-    for size in _CHUNKS:
-        while size <= most and len(params) - start >= size:
-            chunk = params[start : start + size]
-            cursor.execute(sql.rows_of(statement, size), [v for row in chunk for v in row])
-            start += size
 
 
 T = TypeVar("T")
@@ -399,12 +367,12 @@ class CompletionWriter:
         """Write the batch's completions and answer its run keys' phase-runs."""
         if not rows:
             return {}
-        _insert(cursor, sql, sql.upsert, rows, COMPLETION_COLUMNS)
-        _insert(cursor, sql, sql.history, rows, COMPLETION_COLUMNS)
+        insert_rows(cursor, sql, sql.upsert, rows, COMPLETION_COLUMNS)
+        insert_rows(cursor, sql, sql.history, rows, COMPLETION_COLUMNS)
         if fresh:
             runs = [(self.pipeline, key, fresh[key]) for key in sorted(fresh)]
-            _insert(cursor, sql, sql.runs, runs, RUNS_COLUMNS)
-        return self._answers(cursor, sql, run_keys)
+            insert_rows(cursor, sql, sql.runs, runs, RUNS_COLUMNS)
+        return read_answers(cursor, sql, self.pipeline, run_keys)
 
     @staticmethod
     def _work(connection: Connection, batch: list[_Request]) -> dict[int, Any]:
@@ -441,29 +409,6 @@ class CompletionWriter:
                     ) from exc
                 followed[index] = exc
         return followed
-
-    def _answers(self, cursor: DriverCursor, sql: WriterSql, run_keys: list[str]) -> Found:
-        """Each phase-run of ``run_keys``: its successes, failures and earliest report."""
-        query = sql.answers(len(run_keys))
-        params: dict[str, Any] = {"pipeline": self.pipeline}
-        params.update((f"k{i}", key) for i, key in enumerate(run_keys))
-        # Per phase-run: succeeded, failed, earliest stored time (compared as the driver
-        # returns it: a datetime, or SQLite's fixed-width text, which sorts as time does).
-        found: dict[tuple[str, str, int], tuple[set[str], set[str], list[Any]]] = {}
-        for run_key, phase, attempt, processor, status, occurred_at in cursor.execute(
-            query.sql, query.params(params)
-        ).fetchall():
-            group = found.get((phase, run_key, attempt))
-            if group is None:
-                group = found[(phase, run_key, attempt)] = (set(), set(), [occurred_at])
-            elif occurred_at < group[2][0]:
-                group[2][0] = occurred_at
-            (group[0] if status == _SUCCESS else group[1]).add(processor)
-        read_time = sql.read_time
-        return {
-            key: Answered(succeeded, failed, read_time(first[0]))
-            for key, (succeeded, failed, first) in found.items()
-        }
 
     def _remember(self, fresh: dict[str, Any]) -> None:
         if len(self._known) + len(fresh) > self._known_limit:
