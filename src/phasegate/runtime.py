@@ -196,10 +196,8 @@ class Runtime:
         Raises BothStoresFailed when neither store took the batch (nothing in it is then
         acknowledged)."""
         items = self.orchestrator.record_completions(reports)
-        batch = RecordedBatch(items, {})
-        if deliver and batch.claimed:
-            batch.deliveries.update(self.deliver(batch.claimed))
-        return batch
+        claimed = RecordedBatch(items, {}).claimed
+        return RecordedBatch(items, self.deliver(claimed) if deliver else {})
 
     @alerts_unexpected("runtime")
     def trigger(
