@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections import Counter
@@ -107,17 +106,20 @@ class _Server:
 class TriggerReceiver:
     """Records every trigger POST; while ``failing`` it answers 503.
 
-    A share of the POSTs it answers 503 (``lost_ack_ratio``) it has processed all the
-    same: a receiver whose answer was lost, so that trigger's next delivery is a real
-    duplicate caused by a failed delivery.
+    One in ``lost_ack_every`` of the POSTs it answers 503 (the 10th, 30th, 50th … with
+    the default 20) it has processed all the same: a receiver whose answer was lost, so
+    that trigger's next delivery is a real duplicate caused by a failed delivery. The
+    count is fixed by the number of refusals, not drawn at random, so that a small run's
+    redelivery share measures the dispatchers rather than the draw.
     """
 
-    def __init__(self, seed: int, lost_ack_ratio: float = 0.05) -> None:
+    def __init__(self, lost_ack_every: int = 20) -> None:
+        if lost_ack_every < 1:
+            raise ValueError(f"lost_ack_every must be at least 1, got {lost_ack_every}")
         self.deliveries: list[Delivery] = []
         self.failing = False
         self.refused = 0
-        self.lost_ack_ratio = lost_ack_ratio
-        self._rng = random.Random(seed)
+        self.lost_ack_every = lost_ack_every
         self._lock = threading.Lock()
         self._server = _Server(self._handle)
 
@@ -131,8 +133,9 @@ class TriggerReceiver:
         replica = path.rstrip("/").rsplit("/", 1)[-1]
         with self._lock:
             if self.failing:
-                status, processed = 503, self._rng.random() < self.lost_ack_ratio
                 self.refused += 1
+                every = self.lost_ack_every
+                status, processed = 503, self.refused % every == (every // 2) % every
             else:
                 status, processed = 200, True
             self.deliveries.append(

@@ -95,7 +95,7 @@ def start_rig(settings: Settings) -> Rig:
     workdir = Path(tempfile.mkdtemp(prefix="phasegate-chaos-"))
     cluster = PrivatePostgres()
     backup = BackupSchema()
-    rig = Rig(workdir, cluster, backup, TriggerReceiver(settings.seed), SlackReceiver(), [],
+    rig = Rig(workdir, cluster, backup, TriggerReceiver(), SlackReceiver(), [],
               secrets.token_hex(16), Endpoints("", "", "", ""))  # fmt: skip
     try:
         cluster.init()
