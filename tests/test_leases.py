@@ -13,6 +13,7 @@ import pytest
 from phasegate.config import loads_pipeline
 from phasegate.events import Event, EventBus, EventKind, Severity
 from phasegate.runtime import Runtime, open_runtime
+from phasegate.stores.guarded import StoreRole
 from phasegate.stores.memory import MemoryStore
 from phasegate.testing import FakeClock, FaultSwitch
 from support import RecordingTransport
@@ -128,6 +129,82 @@ def test_a_failed_delivery_drops_the_lease_and_is_retried_later(clock: FakeClock
     assert runtime.dispatcher.run_once().delivered == ()
     clock.advance(runtime.dispatcher.redelivery_base + 1)
     assert runtime.dispatcher.run_once().delivered == (result.trigger_id,)
+
+
+class PrimaryGoesDown(RecordingTransport):
+    """Delivers, and the primary goes down as it does: the mark that follows reaches the
+    backup only (the chaos run's primary restarts caught dispatchers there)."""
+
+    def __init__(self, switch: FaultSwitch) -> None:
+        super().__init__()
+        self.switch = switch
+
+    def deliver(self, trigger: Any) -> None:
+        super().deliver(trigger)
+        self.switch.fail()
+
+
+def test_a_mark_the_primary_missed_is_made_there_before_the_lease_runs_out(
+    clock: FakeClock,
+) -> None:
+    """A trigger delivered while the primary went down is marked on the backup only, and
+    stays leased on the primary; once the primary answers, the next pass marks it there
+    before it leases anything, so no replica delivers it again when the lease expires,
+    however long the replicator's catch-up of the outage takes."""
+    switch = FaultSwitch(clock)
+    stores = (
+        switch.wrap(MemoryStore(pipeline="leases", name="primary")),
+        MemoryStore(name="backup"),
+    )
+    transports = [PrimaryGoesDown(switch), RecordingTransport()]
+    first, other = replicas(clock, 2, stores, transports)
+    result = first.orchestrator.handle_completion("a", RUNS[0], "p")
+    assert first.dispatcher.run_once().delivered == (result.trigger_id,)
+    [held] = stores[0].inner.triggers(RUNS[0])
+    assert held.delivered_at is None
+    assert held.lease_owner == first.dispatcher.owner
+    [backup] = stores[1].triggers(RUNS[0])
+    assert backup.delivered_at is not None
+    assert first.tracker.replicator.misses(StoreRole.PRIMARY, RUNS[0])  # not run here
+
+    switch.heal()
+    clock.advance(first.tracker.primary_breaker.reset_timeout + 1)  # a trial is due
+    first.dispatcher.run_once()
+    [held] = stores[0].inner.triggers(RUNS[0])
+    assert held.delivered_at == backup.delivered_at
+    assert held.lease_owner is None
+
+    clock.advance(first.dispatcher.lease_seconds + 1)
+    assert other.dispatcher.run_once().delivered == ()
+    assert first.dispatcher.run_once().delivered == ()
+    assert [t.trigger_id for t in transports[0].delivered] == [result.trigger_id]
+    assert transports[1].delivered == []
+
+
+def test_marks_owed_to_a_primary_that_stays_down_wait_and_are_kept_in_order(
+    clock: FakeClock,
+) -> None:
+    """While the primary still fails, the owed marks wait (a pass neither raises nor
+    loses them); the first pass after it answers makes them, oldest first."""
+    switch = FaultSwitch(clock)
+    stores = (
+        switch.wrap(MemoryStore(pipeline="leases", name="primary")),
+        MemoryStore(name="backup"),
+    )
+    [runtime] = replicas(clock, 1, stores, [PrimaryGoesDown(switch)])
+    result = runtime.orchestrator.handle_completion("a", RUNS[0], "p")
+    runtime.dispatcher.run_once()
+    for _ in range(3):
+        clock.advance(runtime.tracker.primary_breaker.reset_timeout + 1)
+        assert runtime.dispatcher.run_once().delivered == ()
+    [held] = stores[0].inner.triggers(RUNS[0])
+    assert held.delivered_at is None
+    switch.heal()
+    clock.advance(runtime.tracker.primary_breaker.reset_timeout + 1)
+    runtime.dispatcher.run_once()
+    [held] = stores[0].inner.triggers(RUNS[0])
+    assert held.delivered_at is not None
+    assert held.trigger.trigger_id == result.trigger_id
 
 
 @pytest.mark.parametrize("outage_minutes", [2, 6])

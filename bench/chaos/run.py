@@ -278,6 +278,20 @@ def run_chaos(settings: Settings) -> dict[str, Any]:
         rig.close(settings.keep)
 
 
+def keep_timeline(rig: Rig, deliveries: list[Any], faults: list[Any]) -> None:
+    """With ``--keep``: every delivery the receiver saw, the faults and the kills, one JSON
+    object a line (monotonic times), in ``timeline.jsonl`` beside the replicas' logs."""
+    path = rig.workdir / "timeline.jsonl"
+    with path.open("w") as out:
+        for fault in faults:
+            out.write(json.dumps({"fault": asdict(fault)}) + "\n")
+        for replica in rig.replicas:
+            out.write(json.dumps({"kills": {replica.name: replica.kills}}) + "\n")
+        for delivery in deliveries:
+            out.write(json.dumps({"delivery": asdict(delivery)}) + "\n")
+    print(f"chaos: kept {path}", file=sys.stderr)
+
+
 def build_result(
     settings: Settings,
     rig: Rig,
@@ -296,6 +310,8 @@ def build_result(
     backup_ok = verify.stored_successes(stores[1])
     lost = stats.acknowledged - (primary_ok | backup_ok)
     deliveries = rig.receiver.snapshot()
+    if settings.keep:
+        keep_timeline(rig, deliveries, runner.records)
     processed = {(d.phase, d.run_key) for d in deliveries if d.processed}
     missed = expected - processed
     claimed_p, delivered_p = verify.stored_triggers(stores[0])

@@ -24,9 +24,10 @@ import random
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from phasegate.clock import Clock
@@ -46,6 +47,9 @@ MARK_EVERY = 25
 # Pages a plain (leasing) pass takes at most; the loop then runs another at once, having
 # looked at its stop flag in between.
 MAX_LEASED_PAGES = 10
+# Marks the primary missed, kept to be made again on it: at most this many triggers (the
+# replicator's catch-up copies any dropped beyond it, only later).
+MAX_OWED_MARKS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,9 @@ class Dispatcher:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pass_lock = threading.Lock()
         self._wake = threading.Event()
+        # Delivered triggers the backup marked and the primary missed (it was out), with
+        # when they were delivered: marked on the primary before the next pass leases.
+        self._owed: deque[tuple[list[OutboxEntry], datetime]] = deque()
 
     def wake(self) -> None:
         """Ask the loop to run a pass now (a trigger was just claimed)."""
@@ -185,6 +192,7 @@ class Dispatcher:
         (``more`` then says that others are due).
         """
         with self._pass_lock:
+            self._mark_owed()
             delivered: list[str] = []
             failed: list[tuple[str, str]] = []
             state = _Pass()
@@ -305,9 +313,12 @@ class Dispatcher:
         now = self.clock.now()
         error: BothStoresFailed | None = None
         try:
-            self.tracker.mark_delivered_many(entries, now)
+            written = self.tracker.mark_delivered_many(entries, now)
         except BothStoresFailed as exc:
             error = exc
+        else:
+            if not written.primary_ok and written.primary_error is not None:
+                self._owe(entries, now)
         for entry in entries:
             if error is not None:
                 self._not_marked(entry, error)
@@ -321,6 +332,34 @@ class Dispatcher:
                 latency_seconds=latency,
                 marked=error is None,
             )
+
+    def _owe(self, entries: list[OutboxEntry], delivered_at: datetime) -> None:
+        """Keep marks the primary missed for :meth:`_mark_owed`. Leases are taken on the
+        primary, where these triggers stay leased and undelivered until the replicator
+        has caught it up on their run keys, which after an outage can take longer than a
+        lease: another replica would then lease them and deliver them again."""
+        self._owed.append((list(entries), delivered_at))
+        owed = sum(len(group) for group, _ in self._owed)
+        while owed > MAX_OWED_MARKS and len(self._owed) > 1:
+            dropped, _ = self._owed.popleft()
+            owed -= len(dropped)
+            log.warning(
+                "%d delivered trigger(s) left to the replicator to mark on the primary",
+                len(dropped),
+            )
+
+    def _mark_owed(self) -> None:
+        """Make the marks the primary missed again, on the primary alone (the backup has
+        them), oldest first, before this pass leases; while it fails they wait."""
+        while self._owed:
+            entries, delivered_at = self._owed[0]
+            try:
+                self.tracker.mark_delivered_on_primary(entries, delivered_at)
+            except StoreError as exc:
+                log.debug("marks owed to the primary wait: %s", exc)
+                return
+            self._owed.popleft()
+            log.info("marked %d delivered trigger(s) the primary missed", len(entries))
 
     def _not_marked(self, entry: OutboxEntry, error: BothStoresFailed) -> None:
         """Delivered but not marked delivered: it will go out again, with the same id."""

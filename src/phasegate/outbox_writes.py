@@ -84,6 +84,14 @@ class OutboxWrites:
             keeps_triggers,
         )
 
+    def mark_delivered_on_primary(
+        self, entries: Sequence[OutboxEntry], delivered_at: datetime
+    ) -> None:
+        """Mark on the primary alone triggers whose delivery the backup already holds (a
+        mark the primary missed); raises the primary's error."""
+        ids = [entry.trigger.trigger_id for entry in entries]
+        self._primary.call(lambda store: mark_delivered(store, ids, delivered_at))
+
     def record_delivery_failure(
         self, entry: OutboxEntry, error: str, next_attempt_at: datetime
     ) -> DualWriteResult:
