@@ -114,6 +114,32 @@ def start_bare(directory: Path) -> Server:
     )
 
 
+def start_thin(directory: Path) -> Server:
+    """The bare endpoint plus the thinnest durable dual write (thin_app.py): the ceiling."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return Server(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            "bench",
+            "thin_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        port,
+        directory / "thin.log",
+        env={"THIN_DIR": str(directory)},
+    )
+
+
 def _body(index: int) -> bytes:
     return json.dumps(
         {"phase": "a", "run_key": f"r{1 + index // 10}", "processor": PROCESSORS[index % 10]}
@@ -147,12 +173,28 @@ def ingest(directory: Path) -> dict[str, Any]:
         finally:
             server.stop()
 
+    def thin_once() -> float:
+        server = start_thin(directory / f"thin-{next(counter)}")
+        try:
+            return measure_rps(server)
+        finally:
+            server.stop()
+
     bare, bare_runs = median_of(bare_once)
     served, runs = median_of(phasegate_once)
+    thin, thin_runs = median_of(thin_once)
     print(
         f"HTTP ingest: phasegate {served:.0f} req/s vs bare endpoint {bare:.0f} req/s: ratio {served / bare:.2f} (target ≥ 0.5)"
     )
+    print(
+        f"  the bare endpoint plus the thinnest durable dual write (bench/thin_app.py): "
+        f"{thin:.0f} req/s: ratio {thin / bare:.2f}; phasegate does {served / thin:.0%} of it"
+    )
     return {
+        "thin_rps": thin,
+        "thin_ratio": thin / bare,
+        "of_thin": served / thin,
+        "thin_samples": thin_runs,
         "phasegate_rps": served,
         "bare_rps": bare,
         "ratio": served / bare,

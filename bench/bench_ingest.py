@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common import median_of
+from thin import DualWrite
 
 from phasegate.config import StoresConfig, loads_pipeline
 from phasegate.runtime import open_runtime
@@ -70,6 +71,22 @@ def phasegate_rate(directory: Path, completions: int = 3000, producers: int = 16
     return completions / elapsed
 
 
+def thin_rate(directory: Path, completions: int = 3000, producers: int = 16) -> float:
+    """The same load through the thinnest durable dual write (see thin.py): the ceiling."""
+    writes = DualWrite(directory / f"thin-{time.monotonic_ns()}")
+    writes.record("a", "r0", "p0")
+    jobs = [
+        (f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
+        for i in range(completions)
+    ]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(producers) as pool:
+        list(pool.map(lambda job: writes.record("a", job[0], job[1]), jobs))
+    elapsed = time.perf_counter() - started
+    writes.close()
+    return completions / elapsed
+
+
 def phasegate_batch_rate(
     directory: Path, completions: int = 20000, batch: int = 100, producers: int = 16
 ) -> float:
@@ -102,22 +119,31 @@ def main() -> dict[str, Any]:
         directory = Path(name)
         baseline, baseline_runs = median_of(lambda: raw_single_row_rate(directory))
         rate, runs = median_of(lambda: phasegate_rate(directory))
+        thin, thin_runs = median_of(lambda: thin_rate(directory))
         batch_rate, batch_runs = median_of(lambda: phasegate_batch_rate(directory))
     result = {
         "phasegate_completions_per_s": rate,
         "raw_single_row_txn_per_s": baseline,
         "ratio": rate / baseline,
         "target_ratio": 1.5,
+        "thin_completions_per_s": thin,
+        "thin_ratio": thin / baseline,
+        "of_thin": rate / thin,
         "batch_completions_per_s": batch_rate,
         "batch_ratio": batch_rate / baseline,
         "batch_target_ratio": 5.0,
         "samples": runs,
         "batch_samples": batch_runs,
         "baseline_samples": baseline_runs,
+        "thin_samples": thin_runs,
     }
     print(
         f"ingest (library, SQLite FULL, 16 producers): {rate:.0f}/s vs raw single-row durable "
         f"txns {baseline:.0f}/s: ratio {rate / baseline:.2f} (target ≥ 1.5)"
+    )
+    print(
+        f"  the thinnest durable dual write (bench/thin.py), same load: {thin:.0f}/s: ratio "
+        f"{thin / baseline:.2f}; phasegate does {rate / thin:.0%} of it"
     )
     print(
         f"batch ingest (library, 100 per call, 16 producers): {batch_rate:.0f}/s: ratio "
