@@ -61,28 +61,39 @@ def row(phase: str, run_key: str, processor: str) -> Row:
     return (PIPELINE, run_key, phase, processor, 1, "success", uuid.uuid4().hex, "{}", now)
 
 
+Report = tuple[str, str, str]  # phase, run key, processor
+Successes = dict[tuple[str, str], frozenset[str]]  # by (phase, run key)
+
+
 class Call:
-    """One caller's row, answered by both writers; ``done`` runs once both committed."""
+    """One caller's rows, answered by both writers; ``done`` runs once both committed."""
 
-    __slots__ = ("_left", "_lock", "answers", "done", "row")
+    __slots__ = ("_left", "_lock", "answers", "done", "rows")
 
-    def __init__(self, row: Row, done: Callable[[Call], None]) -> None:
-        self.row = row
+    def __init__(self, rows: list[Row], done: Callable[[Call], None]) -> None:
+        self.rows = rows
         self.done = done
-        self.answers: list[frozenset[str]] = []
+        self.answers: list[dict[tuple[str, str, int], set[str]]] = []
         self._left = 2
         self._lock = threading.Lock()
 
-    def answered(self, successes: frozenset[str]) -> None:
+    def answered(self, found: dict[tuple[str, str, int], set[str]]) -> None:
         with self._lock:
-            self.answers.append(successes)
+            self.answers.append(found)
             self._left -= 1
             last = self._left == 0
         if last:
             self.done(self)
 
-    def successes(self) -> frozenset[str]:
-        return frozenset().union(*self.answers)
+    def successes(self) -> Successes:
+        """Each of the call's phase-runs: who succeeded, in either store."""
+        runs = {(r[2], r[1], r[4]) for r in self.rows}
+        return {
+            (phase, run_key): frozenset().union(
+                *(found.get((run_key, phase, attempt), ()) for found in self.answers)
+            )
+            for phase, run_key, attempt in runs
+        }
 
 
 class Writer:
@@ -93,6 +104,7 @@ class Writer:
         self._linger = linger
         self._max_items = max_items
         self._queue: deque[Call] = deque()
+        self._queued = 0  # rows queued
         self._cond = threading.Condition()
         self._closed = False
         self._known: set[str] = set()
@@ -103,7 +115,8 @@ class Writer:
     def submit(self, call: Call) -> None:
         with self._cond:
             self._queue.append(call)
-            if len(self._queue) == 1 or len(self._queue) >= self._max_items:
+            self._queued += len(call.rows)
+            if len(self._queue) == 1 or self._queued >= self._max_items:
                 self._cond.notify()
 
     def close(self) -> None:
@@ -118,12 +131,17 @@ class Writer:
                 self._cond.wait()
             if self._queue and self._last_batch > 1:
                 deadline = time.monotonic() + self._linger
-                while len(self._queue) < self._max_items and not self._closed:
+                while self._queued < self._max_items and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_items))]
+            batch: list[Call] = []
+            rows = 0
+            while self._queue and (not batch or rows + len(self._queue[0].rows) <= self._max_items):
+                batch.append(self._queue.popleft())
+                rows += len(batch[-1].rows)
+            self._queued -= rows
             self._last_batch = len(batch)
             return batch
 
@@ -137,7 +155,7 @@ class Writer:
         connection.close()
 
     def _write(self, connection: sqlite3.Connection, batch: list[Call]) -> None:
-        rows = sorted(call.row for call in batch)
+        rows = sorted(row for call in batch for row in call.rows)
         keys = sorted({r[1] for r in rows})
         fresh = [(PIPELINE, key, rows[0][8]) for key in keys if key not in self._known]
         connection.execute("BEGIN IMMEDIATE")
@@ -157,12 +175,11 @@ class Writer:
         connection.execute("COMMIT")
         self._known.update(key for _, key, _ in fresh)
         for call in batch:
-            r = call.row
-            call.answered(frozenset(found.get((r[1], r[2], r[4]), ())))
+            call.answered(found)
 
 
 class DualWrite:
-    """Both writers; :meth:`record` blocks a thread, :meth:`arecord` awaits on a loop."""
+    """Both writers; ``record*`` block a thread, ``arecord*`` await on an event loop."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -174,22 +191,30 @@ class DualWrite:
 
     def record(self, phase: str, run_key: str, processor: str) -> frozenset[str]:
         """Write one report to both stores; the phase-run's successes once both committed."""
+        return self.record_many([(phase, run_key, processor)])[(phase, run_key)]
+
+    def record_many(self, reports: list[Report]) -> Successes:
+        """Write reports to both stores as one call; their phase-runs' successes."""
         latch = threading.Lock()
         latch.acquire()
-        call = Call(row(phase, run_key, processor), lambda _call: latch.release())
+        call = Call([row(*report) for report in reports], lambda _call: latch.release())
         self._submit(call)
         latch.acquire()
         return call.successes()
 
     async def arecord(self, phase: str, run_key: str, processor: str) -> frozenset[str]:
         """:meth:`record` for an event loop: one wake-up of the loop once both committed."""
+        return (await self.arecord_many([(phase, run_key, processor)]))[(phase, run_key)]
+
+    async def arecord_many(self, reports: list[Report]) -> Successes:
+        """:meth:`record_many` for an event loop."""
         loop = asyncio.get_running_loop()
         settled: asyncio.Future[None] = loop.create_future()
 
         def done(_call: Call) -> None:
             loop.call_soon_threadsafe(settled.set_result, None)
 
-        call = Call(row(phase, run_key, processor), done)
+        call = Call([row(*report) for report in reports], done)
         self._submit(call)
         await settled
         return call.successes()

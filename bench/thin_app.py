@@ -35,6 +35,16 @@ async def completions(request: Request) -> JSONResponse:
     return JSONResponse({"recorded": True, "successes": len(successes)}, status_code=202)
 
 
+@app.post("/v1/completions:batch")
+async def batch(request: Request) -> JSONResponse:
+    reports = [
+        (item["phase"], item["run_key"], item["processor"])
+        for item in json.loads(await request.body())["completions"]
+    ]
+    successes = await _writes[0].arecord_many(reports)
+    return JSONResponse({"recorded": len(reports), "runs": len(successes)}, status_code=202)
+
+
 @app.get("/")
 async def root() -> dict[str, str]:
     return {"status": "ok"}

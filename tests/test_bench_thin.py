@@ -68,3 +68,17 @@ def test_an_event_loop_caller_is_answered_after_both_commits(tmp_path: Path) -> 
     assert frozenset(PROCESSORS) in answers
     for name in ("primary.db", "backup.db"):
         assert rows(tmp_path / name, "completions") == [("r1", p) for p in PROCESSORS]
+
+
+def test_a_batch_is_answered_per_phase_run_once_in_both_files(tmp_path: Path) -> None:
+    writes = DualWrite(tmp_path)
+    reports = [("a", f"r{i // 5}", PROCESSORS[i % 5]) for i in range(12)]
+    answers = writes.record_many(reports)
+    for name in ("primary.db", "backup.db"):
+        assert rows(tmp_path / name, "completions") == sorted((r, p) for _, r, p in reports)
+    writes.close()
+    assert answers == {
+        ("a", "r0"): frozenset(PROCESSORS),
+        ("a", "r1"): frozenset(PROCESSORS),
+        ("a", "r2"): frozenset(PROCESSORS[:2]),
+    }
