@@ -80,7 +80,6 @@ def batch_rate(directory: Path, seconds: float = 5.0, clients: int = 8) -> float
         server.stop()
 
 
-@contextmanager
 def thin_batch_rate(directory: Path, seconds: float = 5.0, clients: int = 8) -> float:
     """The same batch load on the bare endpoint plus the thinnest durable dual write."""
     server = start_thin(directory / f"thin-batch-{uuid.uuid4().hex[:8]}")
@@ -101,6 +100,7 @@ def thin_batch_rate(directory: Path, seconds: float = 5.0, clients: int = 8) -> 
         server.stop()
 
 
+@contextmanager
 def pg_schemas() -> Iterator[tuple[str, str]]:
     """Two throwaway PostgreSQL schemas, dropped afterwards."""
     import sqlalchemy as sa
