@@ -11,6 +11,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -91,31 +92,8 @@ def start_phasegate(
     )
 
 
-def start_bare(directory: Path) -> Server:
-    port = free_port()
-    return Server(
-        [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            "bench",
-            "bare_app:app",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        port,
-        directory / "bare.log",
-    )
-
-
-def start_thin(directory: Path) -> Server:
-    """The bare endpoint plus the thinnest durable dual write (thin_app.py): the ceiling."""
+def start_app(directory: Path, app: str, env: dict[str, str] | None = None) -> Server:
+    """``bench/<app>.py`` under uvicorn with the settings phasegate's server uses."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     return Server(
@@ -125,7 +103,7 @@ def start_thin(directory: Path) -> Server:
             "uvicorn",
             "--app-dir",
             "bench",
-            "thin_app:app",
+            f"{app}:app",
             "--port",
             str(port),
             "--workers",
@@ -135,9 +113,19 @@ def start_thin(directory: Path) -> Server:
             "--no-access-log",
         ],
         port,
-        directory / "thin.log",
-        env={"THIN_DIR": str(directory)},
+        directory / f"{app}.log",
+        env=env,
     )
+
+
+def start_bare(directory: Path) -> Server:
+    """The baseline: a bare endpoint answering 202 (bare_app.py)."""
+    return start_app(directory, "bare_app")
+
+
+def start_thin(directory: Path) -> Server:
+    """The bare endpoint plus the thinnest durable dual write (thin_app.py): the ceiling."""
+    return start_app(directory, "thin_app", env={"THIN_DIR": str(directory)})
 
 
 def _body(index: int) -> bytes:
@@ -157,32 +145,18 @@ def measure_rps(server: Server, seconds: float = 5.0) -> float:
 
 
 def ingest(directory: Path) -> dict[str, Any]:
-    def bare_once() -> float:
-        server = start_bare(directory)
-        try:
-            return measure_rps(server)
-        finally:
-            server.stop()
-
     counter = iter(range(100))
 
-    def phasegate_once() -> float:
-        server = start_phasegate(directory / f"ingest-{next(counter)}")
+    def once(start: Callable[[Path], Server], name: str) -> float:
+        server = start(directory / f"{name}-{next(counter)}")
         try:
             return measure_rps(server)
         finally:
             server.stop()
 
-    def thin_once() -> float:
-        server = start_thin(directory / f"thin-{next(counter)}")
-        try:
-            return measure_rps(server)
-        finally:
-            server.stop()
-
-    bare, bare_runs = median_of(bare_once)
-    served, runs = median_of(phasegate_once)
-    thin, thin_runs = median_of(thin_once)
+    bare, bare_runs = median_of(lambda: once(start_bare, "bare"))
+    served, runs = median_of(lambda: once(start_phasegate, "ingest"))
+    thin, thin_runs = median_of(lambda: once(start_thin, "thin"))
     print(
         f"HTTP ingest: phasegate {served:.0f} req/s vs bare endpoint {bare:.0f} req/s: ratio {served / bare:.2f} (target ≥ 0.5)"
     )

@@ -8,6 +8,7 @@ import dataclasses
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,26 @@ def runtime_in(directory: Path, text: str = PIPELINE, extra: str = "") -> Any:
     return open_runtime(pipeline, transport=LogTransport(directory / "triggers.jsonl"))
 
 
+def timed_rate(
+    record: Callable[[Any], object], calls: list[Any], per_call: int, producers: int
+) -> float:
+    """Completions per second of ``record`` over ``calls`` from ``producers`` threads."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(producers) as pool:
+        answers = list(pool.map(record, calls))
+    elapsed = time.perf_counter() - started
+    assert all(answer is not None for answer in answers)
+    return len(calls) * per_call / elapsed
+
+
+def reports(completions: int) -> list[tuple[str, str, str]]:
+    """``completions`` success reports of phase a: run keys r1, r2… of ten processors."""
+    return [
+        ("a", f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
+        for i in range(completions)
+    ]
+
+
 def phasegate_rate(directory: Path, completions: int = 3000, producers: int = 16) -> float:
     """Completions per second through ``handle_completion`` from ``producers`` threads."""
     run_dir = directory / f"pg-{time.monotonic_ns()}"
@@ -59,32 +80,25 @@ def phasegate_rate(directory: Path, completions: int = 3000, producers: int = 16
     runtime = runtime_in(run_dir)
     orchestrator = runtime.orchestrator
     orchestrator.handle_completion("a", "r0", "p0")  # schema created outside the timing
-    jobs = [
-        (f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
-        for i in range(completions)
-    ]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(producers) as pool:
-        list(pool.map(lambda job: orchestrator.handle_completion("a", job[0], job[1]), jobs))
-    elapsed = time.perf_counter() - started
-    runtime.close()
-    return completions / elapsed
+    try:
+        return timed_rate(
+            lambda report: orchestrator.handle_completion(*report),
+            reports(completions),
+            1,
+            producers,
+        )
+    finally:
+        runtime.close()
 
 
 def thin_rate(directory: Path, completions: int = 3000, producers: int = 16) -> float:
     """The same load through the thinnest durable dual write (see thin.py): the ceiling."""
     writes = DualWrite(directory / f"thin-{time.monotonic_ns()}")
     writes.record("a", "r0", "p0")
-    jobs = [
-        (f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
-        for i in range(completions)
-    ]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(producers) as pool:
-        list(pool.map(lambda job: writes.record("a", job[0], job[1]), jobs))
-    elapsed = time.perf_counter() - started
-    writes.close()
-    return completions / elapsed
+    try:
+        return timed_rate(lambda report: writes.record(*report), reports(completions), 1, producers)
+    finally:
+        writes.close()
 
 
 def thin_batch_rate(
@@ -93,17 +107,12 @@ def thin_batch_rate(
     """The batch load through the thinnest durable dual write: the batch ceiling."""
     writes = DualWrite(directory / f"thinb-{time.monotonic_ns()}")
     writes.record("a", "r0", "p0")
-    reports = [
-        ("a", f"r{1 + i // len(PROCESSORS)}", PROCESSORS[i % len(PROCESSORS)])
-        for i in range(completions)
-    ]
-    batches = [reports[i : i + batch] for i in range(0, completions, batch)]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(producers) as pool:
-        list(pool.map(writes.record_many, batches))
-    elapsed = time.perf_counter() - started
-    writes.close()
-    return completions / elapsed
+    every = reports(completions)
+    batches = [every[i : i + batch] for i in range(0, completions, batch)]
+    try:
+        return timed_rate(writes.record_many, batches, batch, producers)
+    finally:
+        writes.close()
 
 
 def phasegate_batch_rate(
@@ -115,22 +124,20 @@ def phasegate_batch_rate(
     runtime = runtime_in(run_dir)
     orchestrator = runtime.orchestrator
     orchestrator.handle_completion("a", "r0", "p0")  # schema created outside the timing
-    reports = [
-        {
-            "phase": "a",
-            "run_key": f"r{1 + i // len(PROCESSORS)}",
-            "processor": PROCESSORS[i % len(PROCESSORS)],
-        }
-        for i in range(completions)
+    every = [
+        {"phase": phase, "run_key": run_key, "processor": processor}
+        for phase, run_key, processor in reports(completions)
     ]
-    batches = [reports[i : i + batch] for i in range(0, completions, batch)]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(producers) as pool:
-        answers = list(pool.map(orchestrator.record_completions, batches))
-    elapsed = time.perf_counter() - started
-    assert all(item.ok for items in answers for item in items)
-    runtime.close()
-    return completions / elapsed
+    batches = [every[i : i + batch] for i in range(0, completions, batch)]
+
+    def record(reports: list[dict[str, str]]) -> object:
+        items = orchestrator.record_completions(reports)
+        return items if all(item.ok for item in items) else None
+
+    try:
+        return timed_rate(record, batches, batch, producers)
+    finally:
+        runtime.close()
 
 
 def main() -> dict[str, Any]:

@@ -60,21 +60,29 @@ def _port(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
+def batch_load(server: Server, seconds: float, clients: int) -> dict[str, Any]:
+    """``clients`` keep-alive connections posting 100-report batches for ``seconds``."""
+    port = _port(server)
+    result: dict[str, Any] = asyncio.run(
+        load(
+            port,
+            lambda i: request_bytes("POST", "/v1/completions:batch", _batch_body(i), port),
+            clients,
+            seconds,
+        )
+    )
+    if result["errors"]:
+        raise RuntimeError(f"batch load: {result['errors']} error answers")
+    return result
+
+
 def batch_rate(directory: Path, seconds: float = 5.0, clients: int = 8) -> float:
     """Completions per second through ``POST /v1/completions:batch`` (100 per request)."""
     server = start_phasegate(directory / f"batch-{uuid.uuid4().hex[:8]}")
     try:
-        port = _port(server)
-        result = asyncio.run(
-            load(
-                port,
-                lambda i: request_bytes("POST", "/v1/completions:batch", _batch_body(i), port),
-                clients,
-                seconds,
-            )
-        )
-        if result["errors"] or recorded(server) != result["requests"] * BATCH:
-            raise RuntimeError(f"batch load: {result['errors']} errors or lost completions")
+        result = batch_load(server, seconds, clients)
+        if recorded(server) != result["requests"] * BATCH:
+            raise RuntimeError("batch load: the service recorded fewer completions than sent")
         return float(result["rps"]) * BATCH
     finally:
         server.stop()
@@ -84,18 +92,7 @@ def thin_batch_rate(directory: Path, seconds: float = 5.0, clients: int = 8) -> 
     """The same batch load on the bare endpoint plus the thinnest durable dual write."""
     server = start_thin(directory / f"thin-batch-{uuid.uuid4().hex[:8]}")
     try:
-        port = _port(server)
-        result = asyncio.run(
-            load(
-                port,
-                lambda i: request_bytes("POST", "/v1/completions:batch", _batch_body(i), port),
-                clients,
-                seconds,
-            )
-        )
-        if result["errors"]:
-            raise RuntimeError(f"thin batch load: {result['errors']} errors")
-        return float(result["rps"]) * BATCH
+        return float(batch_load(server, seconds, clients)["rps"]) * BATCH
     finally:
         server.stop()
 

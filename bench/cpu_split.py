@@ -1,6 +1,6 @@
 """CPU per report, by thread, under the library single-report load: phasegate against
-the thinnest durable dual write (thin.py), alternating, from each thread's CPU time in
-``/proc/self/task`` (Linux).
+the thinnest durable dual write (thin.py), alternating, from each thread's own CPU clock
+(``pthread_getcpuclockid``: POSIX).
 
     .venv/bin/python bench/cpu_split.py [--reports 6000] [--rounds 2]
 """
@@ -8,7 +8,6 @@ the thinnest durable dual write (thin.py), alternating, from each thread's CPU t
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import threading
 import time
@@ -20,20 +19,18 @@ from pathlib import Path
 from bench_ingest import PROCESSORS, runtime_in
 from thin import DualWrite
 
-TICK = os.sysconf("SC_CLK_TCK")
-
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
-    """Each thread of this process: its name and CPU seconds (user + system)."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
+    """Each live thread of this process: its name and CPU seconds (its own CPU clock)."""
     found = {}
-    for tid in os.listdir("/proc/self/task"):
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
         try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            clock = time.pthread_getcpuclockid(thread.ident)
+            found[thread.ident] = (thread.name, time.clock_gettime(clock))
         except OSError:
             continue  # the thread ended
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(tid)] = (names.get(int(tid), "?"), (int(fields[11]) + int(fields[12])) / TICK)
     return found
 
 
@@ -68,8 +65,8 @@ def split(kind: str, directory: Path, reports: int) -> tuple[float, dict[str, fl
         after = thread_cpu()
     close()
     per_role: dict[str, float] = defaultdict(float)
-    for tid, (name, seconds) in after.items():
-        per_role[role(name)] += seconds - before.get(tid, (name, 0.0))[1]
+    for ident, (name, seconds) in after.items():
+        per_role[role(name)] += seconds - before.get(ident, (name, 0.0))[1]
     return reports / elapsed, {k: round(1e6 * v / reports) for k, v in per_role.items()}
 
 
