@@ -70,10 +70,17 @@ def split(kind: str, directory: Path, reports: int) -> tuple[float, dict[str, fl
     return reports / elapsed, {k: round(1e6 * v / reports) for k, v in per_role.items()}
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reports", type=int, default=6000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=positive, default=6000, help="reports per round")
+    parser.add_argument("--rounds", type=positive, default=2, help="rounds of each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         for index in range(args.rounds):
