@@ -10,8 +10,8 @@ and commits once.
 
 It does what phasegate's ingest must do at the least: no input checks, no claims or
 outbox, no breaker, retries, counters or alerts. Its rate, measured in the same run as
-phasegate's, is the ceiling a pure-Python design reaches on this machine: what the
-targets are measured against.
+phasegate's, is the ceiling of this design (threads, one process) on this machine: the
+figure to read each ingest target against.
 """
 
 from __future__ import annotations
