@@ -280,6 +280,35 @@ def test_import_keeps_held_claims_and_timeouts_and_never_copies_a_lease(
     assert [e.trigger.trigger_id for e in store.pending_triggers(LATER)] == [trigger().trigger_id]
 
 
+def test_one_import_of_new_and_held_entries_merges_each_on_its_own(store_factory: Any) -> None:
+    """Copies of held and of new triggers in one import: each new one is added as copied,
+    each held one merged by the rules, whatever the others in the import are."""
+    store = store_factory.require(C.REPLICATION, C.CLAIMS, C.OUTBOX)
+    held = [trigger(run_key="2026-01-10"), trigger(run_key="2026-01-12")]
+    for claimed in held:
+        assert store.claim_trigger(claimed)
+    copies = (
+        OutboxEntry(trigger=held[0], claimed_at=T0, delivered_at=LATER),
+        OutboxEntry(trigger=trigger(run_key="2026-01-11"), claimed_at=T0, attempts=2),
+        OutboxEntry(trigger=held[1], claimed_at=T0),
+        OutboxEntry(
+            trigger=trigger(run_key="2026-01-13"), claimed_at=T0, delivered_at=LATER, attempts=1
+        ),
+    )
+    store.import_records(RecordSet(triggers=copies))
+    keys = [f"2026-01-{day}" for day in (10, 11, 12, 13)]
+    found = {
+        key: [(e.trigger, e.delivered_at, e.attempts) for e in store.triggers(key)] for key in keys
+    }
+    assert found == {
+        "2026-01-10": [(held[0], LATER, 0)],
+        "2026-01-11": [(trigger(run_key="2026-01-11"), None, 2)],
+        "2026-01-12": [(held[1], None, 0)],
+        "2026-01-13": [(trigger(run_key="2026-01-13"), LATER, 1)],
+    }
+    assert sorted(store.list_runs()) == keys
+
+
 # -- the generic fault wrapper -----------------------------------------------------------
 
 
