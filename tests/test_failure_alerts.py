@@ -461,7 +461,7 @@ def test_an_unexpected_error_in_the_replicator_is_alerted(
     sql_rig.harness.backup_fault.fail()
     sql_rig.harness.complete("extract", "api")
     sql_rig.harness.backup_fault.heal()
-    monkeypatch.setattr(sql_rig.runtime.tracker.primary, "export_records", _raise_boom)
+    monkeypatch.setattr(sql_rig.runtime.tracker.primary, "export_runs", _raise_boom)
     sql_rig.harness.clock.advance(31)
     with pytest.raises(Boom):
         sql_rig.runtime.tracker.resync()

@@ -19,7 +19,13 @@ from phasegate.model import (
     TimeoutReport,
     TriggerReason,
 )
-from phasegate.stores.base import Capability, mark_delivered, record_phase_executions
+from phasegate.stores.base import (
+    Capability,
+    export_runs,
+    mark_delivered,
+    merged_records,
+    record_phase_executions,
+)
 from phasegate.testing import FaultSwitch
 from store_records import RUN, T0, completion, trigger
 
@@ -234,6 +240,20 @@ def test_export_then_import_copies_a_range_idempotently(store_factory: Any) -> N
     assert _normalised(target.export_records("2026-01-01", "2026-01-31")) == _normalised(exported)
     assert target.export_records("2026-02-01", "2026-02-28") == RecordSet()
     assert target.list_runs() == [RUN]
+
+
+def test_an_export_of_run_keys_holds_theirs_and_nothing_between(store_factory: Any) -> None:
+    """``export_runs``: every record of the run keys asked for, as their own exports hold
+    them, and none of a run key between them that was not asked for."""
+    store = store_factory.require(C.REPLICATION, C.COMPLETIONS, C.CLAIMS, C.OUTBOX, C.PHASE_LOG)
+    _everything(store)
+    store.record_completions([completion("a", run_key="2026-01-30")])
+    asked = ["2026-02-01", RUN, "2026-03-01"]
+    found = export_runs(store, asked)
+    assert found.run_keys == {RUN, "2026-02-01"}
+    each = merged_records(store.export_records(key, key) for key in asked)
+    assert _normalised(found) == _normalised(each)
+    assert export_runs(store, []) == RecordSet()
 
 
 def test_import_lets_success_win_and_delivery_stick(store_factory: Any) -> None:

@@ -238,6 +238,29 @@ class Replicable(Store, Protocol):
         ...
 
 
+def export_runs(store: Replicable, run_keys: Sequence[str]) -> RecordSet:
+    """Everything ``store`` holds for ``run_keys``: in one go from a store with an
+    ``export_runs`` method (SQL), else one export per run key (a range could span far
+    more than the keys asked for)."""
+    export = getattr(store, "export_runs", None)
+    if export is not None:
+        found: RecordSet = export(run_keys)
+        return found
+    return merged_records(store.export_records(key, key) for key in sorted(set(run_keys)))
+
+
+def merged_records(sets: Iterable[RecordSet]) -> RecordSet:
+    """One record set holding each of ``sets`` (of distinct run keys)."""
+    parts = list(sets)
+    return RecordSet(
+        completions=tuple(c for part in parts for c in part.completions),
+        history=tuple(c for part in parts for c in part.history),
+        triggers=tuple(e for part in parts for e in part.triggers),
+        executions=tuple(e for part in parts for e in part.executions),
+        timeouts=tuple(t for part in parts for t in part.timeouts),
+    )
+
+
 @runtime_checkable
 class FullStore(CompletionLog, ClaimRegistry, Outbox, PhaseLog, Replicable, Protocol):
     """A store with every capability (SQL, in-memory, Firestore)."""

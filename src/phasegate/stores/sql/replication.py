@@ -9,20 +9,38 @@ carries a lease.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from phasegate.model import Completion, OutboxEntry, RecordSet, prefer
+from phasegate.stores.base import merged_records
 from phasegate.stores.sql import rows as r
 from phasegate.stores.sql.statements import ENTRY_FIELDS, Statements
 
 
 def export_records(connection: Connection, s: Statements, first: str, last: str) -> RecordSet:
     """Everything stored for run keys in ``[first, last]``."""
+    return _export(connection, lambda name: s.of_runs(name, first, last))
 
+
+def export_runs(connection: Connection, s: Statements, run_keys: Sequence[str]) -> RecordSet:
+    """Everything stored for ``run_keys``: one query per table per :data:`EXPORT_KEYS`."""
+    keys = sorted(set(run_keys))
+    chunks = [keys[start : start + EXPORT_KEYS] for start in range(0, len(keys), EXPORT_KEYS)]
+    return merged_records(
+        _export(connection, functools.partial(s.of_run_keys, run_keys=chunk)) for chunk in chunks
+    )
+
+
+EXPORT_KEYS = 500  # run keys per IN list
+
+
+def _export(connection: Connection, query: Callable[[str], Any]) -> RecordSet:
     def rows(name: str) -> Any:
-        return connection.execute(s.of_runs(name, first, last))
+        return connection.execute(query(name))
 
     return RecordSet(
         completions=tuple(

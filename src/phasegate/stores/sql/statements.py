@@ -389,6 +389,13 @@ class Statements:
             table.c.pipeline == self.pipeline, table.c.run_key.between(first, last)
         )
 
+    def of_run_keys(self, name: str, run_keys: Sequence[str]) -> Any:
+        """Every row of table ``name`` for the run keys given."""
+        table = self.tables[name]
+        return sa.select(table).where(
+            table.c.pipeline == self.pipeline, table.c.run_key.in_(list(run_keys))
+        )
+
     def of_run(self, name: str, run_key: str) -> Any:
         """Every row of table ``name`` for ``run_key``."""
         table = self.tables[name]

@@ -47,7 +47,7 @@ from phasegate.stores.sql.outbox import (
     rows_of_runs,
     update_undelivered,
 )
-from phasegate.stores.sql.replication import export_records, import_records
+from phasegate.stores.sql.replication import export_records, export_runs, import_records
 from phasegate.stores.sql.schema import build_tables, create_schema, read_version
 from phasegate.stores.sql.statements import Statements, WriterSql
 from phasegate.stores.sql.writer import Answer, CompletionWriter
@@ -74,8 +74,7 @@ class SqlStore:
     by default; ``postgresql://...[?schema=NAME]`` uses psycopg 3; ``mysql://...`` uses
     PyMySQL. The schema is created on first use and versioned in ``phasegate_meta``.
     ``max_batch`` and ``linger`` shape the writer's batches; with ``writer_thread=False``
-    the writer does not start its thread and batches wait for ``store.writer.run_once()``
-    (tests drive it step by step that way).
+    batches wait for ``store.writer.run_once()`` (tests drive the writer step by step).
     """
 
     def __init__(
@@ -147,16 +146,13 @@ class SqlStore:
 
     @property
     def claims_ride_writer(self) -> bool:
-        """Whether claims and phase executions join the writer's batches: on SQLite, where
-        every write waits for the one write lock anyway and each commit is a sync, they
-        share the completions' commit; on server databases they stay short transactions
-        of their own (no batch fails on another connection's deadlock)."""
+        """Whether claims and phase executions share the writer's commits (SQLite: one write
+        lock, a sync per commit); else short transactions of their own (no deadlocks)."""
         return self._writer_thread and self.dialect == "sqlite"
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a write transaction: on SQLite the writer's next one (every
-        write shares the writer's connection, so none waits for the write lock behind a
-        batch), else a short transaction of its own."""
+        """Run ``work`` in a write transaction: the writer's next one on SQLite (none waits
+        for the write lock behind a batch), else a short one of its own."""
         if self.claims_ride_writer:
             if not self.writer.started:
                 self.writer.start()
@@ -385,11 +381,15 @@ class SqlStore:
             return export_records(connection, self._s, first_run_key, last_run_key)
 
     @_mapped
-    def import_records(self, records: RecordSet) -> None:
-        """Merge ``records`` in: success wins, delivered stays delivered, claims kept.
+    def export_runs(self, run_keys: Sequence[str]) -> RecordSet:
+        """Everything stored for ``run_keys`` (one query per table per 500 run keys)."""
+        with self._read() as connection:
+            return export_runs(connection, self._s, run_keys)
 
-        On SQLite the import rides the writer's transaction (a claim mirrored to the
-        backup would otherwise wait for the write lock behind every batch)."""
+    @_mapped
+    def import_records(self, records: RecordSet) -> None:
+        """Merge ``records`` in: success wins, delivered stays delivered, claims kept (on
+        SQLite in the writer's transaction, not behind every batch for the write lock)."""
         self._transaction(lambda connection: import_records(connection, self._s, records))
 
     # -- health and lifecycle ------------------------------------------------------------
