@@ -210,7 +210,7 @@ def test_a_data_error_fails_only_its_own_caller(make_store: Any) -> None:
 
 @ALL
 def test_a_large_batch_is_stored_as_its_reports_written_one_by_one(make_store: Any) -> None:
-    """77 reports in one batch (several rows per statement on SQLite: 64 + 8 + 4 + 1),
+    """77 reports in one batch (several rows per statement on SQLite: 64 + 13),
     with the same processor reported again in the batch (a failure before a success, a
     failure after one, a later success): the stored rows and the answers are those of
     the reports written one at a time, in order."""
@@ -243,28 +243,32 @@ def test_a_large_batch_is_stored_as_its_reports_written_one_by_one(make_store: A
     assert batched.completions(RUN) == one_by_one.completions(RUN)
     assert batched.history(RUN) == one_by_one.history(RUN)
     if batched.dialect == "sqlite":
-        assert len(inserts) == 4  # 64 + 8 + 4 + 1 rows
+        assert len(inserts) == 2  # 64 + 13 rows
     else:
         assert len(inserts) == 1  # one executemany
 
 
 def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None:
     """Cut to the connection's limit (999 parameters before SQLite 3.32): 300 rows of nine
-    columns go as statements of at most 64 rows, every row exactly once, in order."""
+    columns go as statements of at most 111 rows (a multiple of 16 above 16), every row
+    exactly once, in order."""
     from phasegate.stores.sql.batch import insert_rows
 
     tables = build_tables(sa.MetaData())
     sent: list[tuple[str, Any]] = []
 
     class Recording:
-        def execute(self, sql: str, params: Any, *, many: bool = False) -> None:
+        rowcount = 0
+
+        def execute(self, sql: str, params: Any, *, many: bool = False) -> Any:
             sent.append((sql, params))
+            return self
 
     sql = WriterSql(tables, sqlite.dialect(), max_params=999)
     rows = [tuple(f"{i}-{c}" for c in range(9)) for i in range(300)]
     insert_rows(Recording(), sql, sql.history, rows, tuple(sql.history.names or ()))  # type: ignore[arg-type]
     sizes = [len(params) // 9 for _, params in sent]
-    assert sizes == [64, 64, 64, 64, 32, 8, 4]
+    assert sizes == [96, 96, 96, 12]
     assert max(len(params) for _, params in sent) <= 999
     flat = [value for _, params in sent for value in params]
     assert flat == [value for row in rows for value in row]
@@ -274,7 +278,7 @@ def test_sqlite_statements_of_many_rows_keep_under_the_parameter_limit() -> None
     roomy = WriterSql(tables, sqlite.dialect(), max_params=32766)
     sent.clear()
     insert_rows(Recording(), roomy, roomy.history, rows, tuple(roomy.history.names or ()))  # type: ignore[arg-type]
-    assert [len(params) // 9 for _, params in sent] == [128, 128, 32, 8, 4]
+    assert [len(params) // 9 for _, params in sent] == [128, 128, 32, 12]
 
 
 def test_the_parameter_limit_is_the_sqlite_librarys_own(make_store: Any) -> None:

@@ -7,6 +7,7 @@ the routes declared here document them (OpenAPI) and answer an app built without
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -114,16 +115,17 @@ async def record_batch_data(context: ServiceContext, body: object) -> tuple[int,
     except BothStoresFailed:
         context.metrics.completions.labels("", "", "failed").inc(len(items))
         raise
-    recorded = 0
+    # Counted once per phase and status, not once per item (a labels() lookup each).
+    counts: Counter[tuple[str, str, str]] = Counter()
     for item in answers:
         if item.result is not None:
-            recorded += 1
             completion = item.result.completion
-            context.metrics.completions.labels(
-                completion.phase, completion.status.value, "recorded"
-            ).inc()
+            counts[completion.phase, completion.status.value, "recorded"] += 1
         else:
-            context.metrics.completions.labels("", "", "rejected").inc()
+            counts["", "", "rejected"] += 1
+    for labels, count in counts.items():
+        context.metrics.completions.labels(*labels).inc(count)
+    recorded = len(answers) - counts["", "", "rejected"]
     return 200, {
         "recorded": recorded,
         "rejected": len(answers) - recorded,

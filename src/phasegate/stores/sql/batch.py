@@ -7,17 +7,16 @@ from typing import Any
 
 from phasegate.model import Answered, Status
 from phasegate.stores.sql.driver import DriverCursor
-from phasegate.stores.sql.statements import DriverSql, WriterSql
+from phasegate.stores.sql.statements import (
+    NAMES_SEPARATOR,
+    DriverSql,
+    WriterSql,
+    execute_rows,
+)
 
 Found = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
 _SUCCESS = Status.SUCCESS.value
-
-
-# Rows per statement on SQLite, largest first: a batch is cut into these sizes, so few
-# statement texts exist (the driver's statement cache keeps them all); a size whose
-# parameters would pass the connection's limit is skipped.
-_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 
 def insert_rows(
@@ -27,40 +26,38 @@ def insert_rows(
     rows: list[Row],
     columns: tuple[str, ...],
 ) -> None:
-    """Insert ``rows``: with ``executemany``, or on SQLite several rows per statement
-    (``executemany`` binds and steps each row as a statement of its own, releasing and
-    retaking the GIL each time; in the library batch benchmark, statements of many rows
-    cost 15-25 % less CPU per report)."""
+    """Insert ``rows`` (tuples in ``columns`` order), several per statement on SQLite."""
     params = statement.many(rows, columns)
-    if not sql.multirow or len(params) == 1:
-        cursor.execute(statement.sql, params, many=True)
-        return
-    most = sql.max_params // len(columns)
-    start = 0
-    for size in _CHUNKS:
-        while size <= most and len(params) - start >= size:
-            chunk = params[start : start + size]
-            cursor.execute(sql.rows_of(statement, size), [v for row in chunk for v in row])
-            start += size
+    execute_rows(cursor, statement.sql, params, multirow=sql.multirow, max_params=sql.max_params)
 
 
-def read_answers(cursor: DriverCursor, sql: WriterSql, pipeline: str, run_keys: list[str]) -> Found:
+def read_answers(
+    cursor: DriverCursor,
+    sql: WriterSql,
+    pipeline: str,
+    run_keys: list[str],
+    *,
+    grouped: bool | None = None,
+) -> Found:
     """Each phase-run of ``run_keys``: its successes, failures and earliest report."""
-    query = sql.answers(len(run_keys))
+    query = sql.answers(len(run_keys), grouped=grouped)
     params: dict[str, Any] = {"pipeline": pipeline}
     params.update((f"k{i}", key) for i, key in enumerate(run_keys))
     # Per phase-run: succeeded, failed, earliest stored time (compared as the driver
     # returns it: a datetime, or SQLite's fixed-width text, which sorts as time does).
     found: dict[tuple[str, str, int], tuple[set[str], set[str], list[Any]]] = {}
-    for run_key, phase, attempt, processor, status, occurred_at in cursor.execute(
+    for run_key, phase, attempt, status, count, names, first in cursor.execute(
         query.sql, query.params(params)
     ).fetchall():
         group = found.get((phase, run_key, attempt))
         if group is None:
-            group = found[(phase, run_key, attempt)] = (set(), set(), [occurred_at])
-        elif occurred_at < group[2][0]:
-            group[2][0] = occurred_at
-        (group[0] if status == _SUCCESS else group[1]).add(processor)
+            group = found[(phase, run_key, attempt)] = (set(), set(), [first])
+        elif first < group[2][0]:
+            group[2][0] = first
+        processors = names.split(NAMES_SEPARATOR) if count > 1 else (names,)
+        if len(processors) != count:  # a name holding the separator: read row by row
+            return read_answers(cursor, sql, pipeline, run_keys, grouped=False)
+        (group[0] if status == _SUCCESS else group[1]).update(processors)
     read_time = sql.read_time
     return {
         key: Answered(succeeded, failed, read_time(first[0]))

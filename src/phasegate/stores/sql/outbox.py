@@ -4,12 +4,13 @@ short one of its own on a server database)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from phasegate.errors import StoreError
 from phasegate.model import Answered, OutboxEntry, PhaseExecution, PhaseRun, Trigger
 from phasegate.stores.base import ClaimsAfter
 from phasegate.stores.sql import rows as r
@@ -64,17 +65,24 @@ def claim_all(
     s: Statements,
     triggers: Sequence[Trigger],
     executions: Sequence[PhaseExecution] | None = None,
+    held: Collection[str] | None = None,
 ) -> list[bool]:
     """Claim each trigger by its id (in id order, so concurrent claimers cannot deadlock)
     and note its run; ``True`` for each one this call won, in the order given. With
     ``executions`` (one per trigger), each won trigger's execution record is kept in the
-    same transaction."""
-    won: dict[str, bool] = {}
-    claim, note_run = s.driver.ignore["triggers"], s.driver.ignore["runs"]
-    for trigger in sorted(triggers, key=lambda t: t.trigger_id):
-        won[trigger.trigger_id] = claim.execute(connection, r.trigger_row(s.pipeline, trigger)) == 1
+    same transaction. ``held``: the ids of every trigger of these triggers' runs, read
+    earlier in this transaction (SQLite then need not read them again)."""
+    ordered = sorted(triggers, key=lambda t: t.trigger_id)
+    if s.driver.multirow and len(ordered) > 1:
+        won = _claim_together(connection, s, ordered, held)
+    else:
+        claim = s.driver.ignore["triggers"]
+        won = {
+            t.trigger_id: claim.execute(connection, r.trigger_row(s.pipeline, t)) == 1
+            for t in ordered
+        }
     seen = {t.run_key: t.triggered_at for t in triggers}
-    note_run.execute_many(
+    s.driver.ignore["runs"].execute_many(
         connection,
         [
             {"pipeline": s.pipeline, "run_key": run_key, "first_seen_at": seen_at}
@@ -91,6 +99,52 @@ def claim_all(
             ],
         )
     return [won[t.trigger_id] for t in triggers]
+
+
+def _claim_together(
+    connection: Connection,
+    s: Statements,
+    ordered: Sequence[Trigger],
+    held: Collection[str] | None,
+) -> dict[str, bool]:
+    """SQLite's claims: the ids already held read with one query (unless given), the
+    others inserted with one statement (not one statement each, which on the writer's
+    thread means a release and a retake of the GIL per trigger).
+
+    The transaction holds the database's write lock from its ``BEGIN IMMEDIATE`` (a
+    deferred one would fail to take it after another connection's write), so no other
+    claim can come between the read and the insert; the insert's count checks it."""
+    ids = sorted({t.trigger_id for t in ordered})
+    if held is None:
+        held = held_triggers(connection, s, ids)
+    fresh: dict[str, Trigger] = {}
+    for trigger in ordered:
+        if trigger.trigger_id not in held:
+            fresh.setdefault(trigger.trigger_id, trigger)
+    rows = [r.trigger_row(s.pipeline, trigger) for trigger in fresh.values()]
+    inserted = s.driver.ignore["triggers"].execute_many(connection, rows)
+    if inserted != len(rows):
+        raise StoreError(
+            f"claims: {len(rows) - inserted} of {len(rows)} trigger(s) read as unclaimed "
+            "were claimed by another writer before this one inserted them"
+        )
+    return {trigger_id: trigger_id in fresh for trigger_id in ids}
+
+
+def held_triggers(connection: Connection, s: Statements, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are claimed."""
+    held: set[str] = set()
+    cursor = DriverCursor(connection)
+    try:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            query = s.driver.held_triggers(len(chunk))
+            params: dict[str, Any] = {"pipeline": s.pipeline}
+            params.update((f"k{i}", trigger_id) for i, trigger_id in enumerate(chunk))
+            held.update(row[0] for row in cursor.execute(query.sql, query.params(params)))
+    finally:
+        cursor.close()
+    return held
 
 
 class ClaimsIn:
@@ -112,6 +166,9 @@ class ClaimsIn:
         # Phase-runs decided earlier in this transaction: the trigger id that stands.
         self.decided: dict[PhaseRun, str] = shared.setdefault("decided", {})
         self._decided_before = dict(self.decided)  # restored when the claims are undone
+        # The run keys whose triggers were read here, and those triggers' ids.
+        self._read_keys: set[str] = set()
+        self._read_ids: set[str] = set()
 
     def _begin(self) -> None:
         if self._cursor is None:
@@ -121,13 +178,20 @@ class ClaimsIn:
     def triggers_of_runs(self, run_keys: Sequence[str]) -> dict[str, list[OutboxEntry]]:
         self._begin()
         found = rows_of_runs(self._connection, self._s, "triggers", run_keys, self._read_time)
+        self._read_keys.update(found)
+        self._read_ids.update(e.trigger.trigger_id for group in found.values() for e in group)
         return {key: sorted(group, key=oldest_first) for key, group in found.items()}
 
     def claim_triggers(
         self, triggers: Sequence[Trigger], executions: Sequence[PhaseExecution]
     ) -> list[bool]:
         self._begin()
-        return claim_all(self._connection, self._s, triggers, executions)
+        read = all(t.run_key in self._read_keys for t in triggers)
+        won = claim_all(
+            self._connection, self._s, triggers, executions, self._read_ids if read else None
+        )
+        self._read_ids.update(t.trigger_id for t in triggers)  # each one is held now
+        return won
 
     def close(self, *, keep: bool) -> None:
         """End the savepoint, if one was taken: release it, or first roll back to it (and
@@ -189,16 +253,22 @@ def lease(
     read_time: r.TimeReader,
 ) -> list[OutboxEntry]:
     """Lease up to ``limit`` due triggers to ``owner``: each by a conditional UPDATE on
-    rows picked ``FOR UPDATE SKIP LOCKED`` where the database has it; oldest first."""
+    rows picked ``FOR UPDATE SKIP LOCKED`` where the database has it; oldest first. On
+    SQLite, whose transaction holds the write lock (see :func:`claim_all`), the rows
+    picked are all still due: one UPDATE leases them, its count checking it."""
+    picked = pending(connection, s, now, limit, read_time, skip_locked=skip_locked)
+    params = {"pipeline": s.pipeline, "now": now, "owner": owner, "until": until}
+    if s.driver.multirow and len(picked) > 1:
+        ids = [entry.trigger.trigger_id for entry in picked]
+        if by_ids(connection, s, "lease", ids, params) != len(ids):
+            raise StoreError(
+                f"lease: of {len(ids)} triggers read as due, some were leased or marked "
+                "by another writer before this one leased them"
+            )
+        return sorted((entry.leased_to(owner, until) for entry in picked), key=oldest_first)
     leased: list[OutboxEntry] = []
-    for entry in pending(connection, s, now, limit, read_time, skip_locked=skip_locked):
-        params = {
-            "pipeline": s.pipeline,
-            "trigger_id": entry.trigger.trigger_id,
-            "now": now,
-            "owner": owner,
-            "until": until,
-        }
+    for entry in picked:
+        params["trigger_id"] = entry.trigger.trigger_id
         if s.driver.lease.execute(connection, params) == 1:
             leased.append(entry.leased_to(owner, until))
     return sorted(leased, key=oldest_first)
@@ -220,11 +290,26 @@ def pending(
 
 
 def update_undelivered(
-    connection: Connection, s: Statements, update: Any, trigger_ids: Sequence[str], **values: Any
+    connection: Connection, s: Statements, kind: str, trigger_ids: Sequence[str], **values: Any
 ) -> None:
-    """Run ``update`` (``s.driver.delivered`` or ``failed``) on each undelivered trigger of
-    ``trigger_ids``, in id order."""
-    update.execute_many(
-        connection,
-        [{"pipeline": s.pipeline, "trigger_id": tid, **values} for tid in sorted(trigger_ids)],
-    )
+    """Run the ``kind`` update (``delivered`` or ``failed``) on each undelivered trigger
+    of ``trigger_ids``: in id order, or on SQLite with one statement."""
+    ids = sorted(set(trigger_ids))
+    params = {"pipeline": s.pipeline, **values}
+    if s.driver.multirow and len(ids) > 1:
+        by_ids(connection, s, kind, ids, params)
+        return
+    s.driver.of_ids(kind).execute_many(connection, [{**params, "trigger_id": i} for i in ids])
+
+
+def by_ids(
+    connection: Connection, s: Statements, kind: str, ids: Sequence[str], params: dict[str, Any]
+) -> int:
+    """The ``kind`` update on every trigger of ``ids`` (one statement per :data:`CHUNK`,
+    as ``s.driver.of_ids`` builds it); the rows it changed."""
+    changed = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        keyed = {**params, **{f"k{i}": trigger_id for i, trigger_id in enumerate(chunk)}}
+        changed += s.driver.of_ids(kind, len(chunk)).execute(connection, keyed)
+    return changed

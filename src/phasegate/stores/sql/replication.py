@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from phasegate.errors import StoreError
 from phasegate.model import Completion, OutboxEntry, RecordSet, prefer
 from phasegate.stores.base import merged_records
 from phasegate.stores.sql import rows as r
+from phasegate.stores.sql.outbox import held_triggers
 from phasegate.stores.sql.statements import ENTRY_FIELDS, Statements
 
 
@@ -75,8 +77,7 @@ def import_records(connection: Connection, s: Statements, records: RecordSet) ->
         connection, [r.execution_row(pipeline, e) for e in records.executions]
     )
     _many(connection, s.ignore["timeouts"], [r.timeout_row(pipeline, t) for t in records.timeouts])
-    for entry in records.triggers:
-        _merge_entry(connection, s, entry)
+    _merge_entries(connection, s, records.triggers)
     seen = {c.run_key: c.occurred_at for c in (*records.history, *records.completions)}
     seen.update((e.trigger.run_key, e.claimed_at) for e in records.triggers)
     runs = [{"pipeline": pipeline, "run_key": k, "first_seen_at": at} for k, at in seen.items()]
@@ -88,10 +89,38 @@ def _many(connection: Connection, statement: Any, rows: list[dict[str, Any]]) ->
         connection.execute(statement, rows)
 
 
+def _merge_entries(connection: Connection, s: Statements, entries: Sequence[OutboxEntry]) -> None:
+    """Each entry inserted where its trigger is new, else merged into the row holding it.
+    On SQLite (the transaction holding the write lock, see ``outbox.claim_all``) the new
+    ones go in with one statement: copies of claims arrive by the batch."""
+    ids = {entry.trigger.trigger_id for entry in entries}
+    if not (s.driver.multirow and len(entries) > 1 and len(ids) == len(entries)):
+        for entry in entries:
+            _merge_entry(connection, s, entry)
+        return
+    held = held_triggers(connection, s, sorted(ids))
+    fresh = [r.entry_row(s.pipeline, e) for e in entries if e.trigger.trigger_id not in held]
+    inserted = s.driver.ignore["triggers"].execute_many(connection, fresh)
+    if inserted != len(fresh):
+        raise StoreError(
+            f"import: {len(fresh) - inserted} of {len(fresh)} outbox entries read as new "
+            "were written by another writer before this one inserted them"
+        )
+    for entry in entries:
+        if entry.trigger.trigger_id in held:
+            _merge_held(connection, s, entry, r.entry_row(s.pipeline, entry))
+
+
 def _merge_entry(connection: Connection, s: Statements, entry: OutboxEntry) -> None:
     row = r.entry_row(s.pipeline, entry)
-    if s.driver.ignore["triggers"].execute(connection, row) == 1:
-        return
+    if s.driver.ignore["triggers"].execute(connection, row) != 1:
+        _merge_held(connection, s, entry, row)
+
+
+def _merge_held(
+    connection: Connection, s: Statements, entry: OutboxEntry, row: dict[str, Any]
+) -> None:
+    """Merge ``entry`` (its outbox ``row``) into the row that holds its trigger."""
     merge = {f"set_{name}": row[name] for name in ENTRY_FIELDS}
     merge.update(pipeline=s.pipeline, trigger_id=entry.trigger.trigger_id)
     merge["attempts_below"] = entry.attempts

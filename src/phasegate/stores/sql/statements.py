@@ -3,6 +3,7 @@ compiled once (with the connected dialect) for the writer's ``executemany``."""
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,9 @@ from phasegate.stores.sql.rows import time_binder, time_reader
 from phasegate.stores.sql.schema import UTCDateTime
 
 _SUCCESS: sa.ColumnElement[str] = sa.literal_column(f"'{Status.SUCCESS.value}'")
+# Joins processor names in one answer row: SQLite's char(31) (no name can hold it, see
+# config.NAME_PATTERN; one that does is read row by row).
+NAMES_SEPARATOR = "\x1f"
 COMPLETION_COLUMNS = (
     "pipeline",
     "run_key",
@@ -101,7 +105,7 @@ class BoundStatement:
     for it (a WHERE parameter beside a SET one of the same column). One the dialect adds
     with a value of its own (SQLite's ``OFFSET 0`` after a bound ``LIMIT``) keeps it."""
 
-    __slots__ = ("_binds", "_fixed", "_named", "_names", "sql")
+    __slots__ = ("_binds", "_fixed", "_max_params", "_named", "_names", "sql")
 
     def __init__(
         self,
@@ -109,9 +113,13 @@ class BoundStatement:
         table: sa.Table,
         dialect: sa.Dialect,
         columns: Mapping[str, str] | None = None,
+        *,
+        max_params: int | None = None,
     ) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
+        # An insert given ``max_params`` on SQLite takes several rows per statement.
+        self._max_params = max_params if dialect.name == "sqlite" else None
         self._named = not compiled.positional
         names = tuple(compiled.binds) if self._named else tuple(compiled.positiontup)
         self._names = names
@@ -154,14 +162,22 @@ class BoundStatement:
         finally:
             cursor.close()
 
-    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run it for several rows in one ``executemany``."""
-        if rows:
-            cursor = DriverCursor(connection)
-            try:
-                cursor.execute(self.sql, [self.params(row) for row in rows], many=True)
-            finally:
-                cursor.close()
+    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run it for several rows, in one ``executemany`` or, for an insert built with
+        ``max_params`` on SQLite, several rows per statement; the rows it changed."""
+        if not rows:
+            return 0
+        cursor = DriverCursor(connection)
+        try:
+            return execute_rows(
+                cursor,
+                self.sql,
+                [self.params(row) for row in rows],
+                multirow=self._max_params is not None,
+                max_params=self._max_params or 0,
+            )
+        finally:
+            cursor.close()
 
 
 ENTRY_FIELDS = ("run_key", "phase", "attempt", *TRIGGER_COLUMNS[1:])
@@ -189,14 +205,31 @@ def merge_entry(table: sa.Table, *, delivered: bool) -> Any:
     )
 
 
-def lease_one(table: sa.Table) -> Any:
-    """Lease one trigger if it is still due (as :func:`due` says at ``now``). Parameters:
-    ``pipeline``, ``trigger_id``, ``now``, ``owner``, ``until``."""
+def _by_id(table: sa.Table, count: int | None) -> sa.ColumnElement[bool]:
+    """One trigger by id (``trigger_id``), or ``count`` of them (``k0 ..``)."""
+    if count is None:
+        return table.c.trigger_id == sa.bindparam("trigger_id")
+    return table.c.trigger_id.in_([sa.bindparam(f"k{i}") for i in range(count)])
+
+
+def _undelivered(table: sa.Table, *, by_ids: bool) -> sa.ColumnElement[bool]:
+    """``delivered_at IS NULL``; in a statement on many ids (SQLite's, see
+    ``outbox.by_ids``) with SQLite's unary ``+`` on the column, which keeps the planner
+    off the pending index (a scan of every undelivered row) and on the key."""
+    if not by_ids:
+        return table.c.delivered_at.is_(None)
+    return sa.literal_column(f"+{table.name}.delivered_at", table.c.delivered_at.type).is_(None)
+
+
+def lease_one(table: sa.Table, count: int | None = None) -> Any:
+    """Lease a trigger (or ``count``, see :func:`_by_id`) if it is still due (as
+    :func:`due` says at ``now``). Parameters: ``pipeline``, the id(s), ``now``,
+    ``owner``, ``until``."""
     return (
         sa.update(table)
         .where(
-            table.c.trigger_id == sa.bindparam("trigger_id"),
-            *due(table, sa.bindparam("pipeline"), sa.bindparam("now")),
+            _by_id(table, count),
+            *due(table, sa.bindparam("pipeline"), sa.bindparam("now"), by_ids=count is not None),
         )
         .values(lease_owner=sa.bindparam("owner"), lease_expires_at=sa.bindparam("until"))
     )
@@ -217,26 +250,57 @@ def pending(table: sa.Table, *, skip_locked: bool) -> Any:
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-def undelivered_update(table: sa.Table, **values: Any) -> Any:
-    """Set ``values`` on one undelivered trigger and drop its lease. Parameters:
-    ``pipeline``, ``trigger_id`` and those of ``values``."""
+def undelivered_update(table: sa.Table, count: int | None = None, **values: Any) -> Any:
+    """Set ``values`` on an undelivered trigger (or ``count``, see :func:`_by_id`) and
+    drop its lease. Parameters: ``pipeline``, the id(s) and those of ``values``."""
     return (
         sa.update(table)
         .where(
             table.c.pipeline == sa.bindparam("pipeline"),
-            table.c.trigger_id == sa.bindparam("trigger_id"),
-            table.c.delivered_at.is_(None),
+            _by_id(table, count),
+            _undelivered(table, by_ids=count is not None),
         )
         .values(lease_owner=sa.null(), lease_expires_at=sa.null(), **values)
     )
 
 
-def due(table: sa.Table, pipeline: Any, now: Any) -> list[sa.ColumnElement[bool]]:
+def _delivered(table: sa.Table, count: int | None) -> tuple[Any, dict[str, str]]:
+    statement = undelivered_update(
+        table,
+        count,
+        delivered_at=sa.bindparam("at"),
+        last_error=sa.null(),
+        next_attempt_at=sa.null(),
+    )
+    return statement, {"at": "delivered_at"}
+
+
+def _failed(table: sa.Table, count: int | None) -> tuple[Any, dict[str, str]]:
+    statement = undelivered_update(
+        table,
+        count,
+        attempts=table.c.attempts + sa.literal_column("1"),
+        last_error=sa.bindparam("error"),
+        next_attempt_at=sa.bindparam("retry_at"),
+    )
+    return statement, {"error": "last_error", "retry_at": "next_attempt_at"}
+
+
+_OUTBOX_UPDATES: dict[str, Callable[[sa.Table, int | None], tuple[Any, Mapping[str, str]]]] = {
+    "lease": lambda table, count: (lease_one(table, count), LEASE_COLUMNS),
+    "delivered": _delivered,
+    "failed": _failed,
+}
+
+
+def due(
+    table: sa.Table, pipeline: Any, now: Any, *, by_ids: bool = False
+) -> list[sa.ColumnElement[bool]]:
     """What makes an outbox row due for delivery at ``now``: undelivered, its retry due,
-    its lease (if any) expired."""
+    its lease (if any) expired (``by_ids``: see :func:`_undelivered`)."""
     return [
         table.c.pipeline == pipeline,
-        table.c.delivered_at.is_(None),
+        _undelivered(table, by_ids=by_ids),
         sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
         sa.or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now),
     ]
@@ -252,8 +316,15 @@ class DriverStatements:
         self._dialect = dialect
         # Parameters one statement may take (SQLite's limit: 999 before 3.32, 32,766 since).
         self.max_params = max_params
+        # SQLite claims several triggers in one statement (see outbox.claim_all).
+        self.multirow = dialect.name == "sqlite"
         self.ignore = {
-            name: BoundStatement(insert_ignore(tables[name], dialect.name), tables[name], dialect)
+            name: BoundStatement(
+                insert_ignore(tables[name], dialect.name),
+                tables[name],
+                dialect,
+                max_params=max_params,
+            )
             for name in ("triggers", "runs", "executions")
         }
         triggers = tables["triggers"]
@@ -263,37 +334,30 @@ class DriverStatements:
             )
             for delivered in (False, True)
         }
-        self.lease = BoundStatement(lease_one(triggers), triggers, dialect, LEASE_COLUMNS)
         self.pending = {
             skip_locked: BoundStatement(
                 pending(triggers, skip_locked=skip_locked), triggers, dialect, PENDING_COLUMNS
             )
             for skip_locked in (False, True)
         }
-        self.delivered = BoundStatement(
-            undelivered_update(
-                triggers,
-                delivered_at=sa.bindparam("at"),
-                last_error=sa.null(),
-                next_attempt_at=sa.null(),
-            ),
-            triggers,
-            dialect,
-            {"at": "delivered_at"},
-        )
-        self.failed = BoundStatement(
-            undelivered_update(
-                triggers,
-                attempts=triggers.c.attempts + sa.literal_column("1"),
-                last_error=sa.bindparam("error"),
-                next_attempt_at=sa.bindparam("retry_at"),
-            ),
-            triggers,
-            dialect,
-            {"error": "last_error", "retry_at": "next_attempt_at"},
-        )
+        self._tables = tables
+        self._of_ids: dict[tuple[str, int | None], BoundStatement] = {}
+        self.lease = self.of_ids("lease")  # one trigger's
         self._tables = tables
         self._of_keys: dict[tuple[str, int], DriverSql] = {}
+
+    def of_ids(self, kind: str, count: int | None = None) -> BoundStatement:
+        """The ``kind`` update (``lease``, ``delivered`` or ``failed``) of one trigger
+        (parameter ``trigger_id``) or, given ``count``, of that many (``k0 ..``) at once."""
+        found = self._of_ids.get((kind, count))
+        if found is None:
+            triggers = self._tables["triggers"]
+            statement, columns = _OUTBOX_UPDATES[kind](triggers, count)
+            ids = {f"k{i}": "trigger_id" for i in range(count or 0)}
+            found = self._of_ids[kind, count] = BoundStatement(
+                statement, triggers, self._dialect, {**columns, **ids}
+            )
+        return found
 
     def of_keys(self, name: str, count: int) -> DriverSql:
         """The rows of table ``name`` (:data:`READ_COLUMNS` of it) for ``count`` run keys:
@@ -306,6 +370,19 @@ class DriverStatements:
                 table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys)
             )
             found = self._of_keys[name, count] = compile_for_driver(query, self._dialect)
+        return found
+
+    def held_triggers(self, count: int) -> DriverSql:
+        """Which of ``count`` trigger ids (``k0 .. k{count-1}``) are claimed in
+        ``pipeline``."""
+        found = self._of_keys.get(("held", count))
+        if found is None:
+            table = self._tables["triggers"]
+            ids: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
+            query = sa.select(table.c.trigger_id).where(
+                table.c.pipeline == sa.bindparam("pipeline"), table.c.trigger_id.in_(ids)
+            )
+            found = self._of_keys["held", count] = compile_for_driver(query, self._dialect)
         return found
 
 
@@ -416,37 +493,78 @@ class WriterSql:
         self.history = compile_for_driver(insert_ignore(tables["history"], dialect.name), dialect)
         self.runs = compile_for_driver(insert_ignore(tables["runs"], dialect.name), dialect)
         self.read_time = time_reader(dialect)
-        self._answers: dict[int, DriverSql] = {}
-        # On SQLite, several rows per statement (see rows_of).
+        self._answers: dict[tuple[int, bool], DriverSql] = {}
+        # On SQLite, several rows per statement (see execute_rows).
         self.multirow = dialect.name == "sqlite"
-        self._multi: dict[tuple[str, int], str] = {}
 
-    def rows_of(self, statement: DriverSql, count: int) -> str:
-        """``statement`` (an insert of one row of qmark parameters) taking ``count`` rows."""
-        key = (statement.sql, count)
-        found = self._multi.get(key)
-        if found is None:
-            head, values, tail = _one_row_values(statement.sql)
-            found = self._multi[key] = head + ", ".join([values] * count) + tail
-        return found
-
-    def answers(self, count: int) -> DriverSql:
-        """The standing reports of ``count`` run keys (``k0 .. k{count-1}`` and pipeline):
-        run key, phase, attempt, processor, status and time, for the writer's answer."""
-        found = self._answers.get(count)
+    def answers(self, count: int, *, grouped: bool | None = None) -> DriverSql:
+        """The standing reports of ``count`` run keys (``k0 .. k{count-1}`` and pipeline),
+        per phase-run and status: run key, phase, attempt, status, how many processors,
+        their names and the earliest time. On SQLite (``grouped``) a row per phase-run
+        and status, the names joined by :data:`NAMES_SEPARATOR` (each row a driver
+        fetches there is a release and a retake of the GIL); elsewhere a row per report
+        (a count of 1 and its processor)."""
+        grouped = self.multirow if grouped is None else grouped
+        found = self._answers.get((count, grouped))
         if found is None:
             table = self._completions
             keys: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
-            query = sa.select(
-                table.c.run_key,
-                table.c.phase,
-                table.c.attempt,
-                table.c.processor,
-                table.c.status,
-                table.c.occurred_at,
-            ).where(table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys))
-            found = self._answers[count] = compile_for_driver(query, self._dialect)
+            named = (table.c.run_key, table.c.phase, table.c.attempt, table.c.status)
+            columns: tuple[Any, ...] = (
+                (
+                    sa.func.count(),
+                    sa.func.group_concat(table.c.processor, sa.literal_column("char(31)")),
+                    sa.func.min(table.c.occurred_at),
+                )
+                if grouped
+                else (sa.literal_column("1"), table.c.processor, table.c.occurred_at)
+            )
+            query = sa.select(*named, *columns).where(
+                table.c.pipeline == sa.bindparam("pipeline"), table.c.run_key.in_(keys)
+            )
+            if grouped:
+                query = query.group_by(*named)
+            found = self._answers[count, grouped] = compile_for_driver(query, self._dialect)
         return found
+
+
+# Rows per statement on SQLite: up to 128, a multiple of 16 above 16, so few statement
+# texts exist (the driver's statement cache keeps them all) and a batch of up to 16 rows
+# is one statement; never more parameters than the connection's limit.
+_MOST_ROWS = 128
+_STEP = 16
+
+
+def execute_rows(
+    cursor: DriverCursor, sql: str, params: list[Any], *, multirow: bool, max_params: int
+) -> int:
+    """Run the one-row insert ``sql`` for each row of driver-ready ``params``; the rows it
+    inserted. With ``executemany``, or with ``multirow`` (SQLite) several rows per
+    statement: ``executemany`` binds and steps each row as a statement of its own,
+    releasing and retaking the GIL each time (in the library batch benchmark, statements
+    of many rows cost 15-25 % less CPU per report)."""
+    if not params:
+        return 0
+    if not multirow or len(params) == 1:
+        return int(cursor.execute(sql, params, many=True).rowcount)
+    most = min(_MOST_ROWS, max(1, max_params // len(params[0])))
+    inserted = start = 0
+    while start < len(params):
+        size = min(len(params) - start, most)
+        if size > _STEP:
+            size -= size % _STEP
+        chunk = params[start : start + size]
+        flat = [value for row in chunk for value in row]
+        inserted += cursor.execute(rows_sql(sql, size), flat).rowcount
+        start += size
+    return inserted
+
+
+@functools.lru_cache(maxsize=256)
+def rows_sql(sql: str, count: int) -> str:
+    """``sql`` (an insert of one row of qmark parameters) taking ``count`` rows."""
+    head, values, tail = _one_row_values(sql)
+    return head + ", ".join([values] * count) + tail
 
 
 def _one_row_values(sql: str) -> tuple[str, str, str]:

@@ -311,9 +311,7 @@ class SqlStore:
         """:meth:`mark_delivered` for several triggers, in one statement."""
         if trigger_ids:
             self._transaction(
-                lambda c: update_undelivered(
-                    c, self._s, self._s.driver.delivered, trigger_ids, at=delivered_at
-                )
+                lambda c: update_undelivered(c, self._s, "delivered", trigger_ids, at=delivered_at)
             )
 
     @_mapped
@@ -326,10 +324,9 @@ class SqlStore:
         self, trigger_id: str, error: str, next_attempt_at: datetime
     ) -> None:
         """Count a failed delivery attempt and when to try again; drops the lease."""
-        failed = self._s.driver.failed
         self._transaction(
             lambda c: update_undelivered(
-                c, self._s, failed, [trigger_id], error=error[:1024], retry_at=next_attempt_at
+                c, self._s, "failed", [trigger_id], error=error[:1024], retry_at=next_attempt_at
             )
         )
 
