@@ -6,13 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from phasegate.model import Answered, Status
+from phasegate.stores.sql.bound import DriverSql, execute_rows
 from phasegate.stores.sql.driver import DriverCursor
-from phasegate.stores.sql.statements import (
-    NAMES_SEPARATOR,
-    DriverSql,
-    WriterSql,
-    execute_rows,
-)
+from phasegate.stores.sql.statements import NAMES_SEPARATOR, WriterSql
 
 Found = dict[tuple[str, str, int], Answered]  # by (phase, run_key, attempt)
 Row = tuple[Any, ...]  # a completion in COMPLETION_COLUMNS order, driver-ready
