@@ -14,7 +14,7 @@ from sqlalchemy.dialects import sqlite
 from test_sql import statements
 
 from phasegate.errors import StoreError
-from phasegate.model import OutboxEntry, PhaseRun, RecordSet, Status
+from phasegate.model import OutboxEntry, PhaseExecution, PhaseRun, RecordSet, Status
 from phasegate.stores.sql.outbox import claim_all
 from phasegate.stores.sql.schema import build_tables
 from phasegate.stores.sql.statements import DriverStatements
@@ -170,3 +170,39 @@ def test_a_batch_is_answered_with_a_row_per_phase_run_and_status(make_store: Any
         )
     again = store.record_completions([completion("p1", at=late)])
     assert again[run] == {"odd\x1fname", *(f"p{i}" for i in range(1, 12))}
+
+
+@SQLITE
+def test_claims_in_the_write_take_what_they_read_not_a_second_read(make_store: Any) -> None:
+    """Claims made in a write's transaction after reading their runs' triggers decide
+    from that read: no query of held ids, one INSERT for both triggers."""
+    store = make_store()
+    store.ensure_schema()
+    store.claim_triggers([trigger(run_key=KEYS[0])])
+    wanted = [trigger(run_key=key) for key in KEYS[:3]]
+
+    def then(claims: Any, _answers: Any) -> list[bool]:
+        claims.triggers_of_runs(KEYS[:3])
+        won: list[bool] = claims.claim_triggers(wanted, [_execution(t) for t in wanted])
+        return won
+
+    sent: list[str] = []
+    with statements(store, _recorder(sent)):
+        answer = store.submit_completions([completion(run_key=KEYS[1])], then).result(10)
+    assert answer.followed == [False, True, True]
+    assert sent.count("SELECT phasegate_triggers.trigger_id FROM") == 0
+    assert sent.count("INSERT INTO phasegate_triggers") == 1
+    assert [len(store.triggers(key)) for key in KEYS[:3]] == [1, 1, 1]
+
+
+def _execution(claimed: Any) -> PhaseExecution:
+    return PhaseExecution(
+        phase=claimed.phase,
+        run_key=claimed.run_key,
+        started_at=T0,
+        triggered_at=T0,
+        processors=claimed.processors,
+        reason=claimed.reason,
+        trigger_id=claimed.trigger_id,
+        attempt=claimed.attempt,
+    )
