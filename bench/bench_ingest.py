@@ -25,6 +25,9 @@ PIPELINE = (
     '[pipeline]\nname = "bench"\nrun_key_pattern = "^r[0-9]+$"\n'
     '[[phases]]\nname = "a"\nprocessors = [' + ", ".join(f'"{p}"' for p in PROCESSORS) + "]\n"
 )
+# The same pipeline expecting one more processor, which never reports: the same reports
+# complete no phase-run, so nothing is claimed (the split of the batch path's time).
+UNCLAIMED = PIPELINE.replace('"p9"]', '"p9", "never"]')
 
 
 def raw_single_row_rate(directory: Path, rows: int = 1000) -> float:
@@ -116,12 +119,20 @@ def thin_batch_rate(
 
 
 def phasegate_batch_rate(
-    directory: Path, completions: int = 20000, batch: int = 100, producers: int = 16
+    directory: Path,
+    completions: int = 20000,
+    batch: int = 100,
+    producers: int = 16,
+    *,
+    claims: bool = True,
 ) -> float:
-    """Completions per second through ``record_completions`` in ``batch``-item calls."""
+    """Completions per second through ``record_completions`` in ``batch``-item calls.
+
+    Each call completes ten phase-runs, each claimed in the write; with ``claims=False``
+    the pipeline expects one more processor, so the same reports complete nothing."""
     run_dir = directory / f"pgb-{time.monotonic_ns()}"
     run_dir.mkdir()
-    runtime = runtime_in(run_dir)
+    runtime = runtime_in(run_dir, PIPELINE if claims else UNCLAIMED)
     orchestrator = runtime.orchestrator
     orchestrator.handle_completion("a", "r0", "p0")  # schema created outside the timing
     every = [
@@ -135,9 +146,23 @@ def phasegate_batch_rate(
         return items if all(item.ok for item in items) else None
 
     try:
-        return timed_rate(record, batches, batch, producers)
+        rate = timed_rate(record, batches, batch, producers)
     finally:
         runtime.close()
+    expected = completions // len(PROCESSORS) if claims else 0
+    for store in ("primary", "backup"):
+        claimed = claimed_in(run_dir / f"{store}.db")
+        assert claimed == expected, f"{store}: {claimed} triggers claimed, not {expected}"
+    return rate
+
+
+def claimed_in(path: Path) -> int:
+    """How many triggers the SQLite store at ``path`` holds."""
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("SELECT count(*) FROM phasegate_triggers").fetchone()[0])
+    finally:
+        connection.close()
 
 
 def main() -> dict[str, Any]:
@@ -147,6 +172,7 @@ def main() -> dict[str, Any]:
         rate, runs = median_of(lambda: phasegate_rate(directory))
         thin, thin_runs = median_of(lambda: thin_rate(directory))
         batch_rate, batch_runs = median_of(lambda: phasegate_batch_rate(directory))
+        unclaimed, unclaimed_runs = median_of(lambda: phasegate_batch_rate(directory, claims=False))
         thin_batch, thin_batch_runs = median_of(lambda: thin_batch_rate(directory))
     result = {
         "phasegate_completions_per_s": rate,
@@ -163,6 +189,10 @@ def main() -> dict[str, Any]:
         "thin_batch_ratio": thin_batch / baseline,
         "batch_of_thin": batch_rate / thin_batch,
         "thin_batch_samples": thin_batch_runs,
+        "unclaimed_batch_completions_per_s": unclaimed,
+        "unclaimed_batch_ratio": unclaimed / baseline,
+        "unclaimed_batch_samples": unclaimed_runs,
+        "claims_share_of_batch_time": 1 - batch_rate / unclaimed,
         "samples": runs,
         "batch_samples": batch_runs,
         "baseline_samples": baseline_runs,
@@ -183,6 +213,11 @@ def main() -> dict[str, Any]:
     print(
         f"  the thinnest durable dual write, same batches: {thin_batch:.0f}/s: ratio "
         f"{thin_batch / baseline:.2f}; phasegate does {batch_rate / thin_batch:.0%} of it"
+    )
+    print(
+        f"  the same batches completing no phase-run (nothing claimed): {unclaimed:.0f}/s: "
+        f"ratio {unclaimed / baseline:.2f}; the claims take {1 - batch_rate / unclaimed:.0%} "
+        "of the batch path's time"
     )
     return result
 

@@ -101,7 +101,9 @@ def main() -> int:
             f"{ingest['batch_ratio']:.2f}x",
             "≥ 5x",
             verdict(ingest["batch_ratio"] >= 5)
-            + f" ({ingest['batch_of_thin']:.0%} of the thinnest)",
+            + f" ({ingest['batch_of_thin']:.0%} of the thinnest; claims take "
+            f"{ingest['claims_share_of_batch_time']:.0%}: "
+            f"{ingest['unclaimed_batch_ratio']:.2f}x claiming nothing)",
         ),
         (
             "2 ingest, HTTP",
