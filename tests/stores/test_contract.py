@@ -267,6 +267,32 @@ def test_claims_decided_together_answer_each_trigger_on_its_own(store_factory: A
     assert store.list_runs() == ["2026-01-12", "2026-01-11", "2026-01-10"]
 
 
+def test_a_trigger_asked_twice_in_one_claim_is_won_once_by_its_first(
+    store_factory: Any,
+) -> None:
+    """``claim_triggers`` with the same trigger twice answers as one compare-and-set after
+    the other would: the first asking wins it, the second does not (never both, never
+    neither); a held one is lost both times."""
+    store = store_factory.require(C.CLAIMS, C.OUTBOX)
+    fresh, held, other = (
+        trigger(run_key="2026-01-12"),
+        trigger(run_key="2026-01-11"),
+        trigger(run_key="2026-01-13"),
+    )
+    assert store.claim_trigger(held)
+    assert claim_triggers(store, [fresh, held, other, fresh, held]) == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    pending = store.pending_triggers(T0 + timedelta(hours=1))
+    assert sorted(e.trigger.trigger_id for e in pending) == sorted(
+        t.trigger_id for t in (fresh, held, other)
+    )
+
+
 def test_concurrent_claims_together_have_exactly_one_winner_each(store_factory: Any) -> None:
     """Eight threads claiming the same five triggers together, in different orders: each
     trigger is won exactly once (no deadlock between the batches on server databases)."""

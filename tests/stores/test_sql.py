@@ -480,6 +480,18 @@ def test_claims_keep_the_execution_records_of_what_they_won_in_one_transaction(
     assert len(store.phase_executions()) == 2
 
 
+@ALL
+def test_a_trigger_asked_twice_keeps_the_execution_of_its_first_asking(make_store: Any) -> None:
+    """The same trigger twice in one ``claim_triggers(triggers, executions)``: the first
+    asking wins and keeps its execution record; the second, lost, keeps none."""
+    store = make_store()
+    store.ensure_schema()
+    wanted = trigger()
+    again = dataclasses.replace(_execution_of(wanted), triggered_at=T0 + timedelta(hours=1))
+    assert store.claim_triggers([wanted, wanted], [_execution_of(wanted), again]) == [True, False]
+    assert [e.triggered_at for e in store.phase_executions()] == [T0 + timedelta(minutes=5)]
+
+
 def _fail_on(table: str) -> Callable[[str, Any], None]:
     def hook(sql: str, _params: Any) -> None:
         if sql.lstrip().upper().startswith("INSERT") and table in sql:

@@ -4,7 +4,7 @@ short one of its own on a server database)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,19 +68,22 @@ def claim_all(
     held: Collection[str] | None = None,
 ) -> list[bool]:
     """Claim each trigger by its id (in id order, so concurrent claimers cannot deadlock)
-    and note its run; ``True`` for each one this call won, in the order given. With
-    ``executions`` (one per trigger), each won trigger's execution record is kept in the
-    same transaction. ``held``: the ids of every trigger of these triggers' runs, read
-    earlier in this transaction (SQLite then need not read them again)."""
+    and note its run; ``True`` for each one this call won, in the order given (a trigger
+    given twice is won, if at all, by its first asking, as by one compare-and-set after
+    the other). With ``executions`` (one per trigger), each won trigger's execution
+    record is kept in the same transaction. ``held``: the ids of every trigger of these
+    triggers' runs, read earlier in this transaction (SQLite then need not read them
+    again)."""
     ordered = sorted(triggers, key=lambda t: t.trigger_id)
     if s.driver.multirow and len(ordered) > 1:
         won = _claim_together(connection, s, ordered, held)
     else:
         claim = s.driver.ignore["triggers"]
-        won = {
-            t.trigger_id: claim.execute(connection, r.trigger_row(s.pipeline, t)) == 1
-            for t in ordered
-        }
+        won = {}
+        for t in ordered:
+            if t.trigger_id not in won:
+                won[t.trigger_id] = claim.execute(connection, r.trigger_row(s.pipeline, t)) == 1
+    answers = _first_asking(triggers, won)
     seen = {t.run_key: t.triggered_at for t in triggers}
     s.driver.ignore["runs"].execute_many(
         connection,
@@ -94,11 +97,22 @@ def claim_all(
             connection,
             [
                 r.execution_row(s.pipeline, execution)
-                for trigger, execution in zip(triggers, executions, strict=True)
-                if won[trigger.trigger_id]
+                for execution, first in zip(executions, answers, strict=True)
+                if first
             ],
         )
-    return [won[t.trigger_id] for t in triggers]
+    return answers
+
+
+def _first_asking(triggers: Sequence[Trigger], won: Mapping[str, bool]) -> list[bool]:
+    """Each trigger's answer, in the order given: ``won`` for its id at its first asking,
+    ``False`` at any later one."""
+    asked: set[str] = set()
+    answers = []
+    for trigger in triggers:
+        answers.append(won[trigger.trigger_id] and trigger.trigger_id not in asked)
+        asked.add(trigger.trigger_id)
+    return answers
 
 
 def _claim_together(
