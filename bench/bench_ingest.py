@@ -105,17 +105,33 @@ def thin_rate(directory: Path, completions: int = 3000, producers: int = 16) -> 
 
 
 def thin_batch_rate(
-    directory: Path, completions: int = 20000, batch: int = 100, producers: int = 16
+    directory: Path,
+    completions: int = 20000,
+    batch: int = 100,
+    producers: int = 16,
+    *,
+    claims: bool = False,
 ) -> float:
-    """The batch load through the thinnest durable dual write: the batch ceiling."""
-    writes = DualWrite(directory / f"thinb-{time.monotonic_ns()}")
+    """The batch load through the thinnest durable dual write: the batch ceiling; with
+    ``claims``, the ceiling of a path that claims what it completes (the least a claim
+    needs, see thin.py): checked afterwards to hold each completed phase-run's trigger
+    and execution record in both files."""
+    writes = DualWrite(
+        directory / f"thinb-{time.monotonic_ns()}",
+        claims_at=len(PROCESSORS) if claims else None,
+    )
     writes.record("a", "r0", "p0")
     every = reports(completions)
     batches = [every[i : i + batch] for i in range(0, completions, batch)]
     try:
-        return timed_rate(writes.record_many, batches, batch, producers)
+        rate = timed_rate(writes.record_many, batches, batch, producers)
     finally:
         writes.close()
+    claimed = writes.claimed()
+    expected = completions // len(PROCESSORS) if claims else 0
+    assert len(claimed) == expected, f"thin: {len(claimed)} phase-runs claimed, not {expected}"
+    assert all(stores == 2 for _, stores in claimed), "thin: a claim missing from a file"
+    return rate
 
 
 def phasegate_batch_rate(
@@ -174,6 +190,7 @@ def main() -> dict[str, Any]:
         batch_rate, batch_runs = median_of(lambda: phasegate_batch_rate(directory))
         unclaimed, unclaimed_runs = median_of(lambda: phasegate_batch_rate(directory, claims=False))
         thin_batch, thin_batch_runs = median_of(lambda: thin_batch_rate(directory))
+        thin_claims, thin_claims_runs = median_of(lambda: thin_batch_rate(directory, claims=True))
     result = {
         "phasegate_completions_per_s": rate,
         "raw_single_row_txn_per_s": baseline,
@@ -189,6 +206,10 @@ def main() -> dict[str, Any]:
         "thin_batch_ratio": thin_batch / baseline,
         "batch_of_thin": batch_rate / thin_batch,
         "thin_batch_samples": thin_batch_runs,
+        "thin_claims_batch_completions_per_s": thin_claims,
+        "thin_claims_batch_ratio": thin_claims / baseline,
+        "batch_of_thin_claims": batch_rate / thin_claims,
+        "thin_claims_batch_samples": thin_claims_runs,
         "unclaimed_batch_completions_per_s": unclaimed,
         "unclaimed_batch_ratio": unclaimed / baseline,
         "unclaimed_batch_samples": unclaimed_runs,
@@ -213,6 +234,10 @@ def main() -> dict[str, Any]:
     print(
         f"  the thinnest durable dual write, same batches: {thin_batch:.0f}/s: ratio "
         f"{thin_batch / baseline:.2f}; phasegate does {batch_rate / thin_batch:.0%} of it"
+    )
+    print(
+        f"  the thinnest durable dual write claiming what it completes: {thin_claims:.0f}/s: "
+        f"ratio {thin_claims / baseline:.2f}; phasegate does {batch_rate / thin_claims:.0%} of it"
     )
     print(
         f"  the same batches completing no phase-run (nothing claimed): {unclaimed:.0f}/s: "

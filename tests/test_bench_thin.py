@@ -12,6 +12,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from thin import DualWrite
@@ -82,3 +84,50 @@ def test_a_batch_is_answered_per_phase_run_once_in_both_files(tmp_path: Path) ->
         ("a", "r1"): frozenset(PROCESSORS),
         ("a", "r2"): frozenset(PROCESSORS[:2]),
     }
+
+
+def triggers(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as connection:
+        return sorted(
+            connection.execute(
+                "SELECT t.run_key, t.phase FROM triggers t JOIN executions e "
+                "ON e.trigger_id = t.trigger_id"
+            ).fetchall()
+        )
+
+
+def test_a_claiming_write_claims_each_completed_phase_run_once_in_both_files(
+    tmp_path: Path,
+) -> None:
+    """The ceiling of a path that claims: the call that completes a phase-run returns
+    once its claim (trigger and execution record) is in both files; across concurrent
+    callers and repeated reports each complete phase-run is claimed once, none other."""
+    writes = DualWrite(tmp_path, claims_at=len(PROCESSORS))
+    for processor in PROCESSORS[:-1]:
+        writes.record_many([("a", "r0", processor)])
+        assert triggers(tmp_path / "primary.db") == []
+    writes.record_many([("a", "r0", PROCESSORS[-1])])
+    for name in ("primary.db", "backup.db"):
+        assert triggers(tmp_path / name) == [("r0", "a")]
+    jobs = [[("a", f"r{1 + i // 5}", PROCESSORS[i % 5])] for i in range(35)]
+    jobs += [[("a", "r0", "p0"), ("a", "r8", "p0")], [("b", "r1", "p1")]]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writes.record_many, jobs))
+    writes.close()
+    complete = [(f"r{i}", "a") for i in range(8)]
+    for name in ("primary.db", "backup.db"):
+        assert triggers(tmp_path / name) == complete
+    assert writes.claimed() == [(run_key, 2) for run_key, _ in complete]
+
+
+def test_the_benchmark_checks_the_claims_of_the_thinnest_that_claims(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench_ingest
+
+    assert bench_ingest.thin_batch_rate(tmp_path, 400, 100, 4, claims=True) > 0
+    monkeypatch.setattr(
+        bench_ingest, "DualWrite", lambda directory, claims_at: DualWrite(directory)
+    )
+    with pytest.raises(AssertionError, match="thin: 0 phase-runs claimed, not 40"):
+        bench_ingest.thin_batch_rate(tmp_path, 400, 100, 4, claims=True)
